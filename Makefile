@@ -1,0 +1,43 @@
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install mtkit with dev tools
+
+test: $(STAMP) ## Run the whole test suite (unit + slow end-to-end)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP) ## Run the tests without the slow end-to-end ones
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP) ## ruff + mypy
+	$(VENV)/bin/ruff check mtkit tests benchmarks
+	$(VENV)/bin/ruff format --check mtkit tests benchmarks
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## Format the code
+	$(VENV)/bin/ruff format mtkit tests benchmarks
+	$(VENV)/bin/ruff check --fix mtkit tests benchmarks
+
+demo: $(STAMP) ## prepare → train → translate → evaluate on the bundled data, prints BLEU
+	$(VENV)/bin/mtkit train configs/demo.yaml
+	$(VENV)/bin/mtkit evaluate runs/demo --split test
+
+bench: $(STAMP) ## Speed and memory benchmarks (not part of make test)
+	$(PY) benchmarks/bench.py
+
+clean: ## Remove runs, caches and prepared data
+	rm -rf runs prepared .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: help install test test-fast lint format demo bench clean
