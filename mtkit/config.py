@@ -15,8 +15,10 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from mtkit.errors import MtkitError
 
-class ConfigError(ValueError):
+
+class ConfigError(MtkitError):
     """A config problem the user must fix; the message names the file/key and what was expected."""
 
 
@@ -28,14 +30,32 @@ class DataConfig:
     tgt_lang: str = "de"  # target language code
     format: Literal["text", "tsv", "csv", "jsonl", "parquet", "hub"] = "text"
     # text: a path prefix, read as PREFIX.src_lang / PREFIX.tgt_lang. Other formats: a file path.
-    train: str = "data/train"
+    # hub: "NAME" or "NAME:SPLIT" (split defaults to train / validation / test).
+    train: str | list[str] = "data/train"  # a list: several corpora, concatenated
     valid: str | None = "data/valid"  # None: carve `valid_size` pairs out of train
-    test: str | None = "data/test"  # None: no test split
+    test: str | None = "data/test"  # None: no test split (unless test_size/test_fraction carve one)
     valid_size: int = 1000  # pairs carved from train when `valid` is None
     prepared_dir: str = "prepared/demo"  # where the cleaned, encoded dataset is saved
     max_len: int = 100  # drop pairs with more tokens than this on either side
     max_ratio: float = 3.0  # drop pairs whose token-length ratio exceeds this
     num_proc: int = 1  # processes for datasets.map (encoding)
+    # Columns for tsv/csv/jsonl/parquet/hub. tsv/csv: an int is a 0-based column and there is no
+    # header; a name means the first row is a header. None: columns 0/1 for tsv/csv; for the
+    # others the src_lang/tgt_lang keys, or a hub-style {"translation": {src_lang: .., ..}}.
+    src_column: int | str | None = None
+    tgt_column: int | str | None = None
+    hub_config: str | None = None  # config name of a hub dataset (e.g. "de-en" for wmt14)
+    valid_fraction: float = 0.0  # > 0: carve this share of train instead of valid_size pairs
+    test_size: int = 0  # pairs carved from train as the test split when `test` is None
+    test_fraction: float = 0.0  # > 0: carve this share of train as test instead of test_size
+    seed: int = 1234  # shuffles carved splits; a fixed seed gives the same splits every time
+    unicode_form: Literal["NFC", "NFKC", "none"] = "NFC"  # NFKC also folds compatibility chars
+    normalize_whitespace: bool = True  # collapse runs of whitespace (tabs, \r, NBSP) to one space
+    dedup: bool = True  # drop exact duplicate (src, tgt) pairs from train
+    drop_same: bool = False  # drop train pairs whose source equals the target (untranslated)
+    clean_eval: bool = False  # also filter valid/test by length/ratio/duplicates/same; False
+    # keeps them whole so scores compare with other systems (over-long ids are truncated instead)
+    strict: bool = False  # invalid UTF-8 or malformed rows are fatal instead of skipped + counted
 
 
 @dataclass
@@ -137,7 +157,8 @@ def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
     if typing.get_origin(tp) is tuple:
-        return "a list of " + ", ".join(_type_name(a) for a in typing.get_args(tp))
+        args = typing.get_args(tp)
+        return f"a list of {len(args)} values (" + ", ".join(_type_name(a) for a in args) + ")"
     if typing.get_origin(tp) is list:
         return "a list of " + _type_name(typing.get_args(tp)[0])
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
@@ -147,6 +168,14 @@ def _type_name(tp: Any) -> str:
 
 def _is_union(tp: Any) -> bool:
     return typing.get_origin(tp) in (Union, types.UnionType)
+
+
+_SCALARS: dict[Any, tuple[type, ...]] = {
+    bool: (bool,),
+    int: (int,),
+    float: (int, float),
+    str: (str,),
+}
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -159,45 +188,46 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise _type_error(key, value, tp)
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _type_error(key, value, tp)
-    if origin is Literal:
-        if value in typing.get_args(tp):
+    if tp is type(None) or origin is Literal:
+        allowed = (None,) if tp is type(None) else typing.get_args(tp)
+        if any(value is a or (type(value) is type(a) and value == a) for a in allowed):
             return value
         raise _type_error(key, value, tp)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if isinstance(value, (list, tuple)) and len(value) == len(args):
-            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        raise _type_error(key, value, tp)
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        if isinstance(value, list):
-            return [_convert(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
-        raise _type_error(key, value, tp)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _type_error(key, value, tp)
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _type_error(key, value, tp)
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _type_error(key, value, tp)
-    if tp is str:
-        if isinstance(value, str):
-            return value
+    if origin in (tuple, list):
+        return _convert_sequence(value, tp, key)
+    if tp is float and isinstance(value, str):
+        value = _yaml11_float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
+    if tp in _SCALARS:
+        is_bool = isinstance(value, bool)
+        if isinstance(value, _SCALARS[tp]) and (is_bool == (tp is bool)):
+            return float(value) if tp is float else value
         raise _type_error(key, value, tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of keys, got {value!r}")
         return _from_dict(tp, value, key)  # type: ignore[arg-type]
     raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover
+
+
+def _yaml11_float(text: str) -> float | str:
+    """'3e-4' as a float; any other string unchanged (so the type error shows it)."""
+    try:
+        return float(text) if any(c.isdigit() for c in text) else text
+    except ValueError:
+        return text
+
+
+def _convert_sequence(value: Any, tp: Any, key: str) -> Any:
+    """Tuples of fixed length and homogeneous lists."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple:
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            items = zip(value, args, strict=True)
+            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(items))
+        raise _type_error(key, value, tp)
+    if isinstance(value, list):
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    raise _type_error(key, value, tp)
 
 
 def _type_error(key: str, value: Any, tp: Any) -> ConfigError:
@@ -232,45 +262,48 @@ def _check(cond: bool, key: str, expected: str, value: Any) -> None:
         raise ConfigError(f"{key}: expected {expected}, got {value!r}")
 
 
+_POSITIVE = {
+    "model": ("d_model", "n_heads", "d_ff", "max_positions", "encoder_layers", "decoder_layers"),
+    "training": ("max_tokens", "max_steps", "log_every", "valid_every", "lr"),
+    "decoding": ("beam_size", "max_tokens"),
+    "data": ("max_len", "num_proc", "valid_size"),
+    "tokenizer": ("vocab_size", "input_sentence_size"),
+}
+_NON_NEGATIVE = {
+    "training": ("warmup_steps", "clip_norm", "max_epochs", "max_time", "threads",
+                 "valid_bleu_sentences", "weight_decay"),
+    "decoding": ("length_penalty", "max_len_a", "max_len_b"),
+}  # fmt: skip
+_FRACTIONS = {  # values in [0, 1)
+    "model": ("dropout", "attention_dropout", "activation_dropout"),
+    "training": ("label_smoothing",),
+}
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Reject values that type-check but cannot work (sizes, ratios, incompatible options)."""
-    m, t, d, tok, data = cfg.model, cfg.training, cfg.decoding, cfg.tokenizer, cfg.data
-    for section, obj in (("model", m), ("training", t), ("decoding", d), ("data", data)):
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            positive = f.name in {
-                "d_model", "n_heads", "d_ff", "max_positions", "max_tokens", "max_steps",
-                "log_every", "valid_every", "beam_size", "max_len", "num_proc", "valid_size",
-            }  # fmt: skip
-            if positive:
-                _check(value > 0, f"{section}.{f.name}", "a positive number", value)
-    _check(m.encoder_layers >= 1, "model.encoder_layers", "at least 1", m.encoder_layers)
-    _check(m.decoder_layers >= 1, "model.decoder_layers", "at least 1", m.decoder_layers)
-    _check(
-        m.d_model % m.n_heads == 0,
-        "model.d_model",
-        f"a multiple of model.n_heads ({m.n_heads})",
-        m.d_model,
-    )
-    _check(m.d_model % 2 == 0, "model.d_model", "an even number (sinusoidal positions)", m.d_model)
-    for name in ("dropout", "attention_dropout", "activation_dropout"):
-        v = getattr(m, name)
-        _check(0.0 <= v < 1.0, f"model.{name}", "a value in [0, 1)", v)
-    _check(0.0 <= t.label_smoothing < 1.0, "training.label_smoothing", "a value in [0, 1)", t.label_smoothing)  # fmt: skip
-    _check(t.lr > 0, "training.lr", "a positive number", t.lr)
-    _check(t.warmup_steps >= 0, "training.warmup_steps", "zero or more", t.warmup_steps)
-    _check(t.clip_norm >= 0, "training.clip_norm", "zero or more", t.clip_norm)
-    _check(t.max_epochs >= 0, "training.max_epochs", "zero or more", t.max_epochs)
-    _check(t.max_time >= 0, "training.max_time", "zero or more", t.max_time)
-    _check(t.threads >= 0, "training.threads", "zero or more", t.threads)
-    _check(t.valid_bleu_sentences >= 0, "training.valid_bleu_sentences", "zero or more", t.valid_bleu_sentences)  # fmt: skip
+    for section, names in _POSITIVE.items():
+        for name in names:
+            value = getattr(getattr(cfg, section), name)
+            _check(value > 0, f"{section}.{name}", "a positive number", value)
+    for section, names in _NON_NEGATIVE.items():
+        for name in names:
+            value = getattr(getattr(cfg, section), name)
+            _check(value >= 0, f"{section}.{name}", "zero or more", value)
+    for section, names in _FRACTIONS.items():
+        for name in names:
+            value = getattr(getattr(cfg, section), name)
+            _check(0.0 <= value < 1.0, f"{section}.{name}", "a value in [0, 1)", value)
+    m, tok, data = cfg.model, cfg.tokenizer, cfg.data
+    heads = f"a multiple of model.n_heads ({m.n_heads})"
+    _check(m.d_model % m.n_heads == 0, "model.d_model", heads, m.d_model)
+    _check(m.d_model % 2 == 0, "model.d_model", "an even number (sinusoidal PE)", m.d_model)
     _check(tok.vocab_size >= 16, "tokenizer.vocab_size", "at least 16", tok.vocab_size)
-    _check(0.0 < tok.character_coverage <= 1.0, "tokenizer.character_coverage", "a value in (0, 1]", tok.character_coverage)  # fmt: skip
-    _check(tok.input_sentence_size > 0, "tokenizer.input_sentence_size", "a positive number", tok.input_sentence_size)  # fmt: skip
+    coverage = tok.character_coverage
+    _check(0.0 < coverage <= 1.0, "tokenizer.character_coverage", "a value in (0, 1]", coverage)
     _check(data.max_ratio >= 1.0, "data.max_ratio", "at least 1.0", data.max_ratio)
-    _check(data.src_lang != data.tgt_lang, "data.tgt_lang", "a language different from data.src_lang", data.tgt_lang)  # fmt: skip
-    _check(d.length_penalty >= 0, "decoding.length_penalty", "zero or more", d.length_penalty)
-    _check(d.max_len_a >= 0 and d.max_len_b >= 0, "decoding.max_len_a", "a non-negative a and b", (d.max_len_a, d.max_len_b))  # fmt: skip
+    other = "a language different from data.src_lang"
+    _check(data.src_lang != data.tgt_lang, "data.tgt_lang", other, data.tgt_lang)
     if m.share_embeddings and not tok.joint:
         raise ConfigError(
             "model.share_embeddings: needs tokenizer.joint: true (one vocabulary for both "
