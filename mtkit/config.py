@@ -273,10 +273,12 @@ _NON_NEGATIVE = {
     "training": ("warmup_steps", "clip_norm", "max_epochs", "max_time", "threads",
                  "valid_bleu_sentences", "weight_decay"),
     "decoding": ("length_penalty", "max_len_a", "max_len_b"),
+    "data": ("test_size",),
 }  # fmt: skip
 _FRACTIONS = {  # values in [0, 1)
     "model": ("dropout", "attention_dropout", "activation_dropout"),
     "training": ("label_smoothing",),
+    "data": ("valid_fraction", "test_fraction"),
 }
 
 
@@ -304,6 +306,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(data.max_ratio >= 1.0, "data.max_ratio", "at least 1.0", data.max_ratio)
     other = "a language different from data.src_lang"
     _check(data.src_lang != data.tgt_lang, "data.tgt_lang", other, data.tgt_lang)
+    _validate_data(data)
     if m.share_embeddings and not tok.joint:
         raise ConfigError(
             "model.share_embeddings: needs tokenizer.joint: true (one vocabulary for both "
@@ -314,6 +317,26 @@ def validate(cfg: ExperimentConfig) -> None:
             f"data.max_len: expected at most model.max_positions - 2 ({m.max_positions - 2}), "
             f"got {data.max_len}"
         )
+
+
+def _validate_data(data: DataConfig) -> None:
+    """Checks of the input/cleaning keys that need more than a sign or range."""
+    carved = data.valid_fraction + data.test_fraction
+    _check(carved < 1.0, "data.test_fraction", "less than 1 - data.valid_fraction", carved)
+    trains = data.train if isinstance(data.train, list) else [data.train]
+    _check(bool(trains) and all(trains), "data.train", "a path or a list of paths", data.train)
+    for name in ("src_column", "tgt_column"):
+        v = getattr(data, name)
+        ok = v is None or v != "" and not (isinstance(v, int) and v < 0)
+        _check(ok, f"data.{name}", "a column name, a 0-based column number, or null", v)
+        if data.format == "text":
+            _check(v is None, f"data.{name}", "null for data.format: text", v)
+    if type(data.src_column) is not type(data.tgt_column):
+        raise ConfigError(
+            "data.src_column/data.tgt_column: give both as names or both as numbers, or neither"
+        )
+    hub = data.hub_config
+    _check(hub is None or data.format == "hub", "data.hub_config", "null unless format: hub", hub)
 
 
 # --------------------------------------------------------------------------- loading
