@@ -1,0 +1,279 @@
+"""Search tests on a tiny random Transformer and on stub models with fixed log-probs."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from mtkit.config import ModelConfig
+from mtkit.masks import pad_mask
+from mtkit.model import DecoderCache, Transformer
+from mtkit.search import Hypothesis, beam_search, gnmt_penalty, greedy_search, sample
+
+PAD, BOS, EOS = 0, 1, 2
+VOCAB = 20
+
+
+def tiny_model(vocab: int = VOCAB, seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        d_model=32, n_heads=2, encoder_layers=1, decoder_layers=2, d_ff=64, max_positions=64
+    )
+    return Transformer(cfg, vocab, vocab, pad_id=PAD).eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> Transformer:
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    src = torch.randint(3, VOCAB, (4, 6), generator=gen)  # (batch, src_len)
+    src[1, 4:] = PAD
+    src[2, 2:] = PAD
+    return src, pad_mask(src, PAD)
+
+
+class StubModel:
+    """Next-token log-probs depend only on the position: table[min(position, last)]."""
+
+    pad_id = PAD
+    max_positions = 64
+
+    def __init__(self, probs: list[list[float]]) -> None:
+        table = torch.tensor(probs, dtype=torch.float64).log().float()  # (positions, vocab)
+        self.table = table
+
+    def _row(self, position: int) -> Tensor:
+        return self.table[min(position, len(self.table) - 1)]  # (vocab,)
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> Tensor:
+        return torch.zeros(src.size(0), src.size(1), 1)
+
+    def decode(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor) -> Tensor:
+        rows = [self._row(t) for t in range(tgt_in.size(1))]
+        return torch.stack(rows)[None].expand(tgt_in.size(0), -1, -1)
+
+    def init_cache(self, memory: Tensor, src_mask: Tensor) -> DecoderCache:
+        return DecoderCache(self_kv=[], cross_kv=[], src_mask=src_mask, position=0)
+
+    def decode_step(self, tokens: Tensor, cache: DecoderCache) -> Tensor:
+        logits = self._row(cache.position)[None].expand(tokens.size(0), -1)
+        cache.position += 1
+        return logits
+
+
+def stub_src() -> tuple[Tensor, Tensor]:
+    src = torch.tensor([[5, 5]])
+    return src, pad_mask(src, PAD)
+
+
+def sequence_log_prob(model: Transformer, src: Tensor, tokens: list[int]) -> float:
+    """log P(tokens + EOS | src) by one teacher-forced pass."""
+    tgt_in = torch.tensor([[BOS, *tokens]])
+    tgt_out = torch.tensor([[*tokens, EOS]])
+    with torch.inference_mode():
+        logits = model(src, pad_mask(src, PAD), tgt_in)  # (1, len, vocab)
+        lp = logits.log_softmax(-1).gather(2, tgt_out[..., None])
+    return float(lp.sum())
+
+
+def no_repeated_ngram(tokens: list[int], n: int) -> bool:
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) == len(set(grams))
+
+
+# --------------------------------------------------------------------------- consistency
+
+
+def test_greedy_cached_equals_uncached(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
+    src, mask = batch
+    a = greedy_search(model, src, mask, bos_id=BOS, eos_id=EOS, use_cache=True)
+    b = greedy_search(model, src, mask, bos_id=BOS, eos_id=EOS, use_cache=False)
+    assert [h.tokens for h in a] == [h.tokens for h in b]
+    assert [h.log_prob for h in a] == pytest.approx([h.log_prob for h in b], abs=1e-4)
+
+
+def test_beam_cached_equals_uncached(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
+    src, mask = batch
+    kw = {"bos_id": BOS, "eos_id": EOS, "beam_size": 4, "nbest": 3}
+    a = beam_search(model, src, mask, use_cache=True, **kw)  # type: ignore[arg-type]
+    b = beam_search(model, src, mask, use_cache=False, **kw)  # type: ignore[arg-type]
+    for ha, hb in zip(a, b, strict=True):
+        assert [h.tokens for h in ha] == [h.tokens for h in hb]
+        assert [h.score for h in ha] == pytest.approx([h.score for h in hb], abs=1e-4)
+
+
+def test_beam_one_equals_greedy(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
+    src, mask = batch
+    greedy = greedy_search(model, src, mask, bos_id=BOS, eos_id=EOS)
+    beam = beam_search(model, src, mask, bos_id=BOS, eos_id=EOS, beam_size=1, length_penalty=0.0)
+    assert [h.tokens for h in greedy] == [hs[0].tokens for hs in beam]
+    assert [h.log_prob for h in greedy] == pytest.approx([hs[0].log_prob for hs in beam], abs=1e-4)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_batched_equals_one_at_a_time(
+    model: Transformer, batch: tuple[Tensor, Tensor], search: str
+) -> None:
+    src, mask = batch
+
+    def run(s: Tensor, m: Tensor) -> list[Hypothesis]:
+        if search == "greedy":
+            return greedy_search(model, s, m, bos_id=BOS, eos_id=EOS)
+        return [hs[0] for hs in beam_search(model, s, m, bos_id=BOS, eos_id=EOS, beam_size=3)]
+
+    batched = run(src, mask)
+    for i in range(src.size(0)):
+        n = int(mask[i].sum())
+        (alone,) = run(src[i : i + 1, :n], mask[i : i + 1, :n])
+        assert batched[i].tokens == alone.tokens
+        assert batched[i].score == pytest.approx(alone.score, abs=1e-4)
+
+
+# --------------------------------------------------------------------------- beam search
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_wide_beam_matches_exhaustive_enumeration(alpha: float) -> None:
+    model = tiny_model(vocab=5, seed=3)  # pad, bos, eos + two real tokens
+    src = torch.tensor([[3, 4, 4]])
+    max_len = 3
+    best_score, best_tokens = -math.inf, []
+    for length in range(max_len + 1):
+        for tokens in itertools.product([3, 4], repeat=length):
+            lp = sequence_log_prob(model, src, list(tokens))
+            score = lp / gnmt_penalty(length + 1, alpha)
+            if score > best_score:
+                best_score, best_tokens = score, list(tokens)
+    (hyps,) = beam_search(
+        model, src, pad_mask(src, PAD), bos_id=BOS, eos_id=EOS, beam_size=16,
+        length_penalty=alpha, max_len_a=0.0, max_len_b=max_len,
+    )  # fmt: skip
+    assert hyps[0].tokens == best_tokens
+    assert hyps[0].score == pytest.approx(best_score, abs=1e-5)
+
+
+def test_nbest_sorted_and_distinct(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
+    src, mask = batch
+    nbest = beam_search(model, src, mask, bos_id=BOS, eos_id=EOS, beam_size=5, nbest=4)
+    for hyps in nbest:
+        assert len(hyps) == 4
+        scores = [h.score for h in hyps]
+        assert scores == sorted(scores, reverse=True)
+        assert len({tuple(h.tokens) for h in hyps}) == len(hyps)
+        for h in hyps:
+            assert h.score == pytest.approx(h.log_prob / gnmt_penalty(len(h.tokens) + 1, 1.0))
+
+
+def test_length_penalty_changes_the_choice() -> None:
+    # vocab: pad, bos, eos, A. EOS first is -1.20 raw; A A A EOS is -1.26 raw but 4 tokens long.
+    stub = StubModel(
+        [
+            [1e-9, 1e-9, 0.3, 0.7],
+            [1e-9, 1e-9, 0.1, 0.9],
+            [1e-9, 1e-9, 0.1, 0.9],
+            [1e-9, 1e-9, 0.5, 0.5],
+        ]
+    )
+    src, mask = stub_src()
+    kw = {"bos_id": BOS, "eos_id": EOS, "beam_size": 3, "max_len_a": 0.0, "max_len_b": 3}
+    (raw,) = beam_search(stub, src, mask, length_penalty=0.0, **kw)  # type: ignore[arg-type]
+    (gnmt,) = beam_search(stub, src, mask, length_penalty=1.0, **kw)  # type: ignore[arg-type]
+    assert raw[0].tokens == []
+    assert raw[0].score == pytest.approx(math.log(0.3), abs=1e-5)
+    assert gnmt[0].tokens == [3, 3, 3]
+    long_lp = math.log(0.7) + 2 * math.log(0.9) + math.log(0.5)
+    assert gnmt[0].log_prob == pytest.approx(long_lp, abs=1e-5)
+    assert gnmt[0].score == pytest.approx(long_lp / ((5 + 4) / 6), abs=1e-5)
+
+
+EOS_EAGER = [[1e-9, 1e-9, 0.6, 0.3, 0.1]]  # EOS is always the likeliest token
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_min_len_prevents_early_eos(search: str) -> None:
+    stub = StubModel(EOS_EAGER)
+    src, mask = stub_src()
+    for min_len, expected in [(0, []), (2, [3, 3])]:
+        if search == "greedy":
+            (h,) = greedy_search(stub, src, mask, bos_id=BOS, eos_id=EOS, min_len=min_len)
+        else:
+            ((h, *_),) = beam_search(
+                stub, src, mask, bos_id=BOS, eos_id=EOS, beam_size=2, min_len=min_len
+            )
+        assert h.tokens == expected
+
+
+def test_no_repeat_ngram_blocks_a_repeat() -> None:
+    stub = StubModel([[1e-9, 1e-9, 0.01, 0.9, 0.09]])  # A (3) always wins, EOS unlikely
+    src, mask = stub_src()
+    kw = {"bos_id": BOS, "eos_id": EOS, "beam_size": 2, "max_len_a": 0.0, "max_len_b": 4}
+    ((free, *_),) = beam_search(stub, src, mask, **kw)  # type: ignore[arg-type]
+    ((blocked, *_),) = beam_search(stub, src, mask, no_repeat_ngram=2, **kw)  # type: ignore[arg-type]
+    assert free.tokens == [3, 3, 3, 3]
+    assert no_repeated_ngram(blocked.tokens, 2)
+    assert blocked.tokens[:2] == [3, 3]
+
+
+def test_no_repeat_ngram_on_real_model(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
+    src, mask = batch
+    out = beam_search(model, src, mask, bos_id=BOS, eos_id=EOS, nbest=3, no_repeat_ngram=1)
+    assert all(no_repeated_ngram(h.tokens, 1) for hyps in out for h in hyps)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam", "sample"])
+def test_max_length_respected(
+    model: Transformer, batch: tuple[Tensor, Tensor], search: str
+) -> None:
+    src, mask = batch
+    kw = {"bos_id": BOS, "eos_id": EOS, "max_len_a": 0.5, "max_len_b": 1}
+    if search == "greedy":
+        hyps = greedy_search(model, src, mask, **kw)  # type: ignore[arg-type]
+    elif search == "beam":
+        hyps = [hs[0] for hs in beam_search(model, src, mask, **kw)]  # type: ignore[arg-type]
+    else:
+        hyps = sample(model, src, mask, generator=torch.Generator().manual_seed(0), **kw)  # type: ignore[arg-type]
+    for h, n in zip(hyps, mask.sum(1).tolist(), strict=True):
+        assert len(h.tokens) <= int(0.5 * n + 1)
+
+
+def test_max_length_reached_when_eos_never_wins() -> None:
+    stub = StubModel([[1e-9, 1e-9, 1e-6, 0.5, 0.5]])
+    src, mask = stub_src()  # 2 source tokens: max length int(1.5 * 2 + 1) = 4
+    (g,) = greedy_search(stub, src, mask, bos_id=BOS, eos_id=EOS, max_len_a=1.5, max_len_b=1)
+    ((b, *_),) = beam_search(stub, src, mask, bos_id=BOS, eos_id=EOS, max_len_a=1.5, max_len_b=1)
+    assert len(g.tokens) == 4
+    assert len(b.tokens) == 4
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_sampling_top_k_one_equals_greedy(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
+    src, mask = batch
+    greedy = greedy_search(model, src, mask, bos_id=BOS, eos_id=EOS)
+    sampled = sample(
+        model, src, mask, bos_id=BOS, eos_id=EOS, top_k=1, temperature=1.3,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert [h.tokens for h in sampled] == [h.tokens for h in greedy]
+    assert [h.log_prob for h in sampled] == pytest.approx([h.log_prob for h in greedy], abs=1e-5)
+
+
+def test_sampling_reproducible_with_seed(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
+    src, mask = batch
+
+    def run(seed: int) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(seed)
+        hyps = sample(model, src, mask, bos_id=BOS, eos_id=EOS, top_p=0.9, generator=gen)
+        return [h.tokens for h in hyps]
+
+    assert run(7) == run(7)
+    assert run(7) != run(8)
