@@ -276,6 +276,30 @@ def _add_finished(kept: list[Hypothesis], hyp: Hypothesis, beam_size: int) -> li
     return sorted([*kept, hyp], key=lambda h: -h.score)[:beam_size]
 
 
+def _collect_finished(
+    kept: list[list[Hypothesis]],
+    alive: list[int],
+    prefix: Tensor,
+    ends: Tensor,
+    top: Tensor,
+    origin: Tensor,
+    beam: int,
+    penalty: float,
+) -> None:
+    """Add the candidates flagged in `ends` to their sentence's kept hypotheses.
+
+    Shapes: prefix (n*beam, t) with BOS, ends/top/origin (n, k) over the ranked candidates.
+    """
+    sent, rank = ends.nonzero().unbind(dim=1)  # (n_ends,) each
+    if sent.numel() == 0:
+        return
+    rows = sent * beam + origin[sent, rank]  # (n_ends,)
+    tokens, raws = prefix[rows, 1:].tolist(), top[sent, rank].tolist()
+    for s, tk, raw in zip(sent.tolist(), tokens, raws, strict=True):
+        i = alive[s]
+        kept[i] = _add_finished(kept[i], Hypothesis(tk, raw / penalty, raw), beam)
+
+
 def _sentence_done(
     kept: list[Hypothesis], best_live: float, step: int, max_len: int, beam_size: int, alpha: float
 ) -> bool:
@@ -369,16 +393,10 @@ def _beam_search(
         origin, token = idx // vocab, idx % vocab  # (n, k) each
         is_eos = token == eos_id  # (n, k)
         # 1) EOS candidates ranked within the beam finish a hypothesis
-        in_beam = torch.arange(k, device=device) < beam  # (k,)
-        ends = (is_eos & in_beam & (top > -math.inf)).nonzero()  # (n_ends, 2): sentence, rank
-        if ends.numel() > 0:
-            sent, rank = ends[:, 0], ends[:, 1]  # (n_ends,) each
-            rows = sent * beam + origin[sent, rank]  # (n_ends,)
-            for s, tk, raw in zip(
-                sent.tolist(), prefix[rows, 1:].tolist(), top[sent, rank].tolist(), strict=True
-            ):
-                hyp = Hypothesis(tk, raw / gnmt_penalty(step + 1, alpha), raw)
-                kept[alive[s]] = _add_finished(kept[alive[s]], hyp, beam)
+        ends = is_eos & (torch.arange(k, device=device) < beam) & (top > -math.inf)  # (n, k)
+        _collect_finished(
+            kept, alive, prefix, ends, top, origin, beam, gnmt_penalty(step + 1, alpha)
+        )
         # 2) the best `beam` non-EOS candidates stay live (stable sort keeps rank order)
         live = is_eos.int().argsort(dim=1, stable=True)[:, :beam]  # (n, beam)
         scores, origin, token = top.gather(1, live), origin.gather(1, live), token.gather(1, live)

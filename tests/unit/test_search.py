@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -102,9 +103,9 @@ def test_greedy_cached_equals_uncached(model: Transformer, batch: tuple[Tensor, 
 
 def test_beam_cached_equals_uncached(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
     src, mask = batch
-    kw = {"bos_id": BOS, "eos_id": EOS, "beam_size": 4, "nbest": 3}
-    a = beam_search(model, src, mask, use_cache=True, **kw)  # type: ignore[arg-type]
-    b = beam_search(model, src, mask, use_cache=False, **kw)  # type: ignore[arg-type]
+    kw: dict[str, Any] = {"bos_id": BOS, "eos_id": EOS, "beam_size": 4, "nbest": 3}
+    a = beam_search(model, src, mask, use_cache=True, **kw)
+    b = beam_search(model, src, mask, use_cache=False, **kw)
     for ha, hb in zip(a, b, strict=True):
         assert [h.tokens for h in ha] == [h.tokens for h in hb]
         assert [h.score for h in ha] == pytest.approx([h.score for h in hb], abs=1e-4)
@@ -183,9 +184,15 @@ def test_length_penalty_changes_the_choice() -> None:
         ]
     )
     src, mask = stub_src()
-    kw = {"bos_id": BOS, "eos_id": EOS, "beam_size": 3, "max_len_a": 0.0, "max_len_b": 3}
-    (raw,) = beam_search(stub, src, mask, length_penalty=0.0, **kw)  # type: ignore[arg-type]
-    (gnmt,) = beam_search(stub, src, mask, length_penalty=1.0, **kw)  # type: ignore[arg-type]
+    kw: dict[str, Any] = {
+        "bos_id": BOS,
+        "eos_id": EOS,
+        "beam_size": 3,
+        "max_len_a": 0.0,
+        "max_len_b": 3,
+    }
+    (raw,) = beam_search(stub, src, mask, length_penalty=0.0, **kw)
+    (gnmt,) = beam_search(stub, src, mask, length_penalty=1.0, **kw)
     assert raw[0].tokens == []
     assert raw[0].score == pytest.approx(math.log(0.3), abs=1e-5)
     assert gnmt[0].tokens == [3, 3, 3]
@@ -214,9 +221,15 @@ def test_min_len_prevents_early_eos(search: str) -> None:
 def test_no_repeat_ngram_blocks_a_repeat() -> None:
     stub = StubModel([[1e-9, 1e-9, 0.01, 0.9, 0.09]])  # A (3) always wins, EOS unlikely
     src, mask = stub_src()
-    kw = {"bos_id": BOS, "eos_id": EOS, "beam_size": 2, "max_len_a": 0.0, "max_len_b": 4}
-    ((free, *_),) = beam_search(stub, src, mask, **kw)  # type: ignore[arg-type]
-    ((blocked, *_),) = beam_search(stub, src, mask, no_repeat_ngram=2, **kw)  # type: ignore[arg-type]
+    kw: dict[str, Any] = {
+        "bos_id": BOS,
+        "eos_id": EOS,
+        "beam_size": 2,
+        "max_len_a": 0.0,
+        "max_len_b": 4,
+    }
+    ((free, *_),) = beam_search(stub, src, mask, **kw)
+    ((blocked, *_),) = beam_search(stub, src, mask, no_repeat_ngram=2, **kw)
     assert free.tokens == [3, 3, 3, 3]
     assert no_repeated_ngram(blocked.tokens, 2)
     assert blocked.tokens[:2] == [3, 3]
@@ -233,13 +246,13 @@ def test_max_length_respected(
     model: Transformer, batch: tuple[Tensor, Tensor], search: str
 ) -> None:
     src, mask = batch
-    kw = {"bos_id": BOS, "eos_id": EOS, "max_len_a": 0.5, "max_len_b": 1}
+    kw: dict[str, Any] = {"bos_id": BOS, "eos_id": EOS, "max_len_a": 0.5, "max_len_b": 1}
     if search == "greedy":
-        hyps = greedy_search(model, src, mask, **kw)  # type: ignore[arg-type]
+        hyps = greedy_search(model, src, mask, **kw)
     elif search == "beam":
-        hyps = [hs[0] for hs in beam_search(model, src, mask, **kw)]  # type: ignore[arg-type]
+        hyps = [hs[0] for hs in beam_search(model, src, mask, **kw)]
     else:
-        hyps = sample(model, src, mask, generator=torch.Generator().manual_seed(0), **kw)  # type: ignore[arg-type]
+        hyps = sample(model, src, mask, generator=torch.Generator().manual_seed(0), **kw)
     for h, n in zip(hyps, mask.sum(1).tolist(), strict=True):
         assert len(h.tokens) <= int(0.5 * n + 1)
 
@@ -277,3 +290,27 @@ def test_sampling_reproducible_with_seed(model: Transformer, batch: tuple[Tensor
 
     assert run(7) == run(7)
     assert run(7) != run(8)
+
+
+def test_stopping_bound_accounts_for_length_penalty() -> None:
+    # After two steps, beam 2 holds two finished hypotheses ([] and [A]) and the live prefix
+    # A A has a lower raw log-prob than both scores, yet A A A EOS wins once normalised.
+    stub = StubModel(
+        [
+            [1e-9, 1e-9, 0.4, 0.6],
+            [1e-9, 1e-9, 0.5, 0.5],
+            [1e-9, 1e-9, 1e-6, 1.0],
+            [1e-9, 1e-9, 1.0, 1e-6],
+        ]
+    )
+    src, mask = stub_src()
+    kw: dict[str, Any] = {
+        "bos_id": BOS,
+        "eos_id": EOS,
+        "beam_size": 2,
+        "max_len_a": 0.0,
+        "max_len_b": 3,
+    }
+    ((best, *_),) = beam_search(stub, src, mask, length_penalty=1.0, **kw)
+    assert best.tokens == [3, 3, 3]
+    assert best.score == pytest.approx(math.log(0.6 * 0.5) / 1.5, abs=1e-4)

@@ -1,0 +1,191 @@
+"""Transformer properties: shapes, positions, attention paths, causality, padding, cache."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from mtkit.config import ModelConfig
+from mtkit.masks import causal_mask, pad_mask
+from mtkit.model import (
+    MultiHeadAttention,
+    Transformer,
+    attention,
+    num_parameters,
+    set_fast_attention,
+    sinusoidal_positions,
+)
+
+PAD, BOS = 0, 1
+VOCAB = 20
+
+
+def make_model(norm: str = "pre", seed: int = 0, **overrides: Any) -> Transformer:
+    torch.manual_seed(seed)
+    kw: dict[str, Any] = {
+        "d_model": 32, "n_heads": 2, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 64,
+        "max_positions": 64, "norm": norm,
+    }  # fmt: skip
+    kw.update(overrides)
+    return Transformer(ModelConfig(**kw), VOCAB, VOCAB, pad_id=PAD).eval()
+
+
+def random_ids(batch: int, length: int, seed: int) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(3, VOCAB, (batch, length), generator=gen)  # (batch, len)
+
+
+def test_output_shapes() -> None:
+    model = make_model()
+    src, tgt = random_ids(3, 7, 0), random_ids(3, 5, 1)
+    mask = pad_mask(src, PAD)
+    assert model.encode(src, mask).shape == (3, 7, 32)
+    assert model(src, mask, tgt).shape == (3, 5, VOCAB)
+
+
+def test_positional_encoding_matches_formula() -> None:
+    length, d = 12, 8
+    pe = sinusoidal_positions(length, d)
+    for pos in range(length):
+        for i in range(d // 2):
+            angle = pos / 10000 ** (2 * i / d)
+            assert pe[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_positional_table_is_a_non_persistent_buffer() -> None:
+    model = make_model()
+    assert model.pe.shape == (64, 32)
+    assert "pe" not in model.state_dict()
+
+
+def test_embeddings_scaled_by_sqrt_d_model() -> None:
+    model = make_model()
+    ids = random_ids(2, 5, 0)
+    expected = model.src_embed.weight[ids] * math.sqrt(32) + sinusoidal_positions(5, 32)
+    torch.testing.assert_close(model.embed_src(ids), expected)
+    shifted = model.tgt_embed.weight[ids] * math.sqrt(32) + sinusoidal_positions(8, 32)[3:]
+    torch.testing.assert_close(model.embed_tgt(ids, offset=3), shifted)
+
+
+def test_fast_attention_equals_reference() -> None:
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(d_model=32, n_heads=4, dropout=0.0).eval()
+    x = torch.randn(3, 6, 32)  # (batch, len, d_model)
+    keys = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [0] * 6]).bool()  # incl. an all-pad row
+    masks = {
+        "padding": keys[:, None, None, :],  # (batch, 1, 1, k_len)
+        "causal": causal_mask(6)[None, None],  # (1, 1, q_len, k_len)
+        "both": keys[:, None, None, :] & causal_mask(6)[None, None],
+    }
+    for name, mask in masks.items():
+        attn.fast = True
+        fast = attn(x, key=x, value=x, mask=mask)
+        attn.fast = False
+        slow = attn(x, key=x, value=x, mask=mask)
+        assert not torch.isnan(fast).any(), name
+        torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_reference_attention_formula() -> None:
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 1, 2, 4), torch.randn(1, 1, 3, 4), torch.randn(1, 1, 3, 4)
+    mask = torch.tensor([True, True, False])[None, None, None, :]
+    weights = (q @ k.transpose(-2, -1) / 2.0)[..., :2].softmax(-1)  # only the two real keys
+    torch.testing.assert_close(attention(q, k, v, mask), weights @ v[..., :2, :])
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_decoder_is_causal(norm: str) -> None:
+    model = make_model(norm)
+    src, tgt = random_ids(2, 6, 0), random_ids(2, 7, 1)
+    mask = pad_mask(src, PAD)
+    changed = tgt.clone()
+    changed[:, 4:] = random_ids(2, 3, 2)
+    a, b = model(src, mask, tgt), model(src, mask, changed)
+    torch.testing.assert_close(a[:, :4], b[:, :4])
+    assert not torch.allclose(a[:, 4:], b[:, 4:])
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_extra_padding_changes_nothing(norm: str) -> None:
+    model = make_model(norm)
+    src, tgt = random_ids(2, 5, 0), random_ids(2, 4, 1)
+    src[1, 3:] = PAD
+    padded_src = torch.cat([src, torch.full((2, 3), PAD)], dim=1)  # (batch, src_len + 3)
+    padded_tgt = torch.cat([tgt, torch.full((2, 2), PAD)], dim=1)  # (batch, tgt_len + 2)
+    a = model(src, pad_mask(src, PAD), tgt)
+    b = model(padded_src, pad_mask(padded_src, PAD), padded_tgt)
+    torch.testing.assert_close(a, b[:, :4], atol=1e-5, rtol=1e-5)
+    mem_a = model.encode(src, pad_mask(src, PAD))
+    mem_b = model.encode(padded_src, pad_mask(padded_src, PAD))
+    torch.testing.assert_close(mem_a[0], mem_b[0, :5], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mem_a[1, :3], mem_b[1, :3], atol=1e-5, rtol=1e-5)
+
+
+def test_all_padding_sentence_gives_no_nan() -> None:
+    model = make_model()
+    src = random_ids(2, 4, 0)
+    src[1] = PAD
+    for fast in (True, False):
+        set_fast_attention(model, fast)
+        logits = model(src, pad_mask(src, PAD), random_ids(2, 3, 1))
+        assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_cached_steps_equal_full_decode(norm: str) -> None:
+    model = make_model(norm)
+    src, tgt = random_ids(3, 6, 0), random_ids(3, 5, 1)
+    src[2, 2:] = PAD
+    mask = pad_mask(src, PAD)
+    with torch.inference_mode():
+        memory = model.encode(src, mask)
+        full = model.decode(tgt, memory, mask)  # (batch, tgt_len, vocab)
+        cache = model.init_cache(memory, mask)
+        steps = [model.decode_step(tgt[:, t], cache) for t in range(tgt.size(1))]
+    assert cache.position == tgt.size(1)
+    assert cache.self_kv[0][0].shape == (3, 2, 5, 16)
+    torch.testing.assert_close(torch.stack(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_select_reorders_rows() -> None:
+    model = make_model()
+    src, tgt = random_ids(3, 6, 0), random_ids(3, 4, 1)
+    mask = pad_mask(src, PAD)
+    order = torch.tensor([2, 0, 0])
+    with torch.inference_mode():
+        memory = model.encode(src, mask)
+        cache = model.init_cache(memory, mask)
+        for t in range(3):
+            model.decode_step(tgt[:, t], cache)
+        picked = cache.select(order)
+        step = model.decode_step(tgt[order, 3], picked)
+        full = model.decode(tgt[order], memory[order], mask[order])[:, 3]
+    torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-5)
+
+
+def test_shared_and_tied_embeddings() -> None:
+    model = make_model(share_embeddings=True, tie_output=True)
+    assert model.src_embed.weight is model.tgt_embed.weight
+    assert model.out_proj.weight is model.tgt_embed.weight
+    separate = make_model(share_embeddings=False, tie_output=False)
+    assert separate.src_embed.weight is not separate.tgt_embed.weight
+    assert separate.out_proj.weight is not separate.tgt_embed.weight
+    assert num_parameters(model) == num_parameters(separate) - 2 * VOCAB * 32
+
+
+def test_share_embeddings_needs_one_vocabulary() -> None:
+    cfg = ModelConfig(d_model=32, n_heads=2, share_embeddings=True)
+    with pytest.raises(ValueError, match="share_embeddings"):
+        Transformer(cfg, src_vocab=20, tgt_vocab=21)
+    Transformer(ModelConfig(d_model=32, n_heads=2, share_embeddings=False), 20, 21)
+
+
+def test_padding_embedding_is_zero() -> None:
+    model = make_model()
+    assert torch.count_nonzero(model.src_embed.weight[PAD]) == 0
