@@ -79,14 +79,13 @@ class _Stepper:
         return _Stepper(self.model, memory, self.src_mask.index_select(0, index), None)
 
 
-def max_lengths(src_mask: Tensor, a: float, b: float, max_positions: int) -> Tensor:
+def max_lengths(src_mask: Tensor, a: float, b: float, max_positions: int) -> list[int]:
     """int(a * src_len + b) per sentence, capped at max_positions - 1 (BOS takes a position).
 
-    Shapes: src_mask (batch, src_len) -> (batch,) long.
+    Shapes: src_mask (batch, src_len) -> batch ints.
     """
-    src_len = src_mask.sum(dim=1).double()  # (batch,)
-    lengths = (a * src_len + b).floor().long()  # (batch,)
-    return lengths.clamp(min=0, max=max_positions - 1)  # (batch,)
+    src_lens: list[int] = src_mask.sum(dim=1).tolist()
+    return [max(0, min(int(a * n + b), max_positions - 1)) for n in src_lens]
 
 
 def gnmt_penalty(length: int, alpha: float) -> float:
@@ -158,7 +157,8 @@ def _one_path_search(
 ) -> list[Hypothesis]:
     """Extend each sentence by `choose(log_probs)` until EOS; finished rows leave the batch."""
     batch = src.size(0)
-    max_lens = max_lengths(src_mask, max_len_a, max_len_b, model.max_positions)  # (batch,)
+    max_list = max_lengths(src_mask, max_len_a, max_len_b, model.max_positions)
+    max_lens = torch.tensor(max_list, device=src.device)  # (batch,)
     stepper = _Stepper.start(model, src, src_mask, use_cache)
     prefix = src.new_full((batch, 1), bos_id)  # (batch, 1)
     total = torch.zeros(batch, device=src.device)  # (batch,)
@@ -368,8 +368,8 @@ def _beam_search(
 ) -> list[list[Hypothesis]]:
     """The beam loop; rows are (sentence, beam) pairs flattened to batch*beam."""
     batch, device = src.size(0), src.device
-    max_lens = max_lengths(src_mask, max_len_a, max_len_b, model.max_positions)  # (batch,)
-    max_list: list[int] = max_lens.tolist()
+    max_list = max_lengths(src_mask, max_len_a, max_len_b, model.max_positions)
+    max_lens = torch.tensor(max_list, device=device)  # (batch,)
     stepper = _Stepper.start(model, src, src_mask, use_cache)  # encoder + cross K/V once
     stepper = stepper.select(torch.arange(batch, device=device).repeat_interleave(beam))
     prefix = src.new_full((batch * beam, 1), bos_id)  # (batch*beam, 1)
