@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -241,18 +242,20 @@ def _bad_utf8(data: DataConfig, path: Path, line: int, seen: list[int]) -> None:
 def _text_rows(data: DataConfig, source: Source) -> Iterator[dict[str, Any]]:
     """Rows of a pair of line-aligned files; unequal line counts raise DataError."""
     src_path, tgt_path = source.files
-    src_lines, tgt_lines = _lines(src_path), _lines(tgt_path)
     seen = [0]
-    n = 0
-    for (n, s), (_, t) in zip(src_lines, tgt_lines, strict=False):
+    n_src = n_tgt = 0
+    for src, tgt in itertools.zip_longest(_lines(src_path), _lines(tgt_path)):
+        n_src += src is not None
+        n_tgt += tgt is not None
+        if src is None or tgt is None:
+            continue  # one side ran out: count the rest, then fail below
+        (n, s), (_, t) = src, tgt
         drop = 0
         for text, path in ((s, src_path), (t, tgt_path)):
             if text is None:
                 _bad_utf8(data, path, n, seen)
                 drop = CODE["invalid_utf8"]
         yield {"src": s or "", "tgt": t or "", "drop": drop}
-    n_src = n + sum(1 for _ in src_lines)
-    n_tgt = n + sum(1 for _ in tgt_lines)
     if n_src != n_tgt:
         raise DataError(
             f"{source.key}: {src_path} has {n_src} lines but {tgt_path} has {n_tgt}; "
@@ -705,64 +708,65 @@ def _build(cfg: ExperimentConfig, sources: dict[str, list[Source]], work: Path) 
         stats[split] = {"read": len(raw), "dropped": _drop_counts(cleaned)}
         splits[split] = _keep(cleaned, cache, f"{split}-clean")
         _check_not_empty(split, splits[split], stats[split], data)
-    for split in ("valid", "test"):
-        if split not in splits and split in _carved_splits(data):
-            stats[split] = {"read": 0, "dropped": {}}
     train = _carve(data, splits["train"], splits, cache)
-    for split in splits:
-        if split != "train" and stats[split]["read"] == 0:
-            stats[split]["read"] = len(splits[split])
+    carved = {k: len(v) for k, v in splits.items() if k not in stats}
+    if carved:
+        stats["train"]["carved"] = carved
+        for split, n in carved.items():
+            stats[split] = {"read": n, "dropped": {}, "carved_from": "train"}
     stats["train"]["dropped"].update(_drop_counts(train))
     splits["train"] = _keep(train, cache, "train-overlap")
     _check_not_empty("train", splits["train"], stats["train"], data)
-    tokenizers = _train_tokenizers(cfg.tokenizer, data, splits["train"], work)
-    encoded: dict[str, datasets.Dataset] = {}
-    for split, ds in splits.items():
-        full = split == "train" or data.clean_eval
-        enc = _mark(
-            ds,
-            _encode_batch,
-            cache,
-            f"{split}-encode",
-            fn_kwargs={
-                "src_tok": tokenizers.src,
-                "tgt_tok": tokenizers.tgt,
-                "max_len": data.max_len,
-                "max_ratio": data.max_ratio,
-                "filter_lengths": full,
-            },
-            features=_ENCODED_FEATURES,
-            num_proc=data.num_proc if len(ds) >= 2 * data.num_proc * 1000 else None,
-        )
-        counts = _drop_counts(enc)
-        for reason in ("too_long", "ratio"):
-            if reason in counts:
-                stats[split]["dropped"][reason] = counts[reason]
-        enc = _keep(enc, cache, f"{split}-encode")
-        _check_not_empty(split, enc, stats[split], data)
-        encoded[split] = enc
-        stats[split].update(_split_stats(enc))
+    tokenizers = _train_tokenizers(cfg.tokenizer, data, splits["train"], cache)
+    tokenizers.save(work)
+    encoded = {
+        split: _encode_split(split, ds, tokenizers, data, stats[split], cache)
+        for split, ds in splits.items()
+    }
     text = datasets.DatasetDict({k: v.select_columns(["src", "tgt"]) for k, v in encoded.items()})
     ids = datasets.DatasetDict(
         {k: v.select_columns(["src_ids", "tgt_ids"]) for k, v in encoded.items()}
     )
     text.save_to_disk(str(work / "text"))
     ids.save_to_disk(str(work / "encoded"))
-    result = {
+    _log_table(stats)
+    return {
         "splits": stats,
         "vocab_size": {"src": tokenizers.src.vocab_size, "tgt": tokenizers.tgt.vocab_size},
     }
-    _log_table(stats)
-    return result
 
 
-def _carved_splits(data: DataConfig) -> set[str]:
-    out = set()
-    if data.valid is None:
-        out.add("valid")
-    if data.test is None and (data.test_size or data.test_fraction):
-        out.add("test")
-    return out
+def _encode_split(
+    split: str,
+    ds: datasets.Dataset,
+    tokenizers: TokenizerPair,
+    data: DataConfig,
+    stats: dict[str, Any],
+    cache: Path,
+) -> datasets.Dataset:
+    """Add src_ids/tgt_ids; drop (train) or truncate (valid/test) over-long pairs."""
+    enc = _mark(
+        ds,
+        _encode_batch,
+        cache,
+        f"{split}-encode",
+        fn_kwargs={
+            "src_tok": tokenizers.src,
+            "tgt_tok": tokenizers.tgt,
+            "max_len": data.max_len,
+            "max_ratio": data.max_ratio,
+            "filter_lengths": split == "train" or data.clean_eval,
+        },
+        features=_ENCODED_FEATURES,
+        # worker start-up costs more than it saves on small splits
+        num_proc=data.num_proc if len(ds) >= 10_000 * data.num_proc else None,
+    )
+    counts = _drop_counts(enc)
+    stats["dropped"].update({k: counts[k] for k in ("too_long", "ratio") if k in counts})
+    enc = _keep(enc, cache, f"{split}-encode")
+    _check_not_empty(split, enc, stats, data)
+    stats.update(_split_stats(enc))
+    return enc
 
 
 def _split_stats(enc: datasets.Dataset) -> dict[str, Any]:
@@ -779,16 +783,16 @@ def _split_stats(enc: datasets.Dataset) -> dict[str, Any]:
 def _check_not_empty(
     split: str, ds: datasets.Dataset, stats: dict[str, Any], data: DataConfig
 ) -> None:
+    """DataError saying which filters removed what when a split ends up empty."""
     if len(ds):
         return
-    dropped = stats.get("dropped", {})
     limits = {
         "too_long": f"data.max_len={data.max_len}",
         "ratio": f"data.max_ratio={data.max_ratio}",
     }
     detail = ", ".join(
         f"{reason} {n}" + (f" ({limits[reason]})" if reason in limits else "")
-        for reason, n in dropped.items()
+        for reason, n in stats.get("dropped", {}).items()
     )
     raise DataError(
         f"data.{split}: no pairs left after cleaning (read {stats.get('read', 0)}; "
@@ -797,16 +801,26 @@ def _check_not_empty(
 
 
 def _train_tokenizers(
-    tok: TokenizerConfig, data: DataConfig, train: datasets.Dataset, work: Path
+    tok: TokenizerConfig, data: DataConfig, train: datasets.Dataset, cache: Path
 ) -> TokenizerPair:
-    """sentencepiece on the train split, streamed from Arrow (it samples what it keeps)."""
+    """sentencepiece on the train split, streamed from Arrow.
+
+    At most `tokenizer.input_sentence_size` sentences per model are sampled here, with
+    `data.seed` (a joint model takes both sides of half as many pairs).
+    """
+    n = tok.input_sentence_size // 2 if tok.joint else tok.input_sentence_size
+    if len(train) > n:
+        rng = np.random.default_rng(data.seed)
+        keep = np.sort(rng.choice(len(train), size=max(n, 1), replace=False))
+        logger.info("training the tokenizer on a sample of %d of %d pairs", len(keep), len(train))
+        train = train.select(keep, indices_cache_file_name=str(cache / "spm-sample.indices.arrow"))
 
     def column(name: str) -> Iterator[str]:
         for batch in train.select_columns([name]).iter(batch_size=10_000):
             yield from batch[name]
 
     return train_tokenizers(
-        column("src"), column("tgt"), work, tok, data.src_lang, data.tgt_lang, seed=data.seed
+        column("src"), column("tgt"), cache, tok, data.src_lang, data.tgt_lang, seed=data.seed
     )
 
 

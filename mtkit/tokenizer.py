@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -185,15 +186,18 @@ def train_sentencepiece(
     `tokenizer.vocab_size` and the largest size the corpus supports.
     """
     out = io.BytesIO()
+    lines, sample_size = _lines(sentences), cfg.input_sentence_size
+    if sample_size <= _SPM_MIN_SAMPLE:  # sentencepiece refuses to sample this few: do it here
+        lines, sample_size = iter(_reservoir(lines, sample_size, random.Random(0))), 0
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_lines(sentences),
+            sentence_iterator=lines,
             model_writer=out,
             model_type=cfg.type,
             vocab_size=cfg.vocab_size,
             character_coverage=cfg.character_coverage,
             byte_fallback=cfg.byte_fallback,
-            input_sentence_size=cfg.input_sentence_size,
+            input_sentence_size=sample_size,
             shuffle_input_sentence=True,
             pad_id=PAD_ID,
             unk_id=UNK_ID,
@@ -206,6 +210,22 @@ def train_sentencepiece(
     except RuntimeError as e:
         raise _training_error(e, cfg, name) from None
     return Tokenizer(out.getvalue(), name=name)
+
+
+_SPM_MIN_SAMPLE = 100  # sentencepiece's input_sentence_size must be 0 or above this
+
+
+def _reservoir(lines: Iterator[str], k: int, rng: random.Random) -> list[str]:
+    """A uniform sample of at most k lines (Algorithm R), for small k."""
+    sample: list[str] = []
+    for i, line in enumerate(lines):
+        if i < k:
+            sample.append(line)
+        else:
+            j = rng.randint(0, i)
+            if j < k:
+                sample[j] = line
+    return sample
 
 
 def _training_error(e: RuntimeError, cfg: TokenizerConfig, name: str) -> Exception:
