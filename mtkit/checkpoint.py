@@ -84,7 +84,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"{path}: checkpoint format {state['format_version']} is not supported "
             f"(this mtkit reads format {FORMAT_VERSION})"
         )
-    return state  # type: ignore[no-any-return]
+    return state
 
 
 def resolve_checkpoint(path: Path) -> Path:

@@ -200,7 +200,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp in _SCALARS:
         is_bool = isinstance(value, bool)
         if isinstance(value, _SCALARS[tp]) and (is_bool == (tp is bool)):
-            return float(value) if tp is float else value
+            return float(typing.cast(float, value)) if tp is float else value
         raise _type_error(key, value, tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):

@@ -19,7 +19,9 @@ class MetricResult:
 
 
 def _metric(name: str, tokenize: str, lowercase: bool) -> object:
-    from sacrebleu.metrics import BLEU, CHRF, TER
+    from sacrebleu.metrics.bleu import BLEU
+    from sacrebleu.metrics.chrf import CHRF
+    from sacrebleu.metrics.ter import TER
 
     if name == "bleu":
         return BLEU(tokenize=tokenize, lowercase=lowercase)

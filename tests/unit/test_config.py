@@ -53,7 +53,8 @@ def test_int_widens_to_float_and_tuple_from_list(tmp_path: Path) -> None:
 
 def test_unknown_key_suggests(tmp_path: Path) -> None:
     path = write(tmp_path, "model:\n  d_modle: 64\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'model.d_modle'.*did you mean 'model.d_model'"):
+    expected = r"unknown key 'model.d_modle'.*did you mean 'model.d_model'"
+    with pytest.raises(ConfigError, match=expected):
         load_config(path)
 
 
