@@ -1,0 +1,304 @@
+"""The `mtkit` command line: parse arguments, load config, set up logging, call a command.
+
+Heavy imports (torch, datasets) happen inside the command bodies so `mtkit --help` is fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from mtkit.config import ConfigError, ExperimentConfig, load_config
+from mtkit.errors import MtkitError
+
+app = typer.Typer(
+    name="mtkit",
+    help="Train machine-translation Transformers: raw parallel text → tokenizer → model → BLEU.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigArg = Annotated[
+    Path, typer.Argument(help="Experiment YAML file, e.g. configs/demo.yaml", show_default=False)
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config key: --set model.d_model=512 (repeatable)"),
+]
+RunArg = Annotated[
+    Path, typer.Argument(help="A run directory (uses its best.pt) or a checkpoint file")
+]
+
+
+def handle_errors(func: F) -> F:
+    """Turn user-facing errors into one `error: ...` line on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            raise typer.Exit(0) from None
+        except Exception as e:
+            if isinstance(e, MtkitError):
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(1) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
+    """Log lines to stderr (and a file); stdout stays clean for translations and scores."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    fmt = logging.Formatter("%(asctime)s | %(levelname)s | %(message)s", "%H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    root.addHandler(stream)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(fmt)
+        root.addHandler(file_handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("datasets", "filelock", "urllib3", "fsspec", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load(config: Path, overrides: list[str] | None) -> ExperimentConfig:
+    return load_config(config, overrides or [])
+
+
+@app.command()
+@handle_errors
+def prepare(
+    config: ConfigArg,
+    overrides: SetOpt = None,
+    force: Annotated[
+        bool, typer.Option(help="Rebuild even if the prepared data is current")
+    ] = False,
+) -> None:
+    """Train the sentencepiece model(s), clean and encode the corpus, save it to disk.
+
+    Example: mtkit prepare configs/demo.yaml --set tokenizer.vocab_size=4000
+    """
+    cfg = _load(config, overrides)
+    setup_logging()
+    from mtkit.prepare import prepare as run_prepare
+
+    path = run_prepare(cfg, force=force)
+    typer.echo(f"prepared data in {path}")
+
+
+@app.command()
+@handle_errors
+def train(
+    config: ConfigArg,
+    overrides: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run from its last.pt")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Start again even if the run directory holds a run")
+    ] = False,
+) -> None:
+    """Train a model (preparing the data first if needed); writes runs/<name>/.
+
+    Example: mtkit train configs/demo.yaml --set model.encoder_layers=4 --set training.lr=7e-4
+    """
+    cfg = _load(config, overrides)
+    setup_logging(log_file=cfg.run_path / "train.log")
+    from mtkit.train import train as run_train
+
+    run_dir = run_train(cfg, resume=resume, overwrite=overwrite)
+    typer.echo(f"run directory: {run_dir} (best checkpoint: {run_dir / 'best.pt'})")
+
+
+@app.command()
+@handle_errors
+def translate(
+    run: RunArg,
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Source file (default: stdin)")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output file (default: stdout)")
+    ] = None,
+    beam: Annotated[int | None, typer.Option(help="Beam size (default: the run's)")] = None,
+    greedy: Annotated[bool, typer.Option(help="Greedy search (same as --beam 1)")] = False,
+    length_penalty: Annotated[float | None, typer.Option(help="GNMT length penalty alpha")] = None,
+    max_len_a: Annotated[float | None, typer.Option(help="Max length = a * src_len + b")] = None,
+    max_len_b: Annotated[int | None, typer.Option(help="Max length = a * src_len + b")] = None,
+    batch_tokens: Annotated[int | None, typer.Option(help="Source tokens per batch")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Translate one sentence per line, from a file or stdin, to a file or stdout.
+
+    Examples:
+      mtkit translate runs/demo -i data/test.en -o hyp.de --beam 5
+      echo "How are you?" | mtkit translate runs/demo --greedy
+    """
+    setup_logging()
+    from mtkit.translate import Translator
+
+    translator = Translator.load(run, device=device)
+    options = translator.default_options(
+        beam_size=1 if greedy else beam, length_penalty=length_penalty,
+        max_len_a=max_len_a, max_len_b=max_len_b, max_tokens=batch_tokens,
+    )  # fmt: skip
+    _check_positive("--beam", options.beam_size)
+    _check_positive("--batch-tokens", options.max_tokens)
+    if input is None and output is None and sys.stdin.isatty():
+        _interactive(translator, options)
+        return
+    if input is not None:
+        from mtkit.evaluate import read_lines
+
+        lines: Any = read_lines(input)
+    else:
+        lines = _stdin_lines()
+    if output is None:
+        for text in translator.translate_stream(lines, options):
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        return
+    from mtkit.checkpoint import atomic_write_bytes
+
+    outputs = list(translator.translate_stream(lines, options))
+    atomic_write_bytes(output, "".join(t + "\n" for t in outputs).encode("utf-8"))
+    typer.echo(f"wrote {len(outputs)} lines to {output}", err=True)
+
+
+def _stdin_lines() -> Any:
+    """stdin lines decoded as UTF-8, invalid bytes replaced (never a traceback)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    stream: Any = sys.stdin
+    if buffer is not None:  # split on "\n" only: a stray "\r" must not add a line
+        stream = io.TextIOWrapper(buffer, encoding="utf-8", errors="replace", newline="\n")
+    for line in stream:
+        yield line.rstrip("\n").rstrip("\r")
+
+
+def _interactive(translator: Any, options: Any) -> None:
+    typer.echo("Type a sentence and press Enter (Ctrl-D to quit).", err=True)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            return
+        typer.echo(translator.translate([line], options)[0])
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{name}: expected a positive number, got {value}")
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    run: Annotated[
+        Path | None, typer.Argument(help="A run directory or checkpoint to translate with")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="A split of the run's data config: test or valid")
+    ] = None,
+    src: Annotated[Path | None, typer.Option(help="Source file to translate")] = None,
+    ref: Annotated[
+        list[Path] | None, typer.Option(help="Reference file (repeat for several references)")
+    ] = None,
+    hyp: Annotated[Path | None, typer.Option(help="Score this hypothesis file as it is")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write the hypotheses")
+    ] = None,
+    beam: Annotated[int | None, typer.Option(help="Beam size (default: the run's)")] = None,
+    greedy: Annotated[bool, typer.Option(help="Greedy search (same as --beam 1)")] = False,
+    length_penalty: Annotated[float | None, typer.Option(help="GNMT length penalty alpha")] = None,
+    metrics: Annotated[
+        str, typer.Option(help="Comma-separated: bleu, chrf, chrf++, ter")
+    ] = "bleu,chrf",
+    tokenize: Annotated[str, typer.Option(help="sacreBLEU tokenizer: 13a, intl, ...")] = "13a",
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Score translations with sacreBLEU (BLEU, chrF, ...) and print their signatures.
+
+    Examples:
+      mtkit evaluate runs/demo --split test
+      mtkit evaluate runs/demo --src data/test.en --ref data/test.de --beam 5 --json
+      mtkit evaluate --hyp hyp.de --ref data/test.de
+    """
+    setup_logging()
+    from mtkit.evaluate import EvaluationError, evaluate_model, score_files
+    from mtkit.translate import Translator
+
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    if hyp is not None:
+        if not ref:
+            raise EvaluationError("--hyp needs at least one --ref")
+        report = score_files(hyp, ref, names, tokenize)
+    else:
+        if run is None:
+            raise EvaluationError("give a run directory/checkpoint to translate, or --hyp")
+        translator = Translator.load(run, device=device)
+        options = translator.default_options(
+            beam_size=1 if greedy else beam, length_penalty=length_penalty
+        )
+        source, refs = _eval_inputs(translator, split, src, ref)
+        out = output or _default_hyp_path(translator, split, source)
+        report = evaluate_model(translator, source, refs, options, names, out, tokenize)
+    _print_report(report, json_out)
+
+
+def _eval_inputs(
+    translator: Any, split: str | None, src: Path | None, ref: list[Path] | None
+) -> tuple[Path, list[Path]]:
+    from mtkit.evaluate import EvaluationError, split_files
+
+    if src is not None:
+        if not ref:
+            raise EvaluationError("--src needs at least one --ref")
+        return src, list(ref)
+    source, reference = split_files(translator, split or "test")
+    return source, list(ref) if ref else [reference]
+
+
+def _default_hyp_path(translator: Any, split: str | None, source: Path) -> Path:
+    run_dir = translator.checkpoint.parent
+    stem = split or source.stem
+    return Path(run_dir) / f"{stem}.hyp.{translator.config.data.tgt_lang}"
+
+
+def _print_report(report: Any, json_out: bool) -> None:
+    if json_out:
+        typer.echo(report.to_json())
+        return
+    for result in report.scores:
+        typer.echo(f"{result.text}")
+        typer.echo(f"  signature: {result.signature}")
+    if report.hypotheses_file and report.source_file:
+        typer.echo(
+            f"{report.n_sentences} sentences in {report.seconds:.1f}s; "
+            f"hypotheses in {report.hypotheses_file}"
+        )
+
+
+def main() -> None:
+    """Entry point for `python -m mtkit`."""
+    app()
