@@ -31,7 +31,7 @@ format: $(STAMP) ## Format the code
 	$(VENV)/bin/ruff check --fix mtkit tests benchmarks
 
 demo: $(STAMP) ## prepare → train → translate → evaluate on the bundled data, prints BLEU
-	$(VENV)/bin/mtkit train configs/demo.yaml
+	$(VENV)/bin/mtkit train configs/demo.yaml --overwrite
 	$(VENV)/bin/mtkit evaluate runs/demo --split test
 
 bench: $(STAMP) ## Speed and memory benchmarks (not part of make test)
