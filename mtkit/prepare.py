@@ -101,6 +101,7 @@ def prepare(cfg: ExperimentConfig, force: bool = False) -> Path:
     if not force and _matches(out, fingerprint):
         logger.info("%s is up to date; reusing it (force to rebuild)", out)
         return out
+    _check_replaceable(out)
     work = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -114,6 +115,18 @@ def prepare(cfg: ExperimentConfig, force: bool = False) -> Path:
         shutil.rmtree(work, ignore_errors=True)
     logger.info("prepared data in %s", out)
     return out
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace a directory that prepare did not write (it would be deleted)."""
+    if out.is_file():
+        raise DataError(f"data.prepared_dir: {out} is a file, expected a directory")
+    ours = (out / "fingerprint.json").is_file() or (out / "encoded").is_dir()
+    if out.is_dir() and any(out.iterdir()) and not ours:
+        raise DataError(
+            f"data.prepared_dir: {out} already holds other files (no fingerprint.json); "
+            "prepare replaces the whole directory, so choose an empty or new path"
+        )
 
 
 def is_prepared(cfg: ExperimentConfig) -> bool:
@@ -360,11 +373,25 @@ def _load_with_datasets(
     try:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache)
     except datasets.exceptions.DatasetGenerationError as e:
-        cause = str(e.__cause__ or e).splitlines()[0]
-        raise DataError(
-            f"{source.key}: could not read {source.files[0]} as {data.format}: {cause}"
-        ) from None
+        where = _first_bad_json_line(path) if data.format == "jsonl" else None
+        cause = where or str(e.__cause__ or e).splitlines()[0]
+        raise DataError(f"{source.key}: could not read {source.files[0]}: {cause}") from None
     return ds, unreadable
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+    """'line N: problem' for the first line that is not a JSON object (error path only)."""
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                return f"line {n}: invalid JSON ({e})"
+            if not isinstance(obj, dict):
+                return f"line {n}: expected one JSON object per line, found {type(obj).__name__}"
+    return None
 
 
 def _without_bad_utf8(data: DataConfig, source: Source, path: Path, work: Path) -> tuple[Path, int]:
@@ -422,15 +449,19 @@ def _load_hub(data: DataConfig, source: Source) -> datasets.Dataset:
     try:
         return datasets.load_dataset(name, data.hub_config, split=split)
     except Exception as e:  # the hub raises many types; all become one user-facing line
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
-        if offline or isinstance(e, (ConnectionError, OSError, TimeoutError)):
+        env = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+        offline = env or bool(datasets.config.HF_HUB_OFFLINE)
+        text = str(e)
+        no_network = isinstance(e, (ConnectionError, TimeoutError)) or "Couldn't reach" in text
+        if no_network or (offline and "offline" in text.lower()):
+            why = "disabled (HF_HUB_OFFLINE is set)" if offline else "unreachable"
+            fast = "" if offline else "; HF_HUB_OFFLINE=1 makes this fail without waiting"
             raise DataError(
-                f"{source.key}: cannot load {what} split '{split}': the Hugging Face Hub is "
-                f"{'disabled (HF_HUB_OFFLINE is set)' if offline else 'unreachable'} and it is "
-                "not in the local cache; download it where there is internet, or use local files "
-                "(data.format: text, tsv, csv, jsonl or parquet)"
+                f"{source.key}: cannot load {what} split '{split}': the Hugging Face Hub is {why} "
+                "and it is not in the local cache; download it where there is internet, or use "
+                f"local files (data.format: text, tsv, csv, jsonl or parquet){fast}"
             ) from None
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = text.splitlines()[0] if text else type(e).__name__
         raise DataError(f"{source.key}: cannot load {what} split '{split}': {first}") from None
 
 
@@ -538,7 +569,7 @@ class _Cleaner:
         src = [self.norm(s) for s in batch["src"]]
         tgt = [self.norm(t) for t in batch["tgt"]]
         drop = list(batch["drop"])
-        for i, (s, t) in enumerate(zip(src, tgt, strict=False)):
+        for i, (s, t) in enumerate(zip(src, tgt, strict=True)):
             if drop[i]:
                 continue
             if not s or not t:
@@ -624,7 +655,7 @@ def _carve(
     def overlap(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         drop = [
             CODE["overlap"] if s in carved_text or t in carved_text else 0
-            for s, t in zip(batch["src"], batch["tgt"], strict=False)
+            for s, t in zip(batch["src"], batch["tgt"], strict=True)
         ]
         return {"drop": drop}
 
@@ -647,7 +678,7 @@ def _encode_batch(
     tgt = tgt_tok.encode(batch["tgt"])
     drop = list(batch["drop"])
     truncated = [0] * len(src)
-    for i, (s, t) in enumerate(zip(src, tgt, strict=False)):
+    for i, (s, t) in enumerate(zip(src, tgt, strict=True)):
         if filter_lengths:
             if len(s) > max_len or len(t) > max_len:
                 drop[i] = drop[i] or CODE["too_long"]

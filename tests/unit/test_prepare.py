@@ -387,6 +387,33 @@ def test_hub_offline_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
     assert "HF_HUB_OFFLINE" in msg and "data.format: text" in msg
 
 
+def test_hub_dataset_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The online path, with a local dataset directory standing in for a hub name."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    repo = tmp_path / "my-corpus"
+    repo.mkdir()
+    rows = [{"translation": {"en": s, "de": t}} for s, t in zip(SRC, TGT, strict=True)]
+    for split, part in (("train", rows[:180]), ("validation", rows[180:])):
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
+        (repo / f"{split}.jsonl").write_text(lines, encoding="utf-8")
+    cfg = make_cfg(tmp_path, format="hub", train=str(repo), valid=str(repo))
+    stats = load_stats(prepare(cfg))["splits"]
+    assert (stats["train"]["read"], stats["valid"]["read"]) == (180, 20)
+    assert text_split(tmp_path, "valid")["src"] == SRC[180:]
+    with pytest.raises(DataError, match=r"split 'test'"):
+        prepare(make_cfg(tmp_path, format="hub", train=f"{repo}:train", test=f"{repo}:test"))
+
+
+def test_invalid_json_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"en": "a", "de": "b"}\n{"en": "a", "de": \n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.jsonl: line 2: invalid JSON"):
+        prepare(make_cfg(tmp_path, format="jsonl", train=str(path)))
+    path.write_text('{"en": "a", "de": "b"}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 2: expected one JSON object per line, found list"):
+        prepare(make_cfg(tmp_path, format="jsonl", train=str(path)))
+
+
 def test_several_training_corpora_are_concatenated(tmp_path: Path) -> None:
     write_pair(tmp_path / "a", SRC[:120], TGT[:120])
     write_pair(tmp_path / "b", SRC[120:], TGT[120:])
@@ -421,6 +448,15 @@ def write_tsv(tmp_path: Path) -> Path:
 def test_directory_instead_of_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"data\.train: .* is a directory, expected a jsonl file"):
         prepare(make_cfg(tmp_path, format="jsonl", train=str(tmp_path)))
+
+
+def test_a_foreign_prepared_dir_is_never_replaced(tmp_path: Path) -> None:
+    mine = tmp_path / "prepared"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(DataError, match=r"prepared_dir: .* already holds other files"):
+        run(tmp_path)
+    assert (mine / "thesis.tex").read_text() == "precious"
 
 
 def test_errors_are_single_lines(tmp_path: Path) -> None:
