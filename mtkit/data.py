@@ -8,6 +8,7 @@ token). That is what the encoder plus decoder actually process; it matches
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -238,12 +239,16 @@ def batches(
     rank: int = 0,
     world_size: int = 1,
     pad_id: int = PAD_ID,
+    skip: int = 0,
 ) -> Iterator[Batch]:
-    """One epoch of padded batches of an encoded split (this rank's share)."""
+    """One epoch of padded batches of an encoded split (this rank's share).
+
+    `skip` leaves out the first batches without reading or padding them (resuming mid-epoch).
+    """
     src_len, tgt_len = lengths(dataset_split)
     sampler = TokenBatchSampler(src_len, tgt_len, max_tokens, shuffle, seed, rank, world_size)
     sampler.set_epoch(epoch)
     columns = dataset_split.select_columns(["src_ids", "tgt_ids"])
-    for indices in sampler:
+    for indices in itertools.islice(sampler, skip, None):
         rows = columns[indices]
         yield collate_columns(rows["src_ids"], rows["tgt_ids"], pad_id)

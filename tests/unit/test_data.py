@@ -204,6 +204,14 @@ def test_batches_cover_the_split_within_budget(prepared: Path) -> None:
     assert len(ranks[0]) == len(ranks[1]) and sum(len(b) for r in ranks for b in r) == 120
 
 
+def test_skip_resumes_mid_epoch(prepared: Path) -> None:
+    train = load_prepared(prepared)["train"]
+    full = list(batches(train, 200, shuffle=True, seed=5, epoch=2))
+    rest = list(batches(train, 200, shuffle=True, seed=5, epoch=2, skip=3))
+    assert len(rest) == len(full) - 3
+    assert all(torch.equal(a.src, b.src) for a, b in zip(full[3:], rest, strict=True))
+
+
 def test_load_prepared_errors_name_the_directory(tmp_path: Path, prepared: Path) -> None:
     assert load_prepared_text(prepared)["train"].column_names == ["src", "tgt"]
     with pytest.raises(MtkitError, match=r"nothing-here: no prepared data found"):
