@@ -299,6 +299,25 @@ def _print_report(report: Any, json_out: bool) -> None:
         )
 
 
+@app.command()
+@handle_errors
+def plot(
+    run: Annotated[Path, typer.Argument(help="A run directory (reads its metrics.jsonl)")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="PNG file (default: RUN/curves.png)")
+    ] = None,
+) -> None:
+    """Plot learning curves (training/validation loss and BLEU vs updates and time) to a PNG.
+
+    Example: mtkit plot runs/demo -o demo_curves.png
+    """
+    from mtkit.learning_curves import plot_curves, read_curves
+
+    curves = read_curves(run / "metrics.jsonl")
+    out = plot_curves(curves, output or run / "curves.png", title=f"mtkit run: {run}")
+    typer.echo(f"wrote {out}")
+
+
 def main() -> None:
     """Entry point for `python -m mtkit`."""
     app()

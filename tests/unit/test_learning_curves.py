@@ -1,0 +1,47 @@
+"""`mtkit plot`: learning curves from metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mtkit.cli import app
+from mtkit.learning_curves import PlotError, read_curves
+
+
+def write_metrics(run: Path) -> None:
+    run.mkdir()
+    records = [
+        {"kind": "train", "step": 50, "loss": 6.0, "elapsed_s": 10.0},
+        {"kind": "train", "step": 100, "loss": 5.0, "elapsed_s": 20.0},
+        {"kind": "valid", "step": 100, "loss": 4.5, "bleu": 3.2, "elapsed_s": 21.0},
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in records) + '{"kind": "tra'  # torn last line
+    (run / "metrics.jsonl").write_text(text, encoding="utf-8")
+
+
+def test_read_curves_skips_torn_line(tmp_path: Path) -> None:
+    write_metrics(tmp_path / "run")
+    curves = read_curves(tmp_path / "run" / "metrics.jsonl")
+    assert curves.train_step == [50, 100]
+    assert curves.valid_bleu == [3.2]
+
+
+def test_plot_writes_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib (extra 'plot') is not installed")
+    write_metrics(tmp_path / "run")
+    out = tmp_path / "curves.png"
+    result = CliRunner().invoke(app, ["plot", str(tmp_path / "run"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_metrics_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["plot", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.startswith("error:") and "no metrics file" in result.output
+    with pytest.raises(PlotError):
+        read_curves(tmp_path / "metrics.jsonl")
