@@ -102,8 +102,8 @@ def prepare(cfg: ExperimentConfig, force: bool = False) -> Path:
         logger.info("%s is up to date; reusing it (force to rebuild)", out)
         return out
     _check_replaceable(out)
+    _remove_stale(out)
     work = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
         stats = _build(cfg, sources, work)
@@ -127,6 +127,26 @@ def _check_replaceable(out: Path) -> None:
             f"data.prepared_dir: {out} already holds other files (no fingerprint.json); "
             "prepare replaces the whole directory, so choose an empty or new path"
         )
+
+
+def _remove_stale(out: Path) -> None:
+    """Delete temp/old dirs that a killed prepare left next to `out` (their pid is gone)."""
+    for path in out.parent.glob(f".{out.name}.*-*"):
+        kind, _, pid = path.name[len(out.name) + 2 :].partition("-")
+        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # ours, from an earlier failed call in this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def is_prepared(cfg: ExperimentConfig) -> bool:

@@ -537,6 +537,15 @@ def test_force_rebuilds(tmp_path: Path) -> None:
     assert not (out / "marker").exists()
 
 
+def test_leftovers_of_a_killed_run_are_removed(tmp_path: Path) -> None:
+    dead = tmp_path / ".prepared.tmp-999999999"  # no such process
+    dead.mkdir()
+    alive = tmp_path / f".prepared.tmp-{os.getppid()}"  # a running process: leave it alone
+    alive.mkdir()
+    run(tmp_path)
+    assert not dead.exists() and alive.exists()
+
+
 def test_incomplete_prepared_dir_is_not_reused(tmp_path: Path) -> None:
     write_pair(tmp_path / "train", SRC, TGT)
     cfg = make_cfg(tmp_path)
