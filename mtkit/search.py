@@ -93,6 +93,22 @@ def gnmt_penalty(length: int, alpha: float) -> float:
     return float(((5.0 + length) / 6.0) ** alpha)
 
 
+LENGTH_NORMS = ("gnmt", "average", "none")
+
+
+def length_normaliser(length: int, alpha: float, norm: str) -> float:
+    """What a finished hypothesis's log-prob is divided by to rank it; `length` counts EOS.
+
+    gnmt: ((5 + length) / 6) ** alpha; average: length (per-token mean log-prob); none: 1.
+    Each is positive and non-decreasing in length, which `_sentence_done` relies on.
+    """
+    if norm == "gnmt":
+        return gnmt_penalty(length, alpha)
+    if norm == "average":
+        return float(length)
+    return 1.0
+
+
 def ngram_ban(generated: Tensor, n: int, vocab: int) -> Tensor:
     """Tokens that would repeat an n-gram already in each row.
 
@@ -301,7 +317,13 @@ def _collect_finished(
 
 
 def _sentence_done(
-    kept: list[Hypothesis], best_live: float, step: int, max_len: int, beam_size: int, alpha: float
+    kept: list[Hypothesis],
+    best_live: float,
+    step: int,
+    max_len: int,
+    beam_size: int,
+    alpha: float,
+    norm: str = "gnmt",
 ) -> bool:
     """True when no live hypothesis of this sentence can still enter the kept set.
 
@@ -314,7 +336,7 @@ def _sentence_done(
     if len(kept) < beam_size:
         return False
     ends = (step + 2, max_len + 1)
-    bound = max(best_live / gnmt_penalty(n, alpha) for n in ends)
+    bound = max(best_live / length_normaliser(n, alpha, norm) for n in ends)
     return bound <= kept[-1].score
 
 
@@ -327,6 +349,7 @@ def beam_search(
     eos_id: int,
     beam_size: int = 5,
     length_penalty: float = 1.0,
+    length_norm: str = "gnmt",
     max_len_a: float = 1.5,
     max_len_b: float = 10,
     min_len: int = 0,
@@ -336,17 +359,20 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """Batched beam search; per sentence up to `nbest` distinct hypotheses, best first.
 
-    Scores are GNMT-normalised: log_prob / ((5 + len) / 6) ** length_penalty (len counts EOS).
+    Scores are GNMT-normalised: log_prob / ((5 + len) / 6) ** length_penalty (len counts EOS);
+    `length_norm` "average" divides by len instead, "none" ranks by raw log_prob.
     A sentence stops once it has `beam_size` finished hypotheses that no live one can beat.
     Shapes: src (batch, src_len), src_mask (batch, src_len) bool.
     """
     if beam_size < 1 or not 1 <= nbest <= beam_size:
         raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
+    if length_norm not in LENGTH_NORMS:
+        raise ValueError(f"length_norm must be one of {LENGTH_NORMS}, got {length_norm!r}")
     with torch.inference_mode():
         kept = _beam_search(
             model, src, src_mask, bos_id=bos_id, eos_id=eos_id, beam=beam_size,
-            alpha=length_penalty, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
-            no_repeat_ngram=no_repeat_ngram, use_cache=use_cache,
+            alpha=length_penalty, norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b,
+            min_len=min_len, no_repeat_ngram=no_repeat_ngram, use_cache=use_cache,
         )  # fmt: skip
     return [hyps[:nbest] for hyps in kept]
 
@@ -360,6 +386,7 @@ def _beam_search(
     eos_id: int,
     beam: int,
     alpha: float,
+    norm: str,
     max_len_a: float,
     max_len_b: float,
     min_len: int,
@@ -395,7 +422,7 @@ def _beam_search(
         # 1) EOS candidates ranked within the beam finish a hypothesis
         ends = is_eos & (torch.arange(k, device=device) < beam) & (top > -math.inf)  # (n, k)
         _collect_finished(
-            kept, alive, prefix, ends, top, origin, beam, gnmt_penalty(step + 1, alpha)
+            kept, alive, prefix, ends, top, origin, beam, length_normaliser(step + 1, alpha, norm)
         )
         # 2) the best `beam` non-EOS candidates stay live (stable sort keeps rank order)
         live = is_eos.int().argsort(dim=1, stable=True)[:, :beam]  # (n, beam)
@@ -405,7 +432,9 @@ def _beam_search(
         best_live: list[float] = scores.max(dim=1).values.tolist()
         keep = [
             s for s in range(n)
-            if not _sentence_done(kept[alive[s]], best_live[s], step, max_list[s], beam, alpha)
+            if not _sentence_done(
+                kept[alive[s]], best_live[s], step, max_list[s], beam, alpha, norm
+            )
         ]  # fmt: skip
         if len(keep) < n:
             keep_t = torch.tensor(keep, dtype=torch.long, device=device)  # (n_keep,)
