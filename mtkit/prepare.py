@@ -117,6 +117,30 @@ def prepare(cfg: ExperimentConfig, force: bool = False) -> Path:
     return out
 
 
+def build_tokenizers(cfg: ExperimentConfig, out_dir: Path) -> TokenizerPair:
+    """Train only the sentencepiece model(s), on the cleaned train split, into `out_dir`.
+
+    This is what `mtkit tokenizer train` runs; `prepare` does the same as its first step.
+    (Pairs that `prepare` would later carve out of train for valid/test are included here.)
+    """
+    sources = _sources(cfg.data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / f".tokenizer.tmp-{os.getpid()}"
+    cache = work / ".cache"
+    cache.mkdir(parents=True)
+    try:
+        raw = _read_split(cfg.data, sources["train"], work)
+        cleaned = _mark(raw, _Cleaner(cfg.data, True), cache, "train-clean")
+        stats = {"read": len(raw), "dropped": _drop_counts(cleaned)}
+        train = _keep(cleaned, cache, "train-clean")
+        _check_not_empty("train", train, stats, cfg.data)
+        tokenizers = _train_tokenizers(cfg.tokenizer, cfg.data, train, cache)
+        tokenizers.save(out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return tokenizers
+
+
 def _check_replaceable(out: Path) -> None:
     """Refuse to replace a directory that prepare did not write (it would be deleted)."""
     if out.is_file():
