@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import logging
 import os
 import pickle
+import re
+import signal
 import tempfile
 import zipfile
 from pathlib import Path
@@ -13,6 +17,8 @@ from typing import Any
 import torch
 
 from mtkit.errors import MtkitError
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "model", "vocab", "tokenizer")
@@ -23,12 +29,16 @@ class CheckpointError(MtkitError):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same directory, fsync, then rename."""
+    """Write `data` to `path` via a temp file in the same directory, fsync, then rename.
+
+    A crash at any moment leaves either the old file or the new one, plus at most a hidden
+    `.NAME.*.tmp` file (which `remove_temp_files` deletes); any error removes the temp file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            _write_all(f, data, is_checkpoint=path.suffix == ".pt")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -36,6 +46,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+KILL_IN_WRITE_ENV = "MTKIT_FAULT_KILL_IN_WRITE"  # test hook, see _write_all
+_checkpoint_writes = 0
+
+
+def _write_all(f: Any, data: bytes, is_checkpoint: bool) -> None:
+    """f.write(data), with a fault-injection hook for the crash tests.
+
+    With MTKIT_FAULT_KILL_IN_WRITE=N set, the process SIGKILLs itself halfway through writing
+    its N-th checkpoint file (the half-written temp file stays on disk, as after a real crash).
+    """
+    global _checkpoint_writes
+    target = os.environ.get(KILL_IN_WRITE_ENV)
+    if is_checkpoint and target:
+        _checkpoint_writes += 1
+        if _checkpoint_writes == int(target):
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+    f.write(data)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -49,11 +81,112 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Serialise `state` (tensors, numbers, strings, bytes, dicts, lists) atomically to `path`."""
+def serialize_checkpoint(state: dict[str, Any]) -> bytes:
+    """`state` (tensors, numbers, strings, bytes, dicts, lists) as checkpoint file bytes."""
     buffer = io.BytesIO()
     torch.save({"format_version": FORMAT_VERSION, **state}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_checkpoint_bytes(path: Path, data: bytes) -> None:
+    """Atomic write; an OS error (disk full, permissions) becomes one CheckpointError line."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        hint = " (disk full? free some space, then resume)" if e.errno == errno.ENOSPC else ""
+        raise CheckpointError(
+            f"{path}: could not write checkpoint: {reason}{hint}; the previous checkpoint is intact"
+        ) from None
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Serialise `state` atomically to `path`."""
+    write_checkpoint_bytes(path, serialize_checkpoint(state))
+
+
+_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+
+
+def step_checkpoint_name(step: int) -> str:
+    """'step_000500.pt': zero-padded so names sort by step."""
+    return f"step_{step:06d}.pt"
+
+
+def step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """The run's step_NNNNNN.pt files as (step, path), oldest first."""
+    found = []
+    for path in run_dir.glob("step_*.pt"):
+        match = _STEP_FILE.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def save_run_checkpoint(
+    run_dir: Path, state: dict[str, Any], step: int, *, best: bool, keep_last: int
+) -> Path:
+    """Write step_NNNNNN.pt, point last.pt (and best.pt if `best`) at it, keep the newest K.
+
+    last.pt and best.pt are hard links to the step file (atomically swapped in), so the bytes
+    are written once; where hard links fail they are written as copies.
+    """
+    data = serialize_checkpoint(state)
+    step_path = run_dir / step_checkpoint_name(step)
+    write_checkpoint_bytes(step_path, data)
+    _publish(step_path, run_dir / "last.pt", data)
+    if best:
+        _publish(step_path, run_dir / "best.pt", data)
+    kept = step_checkpoints(run_dir)
+    for _, old in kept[: max(len(kept) - keep_last, 0)]:
+        old.unlink(missing_ok=True)
+    return step_path
+
+
+def _publish(src: Path, dst: Path, data: bytes) -> None:
+    """Atomically make `dst` another name of `src` (or a copy of `data` where links fail)."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        write_checkpoint_bytes(dst, data)
+        return
+    _fsync_dir(dst.parent)
+
+
+def remove_temp_files(run_dir: Path) -> list[Path]:
+    """Delete temp files a crashed write left behind (`.NAME.*.tmp`); return them."""
+    stray = sorted(run_dir.glob(".*.tmp"))
+    for path in stray:
+        path.unlink(missing_ok=True)
+    return stray
+
+
+def find_resume_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest complete checkpoint of a run: last.pt, or a newer readable step file.
+
+    last.pt is normally the newest; a crash between writing step_N.pt and swapping last.pt
+    leaves step_N.pt newer. Unreadable files are skipped with a warning.
+    """
+    found: tuple[Path, dict[str, Any]] | None = None
+    last = run_dir / "last.pt"
+    if last.is_file():
+        try:
+            found = (last, load_checkpoint(last))
+        except CheckpointError as e:
+            logger.warning("skipping %s", e)
+    newest = found[1].get("train_state", {}).get("step", -1) if found else -1
+    for step, path in reversed(step_checkpoints(run_dir)):
+        if step <= newest:
+            break
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as e:
+            logger.warning("skipping %s", e)
+    return found
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

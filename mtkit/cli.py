@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -175,23 +176,143 @@ def tokenizer_decode(
 @app.command()
 @handle_errors
 def train(
-    config: ConfigArg,
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="Experiment YAML file, or a run directory (reads its config.yaml)",
+            show_default=False,
+        ),
+    ],
     overrides: SetOpt = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run from its last.pt")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run from its newest checkpoint")
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option(help="Start again even if the run directory holds a run")
     ] = False,
+    nproc: Annotated[
+        int, typer.Option(help="Processes (GPUs) on this machine: hands over to torchrun")
+    ] = 1,
 ) -> None:
     """Train a model (preparing the data first if needed); writes runs/<name>/.
 
-    Example: mtkit train configs/demo.yaml --set model.encoder_layers=4 --set training.lr=7e-4
-    """
-    cfg = _load(config, overrides)
-    setup_logging(log_file=cfg.run_path / "train.log")
-    from mtkit.train import train as run_train
+    Ctrl-C (or SIGTERM) finishes the current update, saves a checkpoint and exits 0.
 
-    run_dir = run_train(cfg, resume=resume, overwrite=overwrite)
-    typer.echo(f"run directory: {run_dir} (best checkpoint: {run_dir / 'best.pt'})")
+    Examples:
+      mtkit train configs/demo.yaml --set model.encoder_layers=4 --set training.lr=7e-4
+      mtkit train runs/demo --resume
+      torchrun --nproc_per_node=4 -m mtkit train configs/demo.yaml
+    """
+    from mtkit.distributed import env_rank
+
+    rank = env_rank()
+    overrides = list(overrides or [])
+    if config.is_dir():  # a run directory: its resolved config, and it stays the run directory
+        overrides.insert(0, f"run_dir={config}")
+        config = config / "config.yaml"
+    try:
+        cfg = _load(config, overrides)
+        if nproc > 1 and "WORLD_SIZE" not in os.environ:
+            _exec_torchrun(nproc, config, overrides, resume, overwrite)
+        # Only rank 0 logs (and writes train.log); other ranks report warnings only.
+        setup_logging(log_file=cfg.run_path / "train.log" if rank == 0 else None)
+        if rank != 0:
+            logging.getLogger().setLevel(logging.ERROR)
+        from mtkit.train import train as run_train
+
+        run_dir = run_train(cfg, resume=resume, overwrite=overwrite)
+    except (MtkitError, KeyboardInterrupt):
+        if rank != 0:  # rank 0 shows the error once; the other ranks just exit
+            raise typer.Exit(1) from None
+        raise
+    if rank == 0:
+        typer.echo(f"run directory: {run_dir} (best checkpoint: {run_dir / 'best.pt'})")
+
+
+def _exec_torchrun(
+    nproc: int, config: Path, overrides: list[str], resume: bool, overwrite: bool
+) -> None:
+    """Replace this process with `torchrun --standalone --nproc_per_node=N -m mtkit train ...`."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", "-m", "mtkit", "train", str(config)]  # fmt: skip
+    args += [f"--set={o}" for o in overrides]
+    args += ["--resume"] * resume + ["--overwrite"] * overwrite
+    typer.echo("starting: " + " ".join(args[1:]), err=True)
+    os.execv(sys.executable, args)
+
+
+@app.command()
+@handle_errors
+def average(
+    run: Annotated[Path, typer.Argument(help="A run directory with step_NNNNNN.pt checkpoints")],
+    last: Annotated[int, typer.Option(help="Average the newest N step checkpoints")] = 5,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Default: RUN/average_last<N>.pt")
+    ] = None,
+) -> None:
+    """Average the model weights of a run's last N checkpoints into one checkpoint.
+
+    The result translates like any checkpoint (often a little better than each one).
+
+    Example: mtkit average runs/demo --last 5 -o runs/demo/avg5.pt
+    """
+    setup_logging()
+    from mtkit.average import average_run
+
+    out = average_run(run, last, output)
+    typer.echo(f"wrote {out}")
+
+
+SEARCH = "Search"
+SAMPLING = "Sampling"
+BeamOpt = Annotated[
+    int | None, typer.Option(help="Beam size (default: the run's)", rich_help_panel=SEARCH)
+]
+GreedyOpt = Annotated[
+    bool, typer.Option(help="Greedy search (same as --beam 1)", rich_help_panel=SEARCH)
+]
+LengthPenaltyOpt = Annotated[
+    float | None, typer.Option(help="GNMT length penalty alpha", rich_help_panel=SEARCH)
+]
+LengthNormOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Rank beam hypotheses by gnmt (log-prob / GNMT penalty), average (per token) "
+        "or none (raw log-prob)",
+        rich_help_panel=SEARCH,
+    ),
+]
+MaxLenAOpt = Annotated[
+    float | None, typer.Option(help="Max length = a * src_len + b", rich_help_panel=SEARCH)
+]
+MaxLenBOpt = Annotated[
+    int | None, typer.Option(help="Max length = a * src_len + b", rich_help_panel=SEARCH)
+]
+MinLenOpt = Annotated[
+    int | None, typer.Option(help="No EOS before this many tokens", rich_help_panel=SEARCH)
+]
+NoRepeatOpt = Annotated[
+    int | None,
+    typer.Option(help="Never repeat an n-gram of this size (beam)", rich_help_panel=SEARCH),
+]
+BatchTokensOpt = Annotated[
+    int | None, typer.Option(help="Source tokens per batch", rich_help_panel=SEARCH)
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda")]
+
+
+def _decode_options(translator: Any, greedy: bool, **overrides: Any) -> Any:
+    """The run's decoding defaults with the command-line overrides; bad combinations exit 2."""
+    from mtkit.translate import TranslationError
+
+    if greedy:
+        overrides["beam_size"] = 1
+    options = translator.default_options(**overrides)
+    try:
+        options.check()
+    except TranslationError as e:
+        raise ConfigError(str(e)) from None
+    return options
 
 
 @app.command()

@@ -102,7 +102,12 @@ class TrainingConfig:
     max_epochs: int = 0  # 0 means no epoch limit
     max_time: float = 0.0  # wall-clock limit in minutes; 0 means none
     lr: float = 5e-4  # peak learning rate, reached at the end of warm-up
-    warmup_steps: int = 1000  # linear warm-up, then inverse-square-root decay
+    warmup_steps: int = 1000  # updates of linear warm-up from 0 to `lr`
+    # After warm-up: inverse_sqrt decays as 1/sqrt(step) (the Transformer paper); cosine and
+    # linear decay to `min_lr` at max_steps; constant stays at `lr`.
+    schedule: Literal["inverse_sqrt", "cosine", "linear", "constant"] = "inverse_sqrt"
+    min_lr: float = 0.0  # cosine/linear end here at max_steps; after warm-up lr stays above it
+    accumulate: int = 1  # micro-batches per update: the update sees max_tokens * accumulate tokens
     betas: tuple[float, float] = (0.9, 0.98)
     adam_eps: float = 1e-9
     weight_decay: float = 0.0
@@ -111,6 +116,12 @@ class TrainingConfig:
     log_every: int = 50  # steps between progress lines
     valid_every: int = 500  # steps between validations
     valid_bleu_sentences: int = 200  # dev sentences greedily decoded for validation BLEU
+    save_every: int = 0  # updates between checkpoints; 0 = at every validation
+    keep_last: int = 5  # step_NNNNNN.pt files kept (oldest deleted); last.pt/best.pt always kept
+    best_metric: Literal["bleu", "chrf", "loss"] = "bleu"  # picks best.pt and drives patience
+    patience: int = 0  # stop after this many validations without improvement; 0 = never
+    max_bad_steps: int = 5  # NaN/inf updates are skipped; this many in a row stops training
+    compile: bool = False  # torch.compile the model (faster on GPUs; slow first steps)
 
 
 @dataclass
@@ -264,14 +275,16 @@ def _check(cond: bool, key: str, expected: str, value: Any) -> None:
 
 _POSITIVE = {
     "model": ("d_model", "n_heads", "d_ff", "max_positions", "encoder_layers", "decoder_layers"),
-    "training": ("max_tokens", "max_steps", "log_every", "valid_every", "lr"),
+    "training": ("max_tokens", "max_steps", "log_every", "valid_every", "lr", "accumulate",
+                 "max_bad_steps"),
     "decoding": ("beam_size", "max_tokens"),
     "data": ("max_len", "num_proc", "valid_size"),
     "tokenizer": ("vocab_size", "input_sentence_size"),
 }
 _NON_NEGATIVE = {
     "training": ("warmup_steps", "clip_norm", "max_epochs", "max_time", "threads",
-                 "valid_bleu_sentences", "weight_decay"),
+                 "valid_bleu_sentences", "weight_decay", "min_lr", "save_every", "keep_last",
+                 "patience"),
     "decoding": ("length_penalty", "max_len_a", "max_len_b"),
     "data": ("test_size",),
 }  # fmt: skip
@@ -307,6 +320,7 @@ def validate(cfg: ExperimentConfig) -> None:
     other = "a language different from data.src_lang"
     _check(data.src_lang != data.tgt_lang, "data.tgt_lang", other, data.tgt_lang)
     _validate_data(data)
+    _validate_training(cfg.training)
     if m.share_embeddings and not tok.joint:
         raise ConfigError(
             "model.share_embeddings: needs tokenizer.joint: true (one vocabulary for both "
@@ -316,6 +330,16 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"data.max_len: expected at most model.max_positions - 2 ({m.max_positions - 2}), "
             f"got {data.max_len}"
+        )
+
+
+def _validate_training(t: TrainingConfig) -> None:
+    """Training keys that depend on each other."""
+    _check(t.min_lr <= t.lr, "training.min_lr", f"at most training.lr ({t.lr})", t.min_lr)
+    if t.best_metric != "loss" and t.valid_bleu_sentences == 0:
+        raise ConfigError(
+            f"training.best_metric: '{t.best_metric}' needs training.valid_bleu_sentences > 0 "
+            "(or set training.best_metric: loss)"
         )
 
 

@@ -1,0 +1,66 @@
+"""Checkpoint averaging (fairseq's average_checkpoints): the mean of the last N models' weights."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_checkpoints
+
+logger = logging.getLogger(__name__)
+
+
+def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of floating-point tensors (summed in float64); others from the last."""
+    if not states:
+        raise ValueError("nothing to average")
+    keys = list(states[-1])
+    for i, state in enumerate(states):
+        if list(state) != keys:
+            raise CheckpointError(f"checkpoint {i + 1} has different parameters than the last one")
+    out: dict[str, torch.Tensor] = {}
+    for key in keys:
+        last = states[-1][key]
+        if not last.is_floating_point():
+            out[key] = last.clone()
+            continue
+        total = torch.zeros_like(last, dtype=torch.float64)
+        for state in states:
+            total += state[key].to(torch.float64)
+        out[key] = (total / len(states)).to(last.dtype)
+    return out
+
+
+def average_run(run_dir: Path, last: int, output: Path | None = None) -> Path:
+    """Average the newest `last` step_NNNNNN.pt of a run into a new, translatable checkpoint.
+
+    The result keeps the newest checkpoint's config and tokenizer, drops optimizer and RNG
+    state (it is for translating, not for resuming) and lists its sources.
+    """
+    if last < 1:
+        raise CheckpointError(f"--last: expected a positive number, got {last}")
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: not a run directory")
+    found = step_checkpoints(run_dir)
+    if len(found) < last:
+        raise CheckpointError(
+            f"{run_dir}: asked to average {last} checkpoints but only {len(found)} step_*.pt "
+            "files are kept (see training.keep_last)"
+        )
+    chosen = [path for _, path in found[-last:]]
+    states: list[dict[str, Any]] = []
+    for path in chosen:
+        states.append(load_checkpoint(path))
+        logger.info("averaging %s", path.name)
+    newest = states[-1]
+    averaged: dict[str, Any] = {
+        key: newest[key] for key in ("config", "vocab", "tokenizer") if key in newest
+    }
+    averaged["model"] = average_state_dicts([s["model"] for s in states])
+    averaged["averaged_from"] = [p.name for p in chosen]
+    out = output or run_dir / f"average_last{last}.pt"
+    save_checkpoint(out, averaged)
+    return out

@@ -1,0 +1,108 @@
+"""The run directory: creating it, and a lock so that two trainings never share one."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from mtkit.checkpoint import atomic_write_bytes, remove_temp_files
+from mtkit.errors import MtkitError
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = "train.lock"
+
+
+class RunDirError(MtkitError):
+    """The run directory is in a state that this training request would damage."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class RunLock:
+    """`run_dir/train.lock` holding "PID HOST" while a training writes to the run directory.
+
+    A second training refuses to start while the owner lives; a lock left by a dead process
+    (kill -9, power loss) on this host is taken over with a warning.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_NAME
+        self.owned = False
+
+    def acquire(self) -> None:
+        me = f"{os.getpid()} {socket.gethostname()}\n"
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over_if_stale()
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            self.owned = True
+            return
+        raise RunDirError(f"{self.path}: could not take the run lock")
+
+    def _take_over_if_stale(self) -> None:
+        try:
+            text = self.path.read_text(encoding="utf-8").split()
+        except FileNotFoundError:
+            return  # released meanwhile: try again
+        pid = int(text[0]) if text and text[0].isdigit() else -1
+        host = text[1] if len(text) > 1 else socket.gethostname()
+        if host != socket.gethostname():
+            raise RunDirError(
+                f"{self.path.parent}: in use by PID {pid} on {host}; if that training is gone, "
+                f"delete {self.path}"
+            )
+        if pid > 0 and _pid_alive(pid):
+            raise RunDirError(
+                f"{self.path.parent}: another training (PID {pid}) is using this run directory; "
+                "wait for it to finish or stop it first"
+            )
+        logger.warning("taking over a stale lock of PID %d (no such process): %s", pid, self.path)
+        self.path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self.owned:
+            self.path.unlink(missing_ok=True)
+            self.owned = False
+
+
+def prepare_run_dir(run_dir: Path, config_yaml: str, *, resume: bool, overwrite: bool) -> RunLock:
+    """Lock the run directory, check it may be (re)used, clean crash leftovers, save config.
+
+    Returns the held lock; the caller releases it when training ends.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir)
+    lock.acquire()
+    try:
+        has_run = (run_dir / "last.pt").exists() or any(run_dir.glob("step_*.pt"))
+        if has_run and not (resume or overwrite):
+            raise RunDirError(
+                f"{run_dir}: already holds a training run (last.pt); pass --resume to continue "
+                "it or --overwrite to start again"
+            )
+        if overwrite and not resume:
+            for path in [*run_dir.glob("step_*.pt"), *run_dir.glob("*.pt")]:
+                path.unlink(missing_ok=True)
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        for stray in remove_temp_files(run_dir):
+            logger.warning("removed %s, left by an interrupted write", stray.name)
+        atomic_write_bytes(run_dir / "config.yaml", config_yaml.encode("utf-8"))
+    except BaseException:
+        lock.release()
+        raise
+    return lock

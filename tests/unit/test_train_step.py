@@ -1,0 +1,90 @@
+"""One update: accumulation equals one big batch; NaN/inf updates are skipped, not applied."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from mtkit import train as train_mod
+from mtkit.config import ModelConfig, TrainingConfig
+from mtkit.data import collate_columns
+from mtkit.model import Transformer
+from mtkit.train import Stepper, update
+
+VOCAB = 40
+
+
+def tiny_model(seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(d_model=16, n_heads=2, encoder_layers=1, decoder_layers=1, d_ff=32,
+                      dropout=0.0)  # fmt: skip
+    return Transformer(cfg, src_vocab=VOCAB, tgt_vocab=VOCAB)
+
+
+def random_pairs(n: int, seed: int) -> tuple[list[list[int]], list[list[int]]]:
+    """n (src_ids, tgt_ids) pairs of varied lengths; tgt starts with BOS(2), both end in EOS(3)."""
+    g = torch.Generator().manual_seed(seed)
+    src, tgt = [], []
+    for _ in range(n):
+        ls, lt = (int(x) for x in torch.randint(2, 9, (2,), generator=g))
+        src.append([*torch.randint(4, VOCAB, (ls,), generator=g).tolist(), 3])
+        tgt.append([2, *torch.randint(4, VOCAB, (lt,), generator=g).tolist(), 3])
+    return src, tgt
+
+
+def stepper(model: Transformer, **training: object) -> Stepper:
+    t = TrainingConfig(clip_norm=0.0, label_smoothing=0.1, **training)  # type: ignore[arg-type]
+    sgd = torch.optim.SGD(model.parameters(), lr=1.0)  # new weights - old = -gradient
+    return Stepper(model, model, sgd, t, torch.device("cpu"))
+
+
+def test_accumulated_batches_equal_one_union_batch() -> None:
+    """K micro-batches with different token counts give the update of their union batch.
+
+    Normalising each micro-batch by its own token count (or averaging K means) would not.
+    """
+    src, tgt = random_pairs(10, seed=1)
+    parts = [collate_columns(src[a:b], tgt[a:b]) for a, b in ((0, 2), (2, 7), (7, 10))]
+    assert len({p.n_tgt_tokens for p in parts}) == 3
+    union = collate_columns(src, tgt)
+    accumulated, single = tiny_model(), tiny_model()
+    update(stepper(accumulated), parts, lr=0.5, stop_requested=lambda: False)
+    update(stepper(single), [union], lr=0.5, stop_requested=lambda: False)
+    for (name, a), b in zip(accumulated.named_parameters(), single.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    fresh = tiny_model().parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(accumulated.parameters(), fresh, strict=True))
+
+
+def test_update_sums_losses_on_device_and_counts_tokens() -> None:
+    src, tgt = random_pairs(4, seed=2)
+    parts = [collate_columns(src[:2], tgt[:2]), collate_columns(src[2:], tgt[2:])]
+    result = update(stepper(tiny_model()), parts, lr=0.1, stop_requested=lambda: True)
+    assert isinstance(result.loss, torch.Tensor) and result.loss.ndim == 0
+    assert result.tokens == sum(p.n_tgt_tokens for p in parts)
+    assert result.padded >= result.tokens + result.src_tokens
+    assert result.stop and not result.skipped
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_loss_skips_the_update(monkeypatch: pytest.MonkeyPatch, bad: float) -> None:
+    real = train_mod.compute_loss
+
+    def poisoned(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> tuple:  # type: ignore[type-arg]
+        loss, nll = real(logits, target, smoothing)
+        return loss * bad, nll
+
+    monkeypatch.setattr(train_mod, "compute_loss", poisoned)
+    model = tiny_model()
+    before = copy.deepcopy(model.state_dict())
+    src, tgt = random_pairs(3, seed=3)
+    s = stepper(model)
+    s.optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    result = update(s, [collate_columns(src, tgt)], lr=0.1, stop_requested=lambda: False)
+    assert result.skipped
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert not s.optimizer.state  # Adam never stepped: no moments, no step count
+    assert all(p.grad is None for p in model.parameters())
