@@ -80,6 +80,7 @@ _FEATURES = datasets.Features(
 )
 _HUB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 _MAX_REPORTED = 5  # bad lines named individually in the log before summarising
+MAX_CHARS_PER_TOKEN = 64  # sentencepiece pieces are <= 16 characters; 4x slack for normalising
 
 
 class DataError(MtkitError):
@@ -238,7 +239,21 @@ def _source(data: DataConfig, split: str, spec: str) -> Source:
                 else ""
             )
             raise DataError(f"{src.key}: file not found: {path}{hint}")
+        _check_readable(src, path, data.format)
     return src
+
+
+def _check_readable(src: Source, path: Path, fmt: str) -> None:
+    """An empty file, or a UTF-16 one (every line would be unreadable), is one clear error."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{src.key}: {path} is empty; expected one {fmt} record per line")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if fmt != "parquet" and head in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(
+            f"{src.key}: {path} is UTF-16 (it starts with a UTF-16 byte-order mark); convert it "
+            "to UTF-8, e.g. iconv -f UTF-16 -t UTF-8"
+        )
 
 
 def _read_split(data: DataConfig, sources: list[Source], work: Path) -> datasets.Dataset:
@@ -262,6 +277,10 @@ def _read_source(data: DataConfig, source: Source, work: Path, index: int) -> da
             if isinstance(e.__cause__, DataError):
                 raise e.__cause__ from None
             raise DataError(f"{source.key}: could not read {source.spec}: {e.__cause__}") from None
+        except ValueError as e:  # datasets cannot build a split of zero rows
+            if "corresponds to no data" not in str(e):
+                raise
+            raise DataError(f"{source.key}: {source.spec} has no rows (only a header?)") from None
         return ds
     raw, unreadable = _load_with_datasets(data, source, work, cache)
     cache_file = work / ".cache" / f"{source.split}-{index}.arrow"
@@ -287,13 +306,18 @@ def _lines(path: Path) -> Iterator[tuple[int, str | None]]:
             yield n, text.lstrip("\ufeff") if n == 1 else text
 
 
-def _bad_utf8(data: DataConfig, path: Path, line: int, seen: list[int]) -> None:
+def _bad_utf8(
+    data: DataConfig, path: Path, line: int, seen: list[int], what: str = "invalid UTF-8"
+) -> None:
     """Fail (strict) or log (first few) an undecodable line."""
     if data.strict:
-        raise DataError(f"{path}:{line}: invalid UTF-8 (data.strict is true; fix or drop the line)")
+        raise DataError(f"{path}:{line}: {what} (data.strict is true; fix or drop the line)")
     seen[0] += 1
     if seen[0] <= _MAX_REPORTED:
-        logger.warning("%s:%d: invalid UTF-8; skipping the pair", path, line)
+        logger.warning("%s:%d: %s; skipping the pair", path, line, what)
+
+
+_NUL = "a NUL byte (binary data?)"  # valid UTF-8, but never part of a sentence
 
 
 def _text_rows(data: DataConfig, source: Source) -> Iterator[dict[str, Any]]:
@@ -312,6 +336,9 @@ def _text_rows(data: DataConfig, source: Source) -> Iterator[dict[str, Any]]:
             if text is None:
                 _bad_utf8(data, path, n, seen)
                 drop = CODE["invalid_utf8"]
+            elif "\x00" in text:
+                _bad_utf8(data, path, n, seen, _NUL)
+                drop = drop or CODE["malformed"]
         yield {"src": s or "", "tgt": t or "", "drop": drop}
     if n_src != n_tgt:
         raise DataError(
@@ -346,6 +373,10 @@ def _table_rows(
         if fields is None:
             _bad_utf8(data, path, line, seen)
             yield {"src": "", "tgt": "", "drop": CODE["invalid_utf8"]}
+            continue
+        if any("\x00" in f for f in fields):
+            _bad_utf8(data, path, line, seen, _NUL)
+            yield {"src": "", "tgt": "", "drop": CODE["malformed"]}
             continue
         if indices is None:
             indices = _column_indices(data, source, [f.strip() for f in fields])
@@ -717,18 +748,25 @@ def _encode_batch(
     max_ratio: float,
     filter_lengths: bool,
 ) -> dict[str, list[Any]]:
-    """src_ids = ids + [EOS]; tgt_ids = [BOS] + ids + [EOS]; mark or truncate long pairs."""
-    src = src_tok.encode(batch["src"])
-    tgt = tgt_tok.encode(batch["tgt"])
+    """src_ids = ids + [EOS]; tgt_ids = [BOS] + ids + [EOS]; mark or truncate long pairs.
+
+    Text over `max_len * MAX_CHARS_PER_TOKEN` characters has more than `max_len` tokens (no
+    piece is longer than 16 characters), so only that prefix is encoded: a stray 10 MB line
+    costs no more than a long sentence.
+    """
+    cap = max_len * MAX_CHARS_PER_TOKEN
+    src = src_tok.encode([text[:cap] for text in batch["src"]])
+    tgt = tgt_tok.encode([text[:cap] for text in batch["tgt"]])
     drop = list(batch["drop"])
     truncated = [0] * len(src)
+    huge = [max(len(a), len(b)) > cap for a, b in zip(batch["src"], batch["tgt"], strict=True)]
     for i, (s, t) in enumerate(zip(src, tgt, strict=True)):
         if filter_lengths:
-            if len(s) > max_len or len(t) > max_len:
+            if len(s) > max_len or len(t) > max_len or huge[i]:
                 drop[i] = drop[i] or CODE["too_long"]
             elif max(len(s), len(t)) > max_ratio * max(min(len(s), len(t)), 1):
                 drop[i] = drop[i] or CODE["ratio"]
-        elif len(s) > max_len or len(t) > max_len:
+        elif len(s) > max_len or len(t) > max_len or huge[i]:
             truncated[i] = 1
             src[i], tgt[i] = s[:max_len], t[:max_len]
     return {
