@@ -1,0 +1,157 @@
+"""A training that is killed (SIGKILL, even mid-write) or stopped (SIGTERM) loses nothing.
+
+Each phase starts `python -m mtkit train` as a subprocess, waits for a specific log line
+(never a sleep), then kills it; afterwards every checkpoint file must load, and the next
+`--resume` must continue from the newest complete checkpoint. The pieced-together run must
+end with the same weights as one never interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtkit.checkpoint import KILL_IN_WRITE_ENV, load_checkpoint
+from mtkit.config import load_config
+from mtkit.rundir import RunDirError, prepare_run_dir
+from mtkit.train import train
+from tests.conftest import write_tiny_config
+
+pytestmark = pytest.mark.slow
+
+WAIT_S = 180.0  # per awaited log line; generous for a loaded 2-core machine
+
+
+class Training:
+    """`python -m mtkit train CONFIG [--resume]` with its merged output read line by line."""
+
+    def __init__(self, config: Path, *, resume: bool, env: dict[str, str] | None = None) -> None:
+        args = [sys.executable, "-m", "mtkit", "train", str(config)] + ["--resume"] * resume
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str) -> re.Match[str]:
+        """Block until a line matches `pattern` (fails if the process ends first)."""
+        while True:
+            try:
+                line = self._queue.get(timeout=WAIT_S)
+            except queue.Empty:
+                self.proc.kill()
+                raise AssertionError(f"no line matching {pattern!r}:\n{self.output}") from None
+            if line is None:
+                raise AssertionError(f"exited before {pattern!r}:\n{self.output}")
+            self.lines.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    def finish(self) -> int:
+        """Wait for exit; collect the rest of the output; return the exit code."""
+        code = self.proc.wait(timeout=WAIT_S)
+        while (line := self._queue.get(timeout=WAIT_S)) is not None:
+            self.lines.append(line)
+        return code
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        assert self.finish() == -signal.SIGKILL
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def checkpoints_readable(run: Path) -> int:
+    """Every *.pt in the run loads; returns the newest step among them."""
+    steps = [load_checkpoint(p)["train_state"]["step"] for p in sorted(run.glob("*.pt"))]
+    return max(steps, default=0)
+
+
+def resumes_at(config: Path, step: int, env: dict[str, str] | None = None) -> Training:
+    t = Training(config, resume=True, env=env)
+    found = t.wait_for(r"resumed from \S+ at step (\d+)")
+    assert int(found.group(1)) == step, t.output
+    return t
+
+
+def test_killed_and_interrupted_training_resumes_exactly(tmp_path: Path, tiny_corpus: Path) -> None:
+    config = write_tiny_config(
+        tmp_path, tiny_corpus,
+        model={"dropout": 0.1},
+        training={"max_steps": 12, "log_every": 1, "save_every": 2, "valid_every": 6,
+                  "keep_last": 3, "max_tokens": 600, "valid_bleu_sentences": 3},
+    )  # fmt: skip
+    run = tmp_path / "run"
+
+    # 1) SIGKILL right after a checkpoint was written.
+    t = Training(config, resume=False)
+    t.wait_for(r"saved checkpoint step_000002\.pt")
+    t.kill()
+    assert checkpoints_readable(run) == 2
+
+    # 2) SIGKILL in the middle of writing step_000004.pt (a test hook kills the process).
+    t = resumes_at(config, 2, env={KILL_IN_WRITE_ENV: "1"})
+    assert t.finish() == -signal.SIGKILL
+    assert list(run.glob(".step_000004.pt.*.tmp"))  # the half-written temp file
+    assert checkpoints_readable(run) == 2
+
+    # 3) SIGKILL during start-up, before any update.
+    t = resumes_at(config, 2)
+    t.kill()
+
+    # 4) SIGKILL between checkpoints; meanwhile a second training is refused by the lock.
+    t = resumes_at(config, 2)
+    assert not list(run.glob(".*.tmp"))  # leftovers cleaned on start
+    t.wait_for(r"step 5/12")
+    with pytest.raises(RunDirError, match=r"another training \(PID \d+\)"):
+        prepare_run_dir(run, "", resume=True, overwrite=False)
+    t.kill()
+    assert checkpoints_readable(run) == 4
+
+    # 5) SIGKILL during validation at step 6, before its checkpoint.
+    t = resumes_at(config, 4)
+    t.wait_for(r"validation at step 6")
+    t.kill()
+    assert checkpoints_readable(run) == 4
+
+    # 6) SIGTERM: finish the update, save, say how to resume, exit 0.
+    t = resumes_at(config, 4)
+    t.wait_for(r"step 7/12")
+    t.proc.send_signal(signal.SIGTERM)
+    assert t.finish() == 0, t.output
+    stopped = re.search(r"interrupted \(SIGTERM\) at step (\d+).*Resume with: mtkit train .*"
+                        r"--resume", t.output)  # fmt: skip
+    assert stopped, t.output
+    assert load_checkpoint(run / "last.pt")["train_state"]["step"] == int(stopped.group(1)) >= 7
+
+    # 7) Resume to the end (the lock of the killed processes was stale; this one was released).
+    t = resumes_at(config, int(stopped.group(1)))
+    assert t.finish() == 0, t.output
+    assert not (run / "train.lock").exists()
+    final = load_checkpoint(run / "last.pt")
+    assert final["train_state"]["step"] == 12
+
+    reference = train(load_config(config, [f"run_dir={tmp_path / 'reference'}"]))
+    expected = load_checkpoint(reference / "last.pt")["model"]
+    for name, value in expected.items():
+        torch.testing.assert_close(final["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
