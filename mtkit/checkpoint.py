@@ -10,6 +10,7 @@ import pickle
 import re
 import signal
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -196,19 +197,26 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if path.is_dir():
         raise CheckpointError(f"{path}: expected a checkpoint file, found a directory")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4" on a foreign file
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "global" in str(e).lower():  # a class/function reference: never imported or called
             raise CheckpointError(
                 f"{path}: refused: the file contains pickled Python objects that could run code "
                 "when loaded (only tensors and plain data are accepted)"
             ) from None
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (not written by torch.save, or corrupt)"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated or corrupt: {reason})"
+        ) from None
+    except Exception as e:  # untrusted bytes can trip the unpickler in many ways
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (corrupt: {type(e).__name__})"
         ) from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path}: not an mtkit checkpoint (missing model/config/tokenizer)")
@@ -230,3 +238,42 @@ def resolve_checkpoint(path: Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"{path}: no such run directory or checkpoint file")
     return path
+
+
+def load_weights(module: torch.nn.Module, weights: Any) -> None:
+    """`module.load_state_dict(weights)`; a mismatch becomes one CheckpointError line.
+
+    A checkpoint of another vocabulary or architecture (or an edited one) would otherwise end
+    in torch's many-line RuntimeError.
+    """
+    if not isinstance(weights, dict):
+        raise CheckpointError("the model weights are not a mapping of names to tensors")
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError):
+        raise CheckpointError(
+            "the weights do not fit the model its config describes ("
+            + describe_mismatch(module.state_dict(), weights)
+            + "): a checkpoint of another vocabulary or architecture, or an edited file"
+        ) from None
+
+
+def describe_mismatch(expected: dict[str, torch.Tensor], found: dict[Any, Any]) -> str:
+    """The first shape mismatch, non-tensor, missing and unexpected entry, with counts."""
+    shapes = [
+        f"{k} is {list(v.shape)} in the file but {list(expected[k].shape)} in the model"
+        for k, v in found.items()
+        if k in expected and torch.is_tensor(v) and v.shape != expected[k].shape
+    ]
+    problems = {
+        "shape mismatch": shapes,
+        "not a tensor": [repr(k) for k, v in found.items() if not torch.is_tensor(v)],
+        "missing": [str(k) for k in expected if k not in found],
+        "unexpected": [repr(k) for k in found if k not in expected],
+    }
+    parts = []
+    for what, items in problems.items():
+        if items:
+            more = f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+            parts.append(f"{what}: {items[0][:200]}{more}")
+    return "; ".join(parts) or "incompatible tensors"
