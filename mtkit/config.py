@@ -211,7 +211,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp in _SCALARS:
         is_bool = isinstance(value, bool)
         if isinstance(value, _SCALARS[tp]) and (is_bool == (tp is bool)):
-            return float(typing.cast(float, value)) if tp is float else value
+            try:
+                return float(typing.cast(float, value)) if tp is float else value
+            except OverflowError:  # an int of hundreds of digits
+                raise _type_error(key, value, tp) from None
         raise _type_error(key, value, tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -242,7 +245,9 @@ def _convert_sequence(value: Any, tp: Any, key: str) -> Any:
 
 
 def _type_error(key: str, value: Any, tp: Any) -> ConfigError:
-    return ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:60] + f"... ({len(shown)} characters)"
+    return ConfigError(f"{key}: expected {_type_name(tp)}, got {shown}")
 
 
 def _from_dict(cls: type[T], data: dict[str, Any], prefix: str) -> T:
@@ -253,7 +258,8 @@ def _from_dict(cls: type[T], data: dict[str, Any], prefix: str) -> T:
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
-            raise ConfigError(f"unknown key '{dotted}'{_suggest(str(key), names, prefix)}")
+            shown = dotted if dotted.isprintable() else repr(dotted)[1:-1]  # one line
+            raise ConfigError(f"unknown key '{shown}'{_suggest(str(key), names, prefix)}")
         kwargs[key] = _convert(value, hints[key], dotted)
     return cls(**kwargs)
 
@@ -369,11 +375,11 @@ def _validate_data(data: DataConfig) -> None:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split 'section.key=value' into (['section', 'key'], parsed YAML value)."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}': expected section.key=value")
+        raise ConfigError(f"override {text!r}: expected section.key=value")
     key, raw = text.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
-        raise ConfigError(f"override '{text}': expected section.key=value")
+        raise ConfigError(f"override {text!r}: expected section.key=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -393,7 +399,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 child = {}
                 node[part] = child
             if not isinstance(child, dict):
-                raise ConfigError(f"override '{text}': '{part}' is not a section")
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
             node = child
         node[parts[-1]] = value
     return out
