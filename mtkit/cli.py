@@ -6,7 +6,6 @@ Heavy imports (torch, datasets) happen inside the command bodies so `mtkit --hel
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import os
 import sys
@@ -56,6 +55,11 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(130) from None
         except BrokenPipeError:
             raise typer.Exit(0) from None
+        except OSError as e:  # unwritable output, a directory given as a file, disk full
+            name = e.filename2 or e.filename  # a rename names its target second
+            where = f"{name}: " if name else ""
+            typer.echo(f"error: {where}{e.strerror or e}", err=True)
+            raise typer.Exit(1) from None
         except Exception as e:
             if isinstance(e, MtkitError):
                 typer.echo(f"error: {e}", err=True)
@@ -371,13 +375,27 @@ def translate(
 
 
 def _stdin_lines() -> Any:
-    """stdin lines decoded as UTF-8, invalid bytes replaced (never a traceback)."""
+    """stdin lines split on "\\n" only (a stray "\\r" must not add a line), decoded as UTF-8;
+    undecodable bytes become U+FFFD with a warning naming the line (never a traceback)."""
     buffer = getattr(sys.stdin, "buffer", None)
-    stream: Any = sys.stdin
-    if buffer is not None:  # split on "\n" only: a stray "\r" must not add a line
-        stream = io.TextIOWrapper(buffer, encoding="utf-8", errors="replace", newline="\n")
-    for line in stream:
-        yield line.rstrip("\n").rstrip("\r")
+    if buffer is None:  # a text-only stdin (embedding, some test runners)
+        for line in sys.stdin:
+            yield line.rstrip("\n").rstrip("\r")
+        return
+    bad = 0
+    for n, raw in enumerate(buffer, start=1):  # binary lines end at b"\n" only
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", errors="replace")
+            bad += 1
+            if bad <= 5:
+                logging.getLogger(__name__).warning(
+                    "stdin line %d: invalid UTF-8; undecodable bytes replaced by U+FFFD", n
+                )
+        yield text.rstrip("\n").rstrip("\r")
+    if bad > 5:
+        logging.getLogger(__name__).warning("%d stdin lines had invalid UTF-8 in all", bad)
 
 
 def _interactive(translator: Any, options: Any) -> None:
