@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
-from mtkit.checkpoint import load_checkpoint, resolve_checkpoint
-from mtkit.config import DecodingConfig, ExperimentConfig, config_from_dict
+from mtkit.checkpoint import CheckpointError, load_checkpoint, load_weights, resolve_checkpoint
+from mtkit.config import ConfigError, DecodingConfig, ExperimentConfig, config_from_dict
+from mtkit.errors import MtkitError
 from mtkit.masks import pad_mask
 from mtkit.model import Transformer
 from mtkit.runtime import resolve_device
@@ -19,6 +20,10 @@ from mtkit.search import beam_search, greedy_search
 from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair
 
 logger = logging.getLogger(__name__)
+
+# sentencepiece pieces are at most 16 characters, so a line of over MAX_CHARS_PER_TOKEN * N
+# characters has over N tokens (with 4x slack for normalisation); it is cut before encoding.
+MAX_CHARS_PER_TOKEN = 64
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,37 @@ def build_model(cfg: ExperimentConfig, src_vocab: int, tgt_vocab: int) -> Transf
     return Transformer(cfg.model, src_vocab=src_vocab, tgt_vocab=tgt_vocab, pad_id=PAD_ID)
 
 
+def restore(state: dict[str, Any]) -> tuple[ExperimentConfig, TokenizerPair, Transformer]:
+    """Config, tokenizers and model of a loaded checkpoint; an MtkitError says what is wrong."""
+    if not isinstance(state["config"], dict):
+        raise CheckpointError("the embedded config is not a mapping")
+    try:
+        cfg = config_from_dict(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"the embedded config is invalid: {e}") from None
+    files = state["tokenizer"]
+    if not isinstance(files, dict) or not all(isinstance(v, bytes) for v in files.values()):
+        raise CheckpointError("the embedded tokenizer is not a set of sentencepiece model files")
+    tokenizers = TokenizerPair.from_model_files(files)
+    sizes = (tokenizers.src.vocab_size, tokenizers.tgt.vocab_size)
+    vocab = state["vocab"]
+    if not isinstance(vocab, dict) or (vocab.get("src"), vocab.get("tgt")) != sizes:
+        raise CheckpointError(
+            f"its vocabulary sizes do not match its tokenizers ({sizes[0]}/{sizes[1]} pieces)"
+        )
+    try:
+        model = build_model(cfg, *sizes)
+    except (ValueError, RuntimeError) as e:  # share_embeddings with two vocabularies, memory
+        raise CheckpointError(f"cannot build its model: {e}") from None
+    load_weights(model, state["model"])
+    return cfg, tokenizers, model
+
+
+def _one_line(text: str) -> str:
+    """Output stays one line per input line: byte-fallback pieces can decode to \\n or \\r."""
+    return text.replace("\r", " ").replace("\n", " ") if "\n" in text or "\r" in text else text
+
+
 @dataclass
 class Translator:
     """A model, its tokenizers and its decoding defaults, ready to translate text."""
@@ -114,10 +150,10 @@ class Translator:
         """Load from a run directory (its best checkpoint) or a checkpoint file."""
         ckpt_path = resolve_checkpoint(path)
         state = load_checkpoint(ckpt_path)
-        cfg = config_from_dict(state["config"])
-        tokenizers = TokenizerPair.from_model_files(state["tokenizer"])
-        model = build_model(cfg, state["vocab"]["src"], state["vocab"]["tgt"])
-        model.load_state_dict(state["model"])
+        try:
+            cfg, tokenizers, model = restore(state)
+        except MtkitError as e:  # one line naming the file, never a torch traceback
+            raise CheckpointError(f"{ckpt_path}: {e}") from None
         torch_device = resolve_device(device)
         model.to(torch_device).eval()
         return cls(model, tokenizers, cfg, torch_device, ckpt_path)
@@ -130,21 +166,22 @@ class Translator:
     def translate(self, lines: Sequence[str], options: DecodeOptions) -> list[str]:
         """Translate lines; an empty (or whitespace-only) line gives an empty line."""
         limit = self.config.model.max_positions - 1
-        pieces = self.tokenizers.src.encode([line.strip() for line in lines])
+        cap = limit * MAX_CHARS_PER_TOKEN  # longer text is cut first: encoding it all is slow
+        texts = [line.strip() for line in lines]
+        pieces = self.tokenizers.src.encode([text[:cap] for text in texts])
         src_ids: list[list[int]] = []
         too_long = 0
-        for ids in pieces:
-            if len(ids) > limit:
+        for text, ids in zip(texts, pieces, strict=True):
+            if len(ids) > limit or len(text) > cap:
                 too_long += 1
-                ids = ids[:limit]
-            src_ids.append([*ids, EOS_ID])
+            src_ids.append([*ids[:limit], EOS_ID])
         if too_long:
             logger.warning("%d input line(s) longer than %d tokens were truncated", too_long, limit)
         keep = [i for i, line in enumerate(lines) if line.strip()]
         out_ids = translate_ids(self.model, [src_ids[i] for i in keep], options, self.device)
         outputs = [""] * len(lines)
         for i, text in zip(keep, self.tokenizers.tgt.decode(out_ids), strict=True):
-            outputs[i] = text
+            outputs[i] = _one_line(text)
         return outputs
 
     def translate_stream(
