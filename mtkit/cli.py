@@ -5,6 +5,7 @@ Heavy imports (torch, datasets) happen inside the command bodies so `mtkit --hel
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -329,49 +330,109 @@ def translate(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Output file (default: stdout)")
     ] = None,
-    beam: Annotated[int | None, typer.Option(help="Beam size (default: the run's)")] = None,
-    greedy: Annotated[bool, typer.Option(help="Greedy search (same as --beam 1)")] = False,
-    length_penalty: Annotated[float | None, typer.Option(help="GNMT length penalty alpha")] = None,
-    max_len_a: Annotated[float | None, typer.Option(help="Max length = a * src_len + b")] = None,
-    max_len_b: Annotated[int | None, typer.Option(help="Max length = a * src_len + b")] = None,
-    batch_tokens: Annotated[int | None, typer.Option(help="Source tokens per batch")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="text (one line per input; Moses 'i ||| hyp ||| score' lines with --nbest), "
+            "tsv (source, hypothesis, score) or jsonl (n-best list with scores and time)",
+        ),
+    ] = "text",
+    attention: Annotated[
+        Path | None,
+        typer.Option(help="Also write cross-attention per sentence to this .jsonl or .npz file"),
+    ] = None,
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            help="Lines read, translated and written at a time (outputs appear per chunk)"
+        ),
+    ] = 500,
+    beam: BeamOpt = None,
+    greedy: GreedyOpt = False,
+    nbest: Annotated[
+        int | None,
+        typer.Option(help="Output the N best hypotheses with scores", rich_help_panel=SEARCH),
+    ] = None,
+    length_penalty: LengthPenaltyOpt = None,
+    length_norm: LengthNormOpt = None,
+    max_len_a: MaxLenAOpt = None,
+    max_len_b: MaxLenBOpt = None,
+    min_len: MinLenOpt = None,
+    no_repeat_ngram: NoRepeatOpt = None,
+    batch_tokens: BatchTokensOpt = None,
+    sample: Annotated[
+        bool,
+        typer.Option("--sample", help="Sample instead of searching", rich_help_panel=SAMPLING),
+    ] = False,
+    temperature: Annotated[float | None, typer.Option(rich_help_panel=SAMPLING)] = None,
+    top_k: Annotated[
+        int | None, typer.Option(help="Sample from the k best tokens", rich_help_panel=SAMPLING)
+    ] = None,
+    top_p: Annotated[
+        float | None, typer.Option(help="Nucleus sampling mass", rich_help_panel=SAMPLING)
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Sampling seed", rich_help_panel=SAMPLING)
+    ] = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Translate one sentence per line, from a file or stdin, to a file or stdout.
+
+    Outputs are written chunk by chunk as they are translated; empty lines stay empty.
+    Without --input, a terminal on stdin gets a prompt: one translation per line typed.
 
     Examples:
       mtkit translate runs/demo -i data/test.en -o hyp.de --beam 5
       echo "How are you?" | mtkit translate runs/demo --greedy
+      mtkit translate runs/demo -i data/test.en --nbest 3 --format jsonl
+      mtkit translate runs/demo -i mono.en --sample --top-p 0.9 -o back.de
     """
     setup_logging()
-    from mtkit.translate import Translator
+    from mtkit.translate import (
+        FORMATS,
+        Translator,
+        interactive,
+        iter_lines,
+        open_output,
+        stream_translations,
+        write_translations,
+    )
 
+    if format not in FORMATS:
+        raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{format}'")
+    _check_positive("--chunk-size", chunk_size)
     translator = Translator.load(run, device=device)
-    options = translator.default_options(
-        beam_size=1 if greedy else beam, length_penalty=length_penalty,
-        max_len_a=max_len_a, max_len_b=max_len_b, max_tokens=batch_tokens,
+    options = _decode_options(
+        translator, greedy, beam_size=beam, nbest=nbest, length_penalty=length_penalty,
+        length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+        no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens, sampling=sample or None,
+        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
     )  # fmt: skip
-    _check_positive("--beam", options.beam_size)
-    _check_positive("--batch-tokens", options.max_tokens)
-    if input is None and output is None and sys.stdin.isatty():
-        _interactive(translator, options)
+    if input is None and output is None and attention is None and sys.stdin.isatty():
+        typer.echo("Type a sentence and press Enter (Ctrl-D to quit).", err=True)
+        interactive(translator, options, write=typer.echo, fmt=format)
         return
-    if input is not None:
-        from mtkit.evaluate import read_lines
+    lines = iter_lines(input) if input is not None else _stdin_lines()
+    chunks = stream_translations(
+        translator, lines, options, chunk_size, attention=attention is not None
+    )
+    with open_output(output) as out, _attention_writer(attention) as dump:
+        on_chunk = (lambda _i, chunk: dump.write(chunk)) if dump is not None else None
+        n = write_translations(chunks, out, format, on_chunk, nbest=options.nbest > 1)
+    if output is not None:
+        typer.echo(f"wrote {n} translations to {output}", err=True)
+    if attention is not None:
+        typer.echo(f"wrote cross-attention of {n} sentences to {attention}", err=True)
 
-        lines: Any = read_lines(input)
-    else:
-        lines = _stdin_lines()
-    if output is None:
-        for text in translator.translate_stream(lines, options):
-            sys.stdout.write(text + "\n")
-            sys.stdout.flush()
-        return
-    from mtkit.checkpoint import atomic_write_bytes
 
-    outputs = list(translator.translate_stream(lines, options))
-    atomic_write_bytes(output, "".join(t + "\n" for t in outputs).encode("utf-8"))
-    typer.echo(f"wrote {len(outputs)} lines to {output}", err=True)
+def _attention_writer(path: Path | None) -> Any:
+    if path is None:
+        return contextlib.nullcontext(None)
+    from mtkit.attention import AttentionWriter
+
+    return AttentionWriter(path)
 
 
 def _stdin_lines() -> Any:
@@ -398,19 +459,37 @@ def _stdin_lines() -> Any:
         logging.getLogger(__name__).warning("%d stdin lines had invalid UTF-8 in all", bad)
 
 
-def _interactive(translator: Any, options: Any) -> None:
-    typer.echo("Type a sentence and press Enter (Ctrl-D to quit).", err=True)
-    while True:
-        try:
-            line = input("> ")
-        except EOFError:
-            return
-        typer.echo(translator.translate([line], options)[0])
-
-
 def _check_positive(name: str, value: int) -> None:
     if value < 1:
         raise ConfigError(f"{name}: expected a positive number, got {value}")
+
+
+@app.command("plot-attention")
+@handle_errors
+def plot_attention(
+    attention: Annotated[
+        Path, typer.Argument(help="A file written by `mtkit translate --attention`")
+    ],
+    line: Annotated[int, typer.Option(help="Which input line (1-based)")] = 1,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="PNG file (default: attention_<line>.png)"),
+    ] = None,
+) -> None:
+    """Draw one sentence's cross-attention as a heatmap (needs matplotlib: mtkit[plot]).
+
+    Example:
+      echo "Tom is here." | mtkit translate runs/demo --attention att.jsonl
+      mtkit plot-attention att.jsonl --line 1 -o att.png
+    """
+    from mtkit.attention import plot_attention as plot_matrix
+    from mtkit.attention import read_attention
+
+    _check_positive("--line", line)
+    att = read_attention(attention, line - 1)
+    out = output or Path(f"attention_{line}.png")
+    plot_matrix(att, out, title=f"{attention}: line {line}")
+    typer.echo(f"wrote {out}")
 
 
 @app.command()
@@ -426,65 +505,114 @@ def evaluate(
     ref: Annotated[
         list[Path] | None, typer.Option(help="Reference file (repeat for several references)")
     ] = None,
-    hyp: Annotated[Path | None, typer.Option(help="Score this hypothesis file as it is")] = None,
+    hyp: Annotated[
+        list[Path] | None,
+        typer.Option(help="Score this hypothesis file as it is (repeat with --paired-bs)"),
+    ] = None,
+    paired_bs: Annotated[
+        bool,
+        typer.Option(
+            "--paired-bs",
+            help="Paired bootstrap resampling between the --hyp files (the first is the "
+            "baseline): p-values and 95% confidence intervals",
+        ),
+    ] = False,
+    bs_samples: Annotated[int, typer.Option(help="Bootstrap resamples")] = 1000,
+    bs_seed: Annotated[int, typer.Option(help="Bootstrap seed (sacreBLEU's default)")] = 12345,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Where to write the hypotheses")
     ] = None,
-    beam: Annotated[int | None, typer.Option(help="Beam size (default: the run's)")] = None,
-    greedy: Annotated[bool, typer.Option(help="Greedy search (same as --beam 1)")] = False,
-    length_penalty: Annotated[float | None, typer.Option(help="GNMT length penalty alpha")] = None,
+    beam: BeamOpt = None,
+    greedy: GreedyOpt = False,
+    length_penalty: LengthPenaltyOpt = None,
+    length_norm: LengthNormOpt = None,
+    max_len_a: MaxLenAOpt = None,
+    max_len_b: MaxLenBOpt = None,
+    min_len: MinLenOpt = None,
+    no_repeat_ngram: NoRepeatOpt = None,
+    batch_tokens: BatchTokensOpt = None,
     metrics: Annotated[
         str, typer.Option(help="Comma-separated: bleu, chrf, chrf++, ter")
     ] = "bleu,chrf",
-    tokenize: Annotated[str, typer.Option(help="sacreBLEU tokenizer: 13a, intl, ...")] = "13a",
+    tokenize: Annotated[
+        str,
+        typer.Option(
+            help="sacreBLEU tokenizer for BLEU: 13a, intl, char, zh, flores200 (downloads a "
+            "model on first use), ..."
+        ),
+    ] = "13a",
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    device: DeviceOpt = "auto",
 ) -> None:
-    """Score translations with sacreBLEU (BLEU, chrF, ...) and print their signatures.
+    """Score translations with sacreBLEU (BLEU, chrF, chrF++, TER) and print their signatures.
 
     Examples:
       mtkit evaluate runs/demo --split test
       mtkit evaluate runs/demo --src data/test.en --ref data/test.de --beam 5 --json
-      mtkit evaluate --hyp hyp.de --ref data/test.de
+      mtkit evaluate --hyp hyp.de --ref data/test.de --metrics bleu,chrf++,ter
+      mtkit evaluate --hyp greedy.de --hyp beam5.de --ref data/test.de --paired-bs
     """
     setup_logging()
-    from mtkit.evaluate import EvaluationError, evaluate_model, score_files
+    from mtkit.evaluate import EvaluationError, compare_files, evaluate_model, score_files
     from mtkit.translate import Translator
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
-    if hyp is not None:
+    if hyp:
         if not ref:
             raise EvaluationError("--hyp needs at least one --ref")
-        report = score_files(hyp, ref, names, tokenize)
-    else:
-        if run is None:
-            raise EvaluationError("give a run directory/checkpoint to translate, or --hyp")
-        translator = Translator.load(run, device=device)
-        options = translator.default_options(
-            beam_size=1 if greedy else beam, length_penalty=length_penalty
-        )
-        source, refs = _eval_inputs(translator, split, src, ref)
-        out = output or _default_hyp_path(translator, split, source)
-        report = evaluate_model(translator, source, refs, options, names, out, tokenize)
+        if run is not None or src is not None or split is not None:
+            raise EvaluationError("--hyp scores existing files: drop the run, --src and --split")
+        if paired_bs:
+            _check_positive("--bs-samples", bs_samples)
+            comparison = compare_files(hyp, ref, names, tokenize, bs_samples, bs_seed)
+            _print_comparison(comparison, json_out)
+            return
+        if len(hyp) > 1:
+            raise EvaluationError("several --hyp files: add --paired-bs to compare them")
+        _print_report(score_files(hyp[0], ref, names, tokenize), json_out)
+        return
+    if paired_bs:
+        raise EvaluationError("--paired-bs compares hypothesis files: give two or more --hyp")
+    if run is None:
+        raise EvaluationError("give a run directory/checkpoint to translate, or --hyp")
+    translator = Translator.load(run, device=device)
+    options = _decode_options(
+        translator, greedy, beam_size=beam, length_penalty=length_penalty,
+        length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+        no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens,
+    )  # fmt: skip
+    inputs = _eval_inputs(translator, split, src, ref)
+    out = output or _default_hyp_path(translator, split, src)
+    report = evaluate_model(translator, inputs, options, names, out, tokenize)
     _print_report(report, json_out)
 
 
 def _eval_inputs(
     translator: Any, split: str | None, src: Path | None, ref: list[Path] | None
-) -> tuple[Path, list[Path]]:
-    from mtkit.evaluate import EvaluationError, split_files
+) -> Any:
+    from mtkit.evaluate import EvaluationError, file_set, split_set
 
     if src is not None:
+        if split is not None:
+            raise EvaluationError("give either --split or --src, not both")
         if not ref:
             raise EvaluationError("--src needs at least one --ref")
-        return src, list(ref)
-    source, reference = split_files(translator, split or "test")
-    return source, list(ref) if ref else [reference]
+        return file_set(src, ref)
+    inputs = split_set(translator, split or "test")
+    if ref:  # other references for the split's sources
+        from mtkit.evaluate import check_counts, read_lines
+
+        inputs.references = [read_lines(r) for r in ref]
+        inputs.reference_names = [str(r) for r in ref]
+        check_counts(
+            inputs.source_name, len(inputs.sources), inputs.reference_names, inputs.references
+        )
+    return inputs
 
 
-def _default_hyp_path(translator: Any, split: str | None, source: Path) -> Path:
+def _default_hyp_path(translator: Any, split: str | None, src: Path | None) -> Path:
     run_dir = translator.checkpoint.parent
-    stem = split or source.stem
+    stem = src.stem if src is not None else (split or "test")
     return Path(run_dir) / f"{stem}.hyp.{translator.config.data.tgt_lang}"
 
 
@@ -500,6 +628,31 @@ def _print_report(report: Any, json_out: bool) -> None:
             f"{report.n_sentences} sentences in {report.seconds:.1f}s; "
             f"hypotheses in {report.hypotheses_file}"
         )
+
+
+def _print_comparison(comparison: Any, json_out: bool) -> None:
+    if json_out:
+        typer.echo(comparison.to_json())
+        return
+    typer.echo(
+        f"paired bootstrap resampling: {comparison.n_samples} resamples of "
+        f"{comparison.n_sentences} sentences, seed {comparison.seed}; baseline: "
+        f"{comparison.metrics[0].systems[0].name}"
+    )
+    width = max(len(s.name) for s in comparison.metrics[0].systems)
+    for m in comparison.metrics:
+        better = "higher" if m.higher_is_better else "lower"
+        typer.echo(f"{m.metric} ({better} is better)  signature: {m.signature}")
+        for s in m.systems:
+            line = f"  {s.name:<{width}}  {s.score:6.2f}  (mean {s.mean:.2f} ± {s.ci:.2f})"
+            if s.p_value is not None and s.delta_ci is not None:
+                star = " *" if s.significant() else ""
+                line += (
+                    f"  delta {s.delta:+.2f} [{s.delta_ci[0]:+.2f}, {s.delta_ci[1]:+.2f}]"
+                    f"  p = {s.p_value:.4f}{star}"
+                )
+            typer.echo(line)
+    typer.echo("* p < 0.05: the difference from the baseline is unlikely to be chance")
 
 
 @app.command()

@@ -130,8 +130,20 @@ class DecodingConfig:
 
     beam_size: int = 5  # 1 means greedy search
     length_penalty: float = 1.0  # GNMT alpha: score / ((5 + len) / 6) ** alpha; 0 = raw log-prob
+    # How beam search ranks finished hypotheses of different lengths (len counts EOS):
+    # gnmt: log_prob / ((5 + len) / 6) ** length_penalty; average: log_prob / len (per-token
+    # mean); none: raw log_prob, which favours short outputs.
+    length_norm: Literal["gnmt", "average", "none"] = "gnmt"
     max_len_a: float = 1.5  # max output length = a * source length + b
     max_len_b: int = 10
+    min_len: int = 0  # EOS is forbidden before this many output tokens
+    no_repeat_ngram: int = 0  # > 0: beam search never repeats an n-gram of this size
+    nbest: int = 1  # hypotheses returned per sentence (at most beam_size), best first
+    sampling: bool = False  # sample instead of searching (e.g. for back-translation)
+    temperature: float = 1.0  # sampling: < 1 sharpens, > 1 flattens the distribution
+    top_k: int = 0  # sampling: keep only the k most probable tokens; 0 keeps all
+    top_p: float = 1.0  # sampling: keep the smallest set of tokens with this much mass
+    seed: int = 1234  # sampling: the same seed and input give the same samples
     max_tokens: int = 4000  # source-token budget per translation batch
 
 
@@ -283,7 +295,7 @@ _POSITIVE = {
     "model": ("d_model", "n_heads", "d_ff", "max_positions", "encoder_layers", "decoder_layers"),
     "training": ("max_tokens", "max_steps", "log_every", "valid_every", "lr", "accumulate",
                  "max_bad_steps"),
-    "decoding": ("beam_size", "max_tokens"),
+    "decoding": ("beam_size", "max_tokens", "nbest", "temperature", "top_p"),
     "data": ("max_len", "num_proc", "valid_size"),
     "tokenizer": ("vocab_size", "input_sentence_size"),
 }
@@ -291,7 +303,8 @@ _NON_NEGATIVE = {
     "training": ("warmup_steps", "clip_norm", "max_epochs", "max_time", "threads",
                  "valid_bleu_sentences", "weight_decay", "min_lr", "save_every", "keep_last",
                  "patience"),
-    "decoding": ("length_penalty", "max_len_a", "max_len_b"),
+    "decoding": ("length_penalty", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram",
+                 "top_k"),
     "data": ("test_size",),
 }  # fmt: skip
 _FRACTIONS = {  # values in [0, 1)
@@ -327,6 +340,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(data.src_lang != data.tgt_lang, "data.tgt_lang", other, data.tgt_lang)
     _validate_data(data)
     _validate_training(cfg.training)
+    _validate_decoding(cfg.decoding)
     if m.share_embeddings and not tok.joint:
         raise ConfigError(
             "model.share_embeddings: needs tokenizer.joint: true (one vocabulary for both "
@@ -337,6 +351,14 @@ def validate(cfg: ExperimentConfig) -> None:
             f"data.max_len: expected at most model.max_positions - 2 ({m.max_positions - 2}), "
             f"got {data.max_len}"
         )
+
+
+def _validate_decoding(dec: DecodingConfig) -> None:
+    """Decoding keys that depend on each other."""
+    _check(dec.top_p <= 1.0, "decoding.top_p", "a value in (0, 1]", dec.top_p)
+    if not dec.sampling:
+        need = f"at most decoding.beam_size ({dec.beam_size})"
+        _check(dec.nbest <= dec.beam_size, "decoding.nbest", need, dec.nbest)
 
 
 def _validate_training(t: TrainingConfig) -> None:

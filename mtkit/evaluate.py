@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -12,7 +13,10 @@ from typing import Any
 from mtkit.checkpoint import atomic_write_bytes
 from mtkit.errors import MtkitError
 from mtkit.metrics import MetricResult, corpus_scores
+from mtkit.significance import DEFAULT_SAMPLES, DEFAULT_SEED, Comparison, paired_bootstrap
 from mtkit.translate import DecodeOptions, Translator
+
+logger = logging.getLogger(__name__)
 
 
 class EvaluationError(MtkitError):
@@ -31,9 +35,20 @@ class Report:
     checkpoint: str | None = None
     decoding: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    tokenize: str = "13a"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+
+
+@dataclass
+class EvalSet:
+    """Sources and line-aligned reference streams, with names for the report."""
+
+    sources: list[str]
+    references: list[list[str]]
+    source_name: str
+    reference_names: list[str]
 
 
 def read_lines(path: Path) -> list[str]:
@@ -54,66 +69,114 @@ def read_lines(path: Path) -> list[str]:
     return [line.rstrip("\r") for line in lines]
 
 
+def check_counts(
+    name: str, n: int, ref_names: Sequence[str], refs: Sequence[Sequence[str]]
+) -> None:
+    """Every reference stream must have as many lines as the hypotheses/sources."""
+    for ref_name, lines in zip(ref_names, refs, strict=True):
+        if len(lines) != n:
+            raise EvaluationError(
+                f"{ref_name} has {len(lines)} lines but {name} has {n}; they must be line-aligned"
+            )
+
+
 def score_files(
     hyp: Path, refs: Sequence[Path], metrics: Sequence[str], tokenize: str = "13a"
 ) -> Report:
     """Score an existing hypothesis file against one or more reference files."""
     hypotheses = read_lines(hyp)
     references = [read_lines(r) for r in refs]
-    check_counts(hyp, len(hypotheses), refs, references)
+    names = [str(r) for r in refs]
+    check_counts(str(hyp), len(hypotheses), names, references)
     scores = corpus_scores(hypotheses, references, metrics, tokenize=tokenize)
-    return Report(scores, len(hypotheses), [str(r) for r in refs], hypotheses_file=str(hyp))
+    return Report(scores, len(hypotheses), names, hypotheses_file=str(hyp), tokenize=tokenize)
 
 
-def check_counts(
-    hyp: Path, n_hyp: int, refs: Sequence[Path], references: Sequence[Sequence[str]]
-) -> None:
-    """Every reference file must have as many lines as the hypotheses/sources."""
-    for path, lines in zip(refs, references, strict=True):
-        if len(lines) != n_hyp:
-            raise EvaluationError(
-                f"{path} has {len(lines)} lines but {hyp} has {n_hyp}; they must be line-aligned"
-            )
+def compare_files(
+    hyps: Sequence[Path],
+    refs: Sequence[Path],
+    metrics: Sequence[str],
+    tokenize: str = "13a",
+    n_samples: int = DEFAULT_SAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> Comparison:
+    """Paired bootstrap resampling between hypothesis files; the first is the baseline."""
+    if len(hyps) < 2:
+        raise EvaluationError("--paired-bs compares systems: give two or more --hyp files")
+    references = [read_lines(r) for r in refs]
+    names = [str(r) for r in refs]
+    systems = []
+    for path in hyps:
+        lines = read_lines(path)
+        check_counts(str(path), len(lines), names, references)
+        systems.append((str(path), lines))
+    comparison = paired_bootstrap(systems, references, metrics, tokenize, n_samples, seed)
+    comparison.references = names
+    return comparison
 
 
-def split_files(translator: Translator, split: str) -> tuple[Path, Path]:
-    """Source and reference files of a split named in the run's data config."""
+def file_set(src: Path, refs: Sequence[Path]) -> EvalSet:
+    """A source file and its reference files."""
+    sources = read_lines(src)
+    references = [read_lines(r) for r in refs]
+    names = [str(r) for r in refs]
+    check_counts(str(src), len(sources), names, references)
+    return EvalSet(sources, references, str(src), names)
+
+
+def split_set(translator: Translator, split: str) -> EvalSet:
+    """A split of the run's data config.
+
+    `format: text` splits given as files are read as they are (scores compare with other
+    systems on the same files). Any other format, and splits carved out of train, come from
+    the prepared data (`<prepared_dir>/text/<split>`, Unicode/whitespace-normalised).
+    """
     data = translator.config.data
-    prefix = {"test": data.test, "valid": data.valid, "train": data.train}.get(split)
-    if prefix is None:
-        raise EvaluationError(f"the run's config has no data.{split} split; pass --src and --ref")
-    if data.format != "text":
+    if split not in ("test", "valid"):
+        raise EvaluationError(f"--split: expected test or valid, got '{split}'")
+    prefix = getattr(data, split)
+    if data.format == "text" and prefix is not None:
+        src = Path(f"{prefix}.{data.src_lang}")
+        return file_set(src, [Path(f"{prefix}.{data.tgt_lang}")])
+    from mtkit.data import load_prepared_text
+
+    prepared = Path(data.prepared_dir)
+    try:
+        splits = load_prepared_text(prepared)
+    except MtkitError:
         raise EvaluationError(
-            f"data.format is '{data.format}': pass the split as --src and --ref text files"
-        )
-    return Path(f"{prefix}.{data.src_lang}"), Path(f"{prefix}.{data.tgt_lang}")
+            f"the {split} split comes from the prepared data, but {prepared} holds none; run "
+            "`mtkit prepare` with the run's config, or pass --src and --ref"
+        ) from None
+    if split not in splits:
+        raise EvaluationError(f"{prepared} has no {split} split; pass --src and --ref")
+    rows = splits[split]
+    name = f"{prepared / 'text' / split}"
+    return EvalSet(list(rows["src"]), [list(rows["tgt"])], f"{name} (src)", [f"{name} (tgt)"])
 
 
 def evaluate_model(
     translator: Translator,
-    src: Path,
-    refs: Sequence[Path],
+    inputs: EvalSet,
     options: DecodeOptions,
     metrics: Sequence[str],
     out: Path,
     tokenize: str = "13a",
 ) -> Report:
-    """Translate `src`, write the hypotheses to `out`, and score them against `refs`."""
-    sources = read_lines(src)
-    references = [read_lines(r) for r in refs]
-    check_counts(src, len(sources), refs, references)
+    """Translate the sources, write the hypotheses to `out`, and score them."""
     start = time.monotonic()
-    hypotheses = translator.translate(sources, options)
+    hypotheses = translator.translate(inputs.sources, options)
     seconds = time.monotonic() - start
     atomic_write_bytes(out, "".join(h + "\n" for h in hypotheses).encode("utf-8"))
-    scores = corpus_scores(hypotheses, references, metrics, tokenize=tokenize)
+    scores = corpus_scores(hypotheses, inputs.references, metrics, tokenize=tokenize)
     return Report(
         scores,
-        len(sources),
-        [str(r) for r in refs],
+        len(inputs.sources),
+        inputs.reference_names,
         hypotheses_file=str(out),
-        source_file=str(src),
+        source_file=inputs.source_name,
         checkpoint=str(translator.checkpoint),
         decoding=asdict(options),
         seconds=seconds,
+        tokenize=tokenize,
     )

@@ -111,6 +111,20 @@ class MultiHeadAttention(nn.Module):
         result: Tensor = self.out_proj(out)  # (batch, q_len, d_model)
         return result
 
+    def probs(self, query: Tensor, *, key: Tensor, mask: Tensor | None) -> Tensor:
+        """The attention weights `forward` averages the values with (no dropout); for inspection.
+
+        Shapes: query (batch, q_len, d_model), key (batch, k_len, d_model),
+        mask bool (batch|1, 1, q_len|1, k_len) -> (batch, n_heads, q_len, k_len), rows sum to 1.
+        """
+        q = self._split(self.q_proj(query))  # (batch, n_heads, q_len, head_dim)
+        k = self._split(self.k_proj(key))  # (batch, n_heads, k_len, head_dim)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (batch, n_heads, q, k)
+        if mask is not None:
+            fill = torch.finfo(scores.dtype).min
+            scores = scores.masked_fill(~_no_empty_rows(mask), fill)
+        return scores.softmax(dim=-1)  # (batch, n_heads, q_len, k_len)
+
     def _split(self, x: Tensor) -> Tensor:
         batch, length, _ = x.shape
         x = x.view(batch, length, self.n_heads, self.head_dim)  # (batch, len, n_heads, head_dim)
@@ -191,6 +205,25 @@ class DecoderLayer(nn.Module):
         x = self.res_cross(x, lambda h: self.cross_attn(h, key=memory, value=memory, mask=src_mask))
         out: Tensor = self.res_ff(x, self.ff)  # (batch, len, d_model)
         return out
+
+    def forward_with_cross_attention(
+        self, x: Tensor, memory: Tensor, self_mask: Tensor, src_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """`forward` that also returns the cross-attention weights (slower; for inspection).
+
+        Shapes: as `forward`; weights (batch, n_heads, tgt_len, src_len).
+        """
+        weights: list[Tensor] = []
+
+        def cross_block(h: Tensor) -> Tensor:
+            weights.append(self.cross_attn.probs(h, key=memory, mask=src_mask))
+            out: Tensor = self.cross_attn(h, key=memory, value=memory, mask=src_mask)
+            return out
+
+        x = self.res_self(x, lambda h: self.self_attn(h, key=h, value=h, mask=self_mask))
+        x = self.res_cross(x, cross_block)
+        x = self.res_ff(x, self.ff)  # (batch, tgt_len, d_model)
+        return x, weights[0]
 
     def step(self, x: Tensor, past: KV, cross: KV, src_mask: Tensor) -> tuple[Tensor, KV]:
         """One new position; returns the output and the self-attention K/V with it appended.
@@ -355,6 +388,25 @@ class Transformer(nn.Module):
         -> logits (batch, tgt_len, tgt_vocab)."""
         memory = self.encode(src, src_mask)  # (batch, src_len, d_model)
         return self.decode(tgt_in, memory, src_mask)  # (batch, tgt_len, tgt_vocab)
+
+    def cross_attention(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
+        """Cross-attention weights of every decoder layer for a teacher-forced target.
+
+        Row t of a layer's matrix is where the decoder looked when predicting target token t
+        from `tgt_in[:, : t + 1]` (pass BOS + the output to see how it was produced). Off the
+        decoding path: search never computes these.
+        Shapes: src (batch, src_len), src_mask (batch, src_len), tgt_in (batch, tgt_len)
+        -> (decoder_layers, batch, n_heads, tgt_len, src_len).
+        """
+        memory = self.encode(src, src_mask)  # (batch, src_len, d_model)
+        x = self.embed_tgt(tgt_in)  # (batch, tgt_len, d_model)
+        self_mask = causal_mask(tgt_in.size(1), tgt_in.device)[None, None]  # (1, 1, tgt, tgt)
+        cross_mask = _key_mask(src_mask)  # (batch, 1, 1, src_len)
+        weights = []
+        for layer in self._layers():
+            x, w = layer.forward_with_cross_attention(x, memory, self_mask, cross_mask)
+            weights.append(w)  # (batch, n_heads, tgt_len, src_len)
+        return torch.stack(weights)  # (decoder_layers, batch, n_heads, tgt_len, src_len)
 
     def _logits(self, x: Tensor) -> Tensor:
         out: Tensor = self.out_proj(self.decoder_norm(x))  # (batch, len, tgt_vocab)

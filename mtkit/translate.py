@@ -1,44 +1,111 @@
-"""Load a trained model from a run directory or checkpoint and translate lines of text."""
+"""Load a trained model from a run directory or checkpoint and translate lines of text.
+
+`Translator.translate(lines, options)` gives one string per line. `Translator.stream` reads any
+iterable of lines chunk by chunk and yields `Translation`s (n-best lists with scores, timing,
+optional cross-attention) as each chunk finishes, so memory does not grow with the input.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
-from mtkit.checkpoint import CheckpointError, load_checkpoint, load_weights, resolve_checkpoint
+from mtkit.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    new_file_mode,
+    resolve_checkpoint,
+)
 from mtkit.config import ConfigError, DecodingConfig, ExperimentConfig, config_from_dict
 from mtkit.errors import MtkitError
 from mtkit.masks import pad_mask
 from mtkit.model import Transformer
 from mtkit.runtime import resolve_device
-from mtkit.search import beam_search, greedy_search
-from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair
+from mtkit.search import LENGTH_NORMS, Hypothesis, beam_search, greedy_search, sample
+from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
 
 logger = logging.getLogger(__name__)
 
+FORMATS = ("text", "tsv", "jsonl")
 # sentencepiece pieces are at most 16 characters, so a line of over MAX_CHARS_PER_TOKEN * N
 # characters has over N tokens (with 4x slack for normalisation); it is cut before encoding.
 MAX_CHARS_PER_TOKEN = 64
+EOS_PIECE = "</s>"
+
+
+class TranslationError(MtkitError):
+    """Decoding options that cannot work together; the message names the option."""
 
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    """How to search; defaults come from the run's `decoding` config section."""
+    """How to search; defaults come from the run's `decoding` config section (same keys)."""
 
     beam_size: int = 5  # 1 = greedy
-    length_penalty: float = 1.0
-    max_len_a: float = 1.5
+    length_penalty: float = 1.0  # GNMT alpha (length_norm "gnmt")
+    max_len_a: float = 1.5  # max output length = a * src_len + b
     max_len_b: int = 10
     max_tokens: int = 4000  # source tokens per batch
+    length_norm: str = "gnmt"  # gnmt | average | none
+    min_len: int = 0  # no EOS before this many tokens
+    no_repeat_ngram: int = 0  # > 0: beam search never repeats an n-gram of this size
+    nbest: int = 1  # hypotheses per sentence (samples per sentence when sampling)
+    sampling: bool = False  # ancestral sampling instead of search
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = no top-k filter
+    top_p: float = 1.0  # 1 = no nucleus filter
+    seed: int = 1234  # sampling seed
 
     @classmethod
     def from_config(cls, cfg: DecodingConfig) -> DecodeOptions:
-        return cls(cfg.beam_size, cfg.length_penalty, cfg.max_len_a, cfg.max_len_b, cfg.max_tokens)
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+
+    def check(self) -> None:
+        """Raise TranslationError for values or combinations search cannot honour."""
+        positive = {"beam_size": self.beam_size, "max_tokens": self.max_tokens, "nbest": self.nbest}
+        for name, value in positive.items():
+            if value < 1:
+                raise TranslationError(f"{name}: expected a positive number, got {value}")
+        if self.length_norm not in LENGTH_NORMS:
+            raise TranslationError(
+                f"length_norm: expected one of {', '.join(LENGTH_NORMS)}, got {self.length_norm!r}"
+            )
+        if min(self.min_len, self.no_repeat_ngram, self.top_k) < 0 or self.max_len_a < 0:
+            raise TranslationError("min_len, no_repeat_ngram, top_k, max_len_a: expected >= 0")
+        if self.sampling:
+            if self.temperature <= 0 or not 0 < self.top_p <= 1:
+                raise TranslationError(
+                    f"sampling needs temperature > 0 and top_p in (0, 1], got "
+                    f"temperature={self.temperature}, top_p={self.top_p}"
+                )
+        elif self.nbest > self.beam_size:
+            raise TranslationError(
+                f"nbest ({self.nbest}) must be at most the beam size ({self.beam_size}); "
+                f"use a beam of {self.nbest} or more"
+            )
+
+
+@dataclass
+class Decoded:
+    """Search output for one sentence."""
+
+    hyps: list[Hypothesis]  # best first
+    seconds: float  # its batch's decoding time divided by the batch size
+    attention: npt.NDArray[np.float32] | None = None  # (output + EOS, source + EOS)
 
 
 def token_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -68,35 +135,93 @@ def pad_batch(id_lists: Sequence[Sequence[int]], device: torch.device) -> torch.
     return out.to(device)
 
 
+def search(
+    model: Transformer,
+    src: torch.Tensor,
+    src_mask: torch.Tensor,
+    options: DecodeOptions,
+    generator: torch.Generator | None = None,
+) -> list[list[Hypothesis]]:
+    """The search `options` ask for; per sentence up to `nbest` hypotheses, best first.
+
+    Greedy when beam_size is 1 (unless an n-gram ban or n-best list needs the beam code).
+    Shapes: src (batch, src_len), src_mask (batch, src_len) bool.
+    """
+    common: dict[str, Any] = {
+        "bos_id": BOS_ID, "eos_id": EOS_ID, "max_len_a": options.max_len_a,
+        "max_len_b": options.max_len_b, "min_len": options.min_len,
+    }  # fmt: skip
+    if options.sampling:
+        k = options.nbest
+        rows = torch.arange(src.size(0), device=src.device).repeat_interleave(k)  # (batch*k,)
+        samples = sample(
+            model, src[rows], src_mask[rows], temperature=options.temperature,
+            top_k=options.top_k, top_p=options.top_p, generator=generator, **common,
+        )  # fmt: skip
+        groups = [samples[i : i + k] for i in range(0, len(samples), k)]
+        return [sorted(g, key=lambda h: -h.score) for g in groups]
+    if options.beam_size == 1 and options.no_repeat_ngram == 0:
+        return [[h] for h in greedy_search(model, src, src_mask, **common)]
+    return beam_search(
+        model, src, src_mask, beam_size=options.beam_size, nbest=options.nbest,
+        length_penalty=options.length_penalty, length_norm=options.length_norm,
+        no_repeat_ngram=options.no_repeat_ngram, **common,
+    )  # fmt: skip
+
+
+def best_attention(
+    model: Transformer, src: torch.Tensor, src_mask: torch.Tensor, outputs: Sequence[list[int]]
+) -> list[npt.NDArray[np.float32]]:
+    """Last decoder layer's cross-attention, averaged over heads, for each output.
+
+    Shapes: src/src_mask (batch, src_len) -> per sentence (len(output) + 1, real src_len); row t
+    is the attention while producing output token t (the last row: EOS).
+    """
+    tgt_in = pad_batch([[BOS_ID, *tokens] for tokens in outputs], src.device)  # (batch, tgt)
+    weights = model.cross_attention(src, src_mask, tgt_in)[-1].mean(dim=1)  # (batch, tgt, src)
+    src_lens = src_mask.sum(dim=1).tolist()
+    return [
+        weights[i, : len(tokens) + 1, : src_lens[i]].float().cpu().numpy()
+        for i, tokens in enumerate(outputs)
+    ]
+
+
 @torch.inference_mode()
+def translate_nbest(
+    model: Transformer,
+    src_ids: Sequence[Sequence[int]],
+    options: DecodeOptions,
+    device: torch.device,
+    *,
+    attention: bool = False,
+    generator: torch.Generator | None = None,
+) -> list[Decoded]:
+    """Translate encoded sources (each ending in EOS) in token-budget batches sorted by length;
+    results come back in input order."""
+    model.eval()
+    results: list[Decoded] = [Decoded([], 0.0) for _ in src_ids]
+    for index in token_batches([len(s) for s in src_ids], options.max_tokens):
+        start = time.perf_counter()
+        src = pad_batch([src_ids[i] for i in index], device)  # (batch, src_len)
+        src_mask = pad_mask(src, PAD_ID)  # (batch, src_len)
+        nbest = search(model, src, src_mask, options, generator)
+        weights: Sequence[npt.NDArray[np.float32] | None] = [None] * len(index)
+        if attention:
+            weights = best_attention(model, src, src_mask, [hs[0].tokens for hs in nbest])
+        seconds = (time.perf_counter() - start) / len(index)
+        for i, hyps, w in zip(index, nbest, weights, strict=True):
+            results[i] = Decoded(hyps, seconds, w)
+    return results
+
+
 def translate_ids(
     model: Transformer,
     src_ids: Sequence[Sequence[int]],
     options: DecodeOptions,
     device: torch.device,
 ) -> list[list[int]]:
-    """Translate encoded sources (each ending in EOS); results come back in input order."""
-    model.eval()
-    results: list[list[int]] = [[] for _ in src_ids]
-    for index in token_batches([len(s) for s in src_ids], options.max_tokens):
-        src = pad_batch([src_ids[i] for i in index], device)  # (batch, src_len)
-        src_mask = pad_mask(src, PAD_ID)  # (batch, src_len)
-        if options.beam_size == 1:
-            hyps = greedy_search(
-                model, src, src_mask, bos_id=BOS_ID, eos_id=EOS_ID,
-                max_len_a=options.max_len_a, max_len_b=options.max_len_b,
-            )  # fmt: skip
-            best = [h.tokens for h in hyps]
-        else:
-            nbest = beam_search(
-                model, src, src_mask, bos_id=BOS_ID, eos_id=EOS_ID,
-                beam_size=options.beam_size, length_penalty=options.length_penalty,
-                max_len_a=options.max_len_a, max_len_b=options.max_len_b,
-            )  # fmt: skip
-            best = [hs[0].tokens for hs in nbest]
-        for i, tokens in zip(index, best, strict=True):
-            results[i] = tokens
-    return results
+    """Best output ids per encoded source (each ending in EOS), in input order."""
+    return [d.hyps[0].tokens for d in translate_nbest(model, src_ids, options, device)]
 
 
 def build_model(cfg: ExperimentConfig, src_vocab: int, tgt_vocab: int) -> Transformer:
@@ -130,9 +255,49 @@ def restore(state: dict[str, Any]) -> tuple[ExperimentConfig, TokenizerPair, Tra
     return cfg, tokenizers, model
 
 
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Candidate:
+    """One hypothesis of an n-best list."""
+
+    text: str
+    score: float  # what search ranked by (length-normalised for beam search)
+    log_prob: float | None  # total log-probability under the model, EOS included (None: unknown)
+
+
+@dataclass
+class Attention:
+    """Cross-attention of one translation: rows are output pieces, columns source pieces."""
+
+    source: list[str]  # source pieces + EOS
+    target: list[str]  # output pieces + EOS
+    weights: npt.NDArray[np.float32]  # (len(target), len(source)); rows sum to 1
+
+
+@dataclass
+class Translation:
+    """The result for one input line."""
+
+    source: str
+    nbest: list[Candidate] = field(default_factory=list)  # best first; empty for an empty line
+    seconds: float = 0.0  # this sentence's share of its batch's decoding time
+    truncated: bool = False  # the source was cut to the model's maximum length
+    attention: Attention | None = None
+
+    @property
+    def text(self) -> str:
+        return self.nbest[0].text if self.nbest else ""
+
+
 def _one_line(text: str) -> str:
     """Output stays one line per input line: byte-fallback pieces can decode to \\n or \\r."""
     return text.replace("\r", " ").replace("\n", " ") if "\n" in text or "\r" in text else text
+
+
+def _pieces(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
+    return [tokenizer.id_to_piece(i) for i in ids if i != EOS_ID] + [EOS_PIECE]
 
 
 @dataclass
@@ -165,34 +330,242 @@ class Translator:
 
     def translate(self, lines: Sequence[str], options: DecodeOptions) -> list[str]:
         """Translate lines; an empty (or whitespace-only) line gives an empty line."""
+        return [t.text for t in self.translate_full(lines, options)]
+
+    def translate_full(
+        self,
+        lines: Sequence[str],
+        options: DecodeOptions,
+        *,
+        attention: bool = False,
+        generator: torch.Generator | None = None,
+        warn: bool = True,
+    ) -> list[Translation]:
+        """Translate lines into n-best lists with scores (and cross-attention if asked).
+
+        Sources longer than the model's maximum are truncated; `warn` logs how many.
+        """
+        options.check()
         limit = self.config.model.max_positions - 1
         cap = limit * MAX_CHARS_PER_TOKEN  # longer text is cut first: encoding it all is slow
-        texts = [line.strip() for line in lines]
-        pieces = self.tokenizers.src.encode([text[:cap] for text in texts])
-        src_ids: list[list[int]] = []
-        too_long = 0
-        for text, ids in zip(texts, pieces, strict=True):
-            if len(ids) > limit or len(text) > cap:
-                too_long += 1
-            src_ids.append([*ids[:limit], EOS_ID])
-        if too_long:
-            logger.warning("%d input line(s) longer than %d tokens were truncated", too_long, limit)
         keep = [i for i, line in enumerate(lines) if line.strip()]
-        out_ids = translate_ids(self.model, [src_ids[i] for i in keep], options, self.device)
-        outputs = [""] * len(lines)
-        for i, text in zip(keep, self.tokenizers.tgt.decode(out_ids), strict=True):
-            outputs[i] = _one_line(text)
-        return outputs
+        pieces = self.tokenizers.src.encode([lines[i].strip()[:cap] for i in keep])
+        src_ids = [[*ids[:limit], EOS_ID] for ids in pieces]
+        out = [Translation(line) for line in lines]
+        for i, ids in zip(keep, pieces, strict=True):
+            out[i].truncated = len(ids) > limit or len(lines[i].strip()) > cap
+        too_long = sum(t.truncated for t in out)
+        if warn and too_long:
+            logger.warning("%d input line(s) longer than %d tokens were truncated", too_long, limit)
+        if generator is None and options.sampling:
+            generator = self.generator(options.seed)
+        decoded = translate_nbest(
+            self.model, src_ids, options, self.device, attention=attention, generator=generator
+        )
+        tgt = self.tokenizers.tgt
+        for i, ids, d in zip(keep, src_ids, decoded, strict=True):
+            texts = [_one_line(t) for t in tgt.decode([h.tokens for h in d.hyps])]
+            out[i].nbest = [
+                Candidate(text, h.score, h.log_prob) for text, h in zip(texts, d.hyps, strict=True)
+            ]
+            out[i].seconds = d.seconds
+            if d.attention is not None:
+                source = _pieces(self.tokenizers.src, ids)
+                target = _pieces(tgt, d.hyps[0].tokens)
+                out[i].attention = Attention(source, target, d.attention)
+        return out
+
+    def generator(self, seed: int) -> torch.Generator:
+        """A random generator on the model's device (sampling)."""
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def stream(
+        self,
+        lines: Iterable[str],
+        options: DecodeOptions,
+        chunk_size: int = 500,
+        *,
+        attention: bool = False,
+    ) -> Iterator[list[Translation]]:
+        """Translate an iterable chunk by chunk; each chunk's results are yielded (in input
+        order) as soon as it is done, before the next chunk is read."""
+        options.check()
+        generator = self.generator(options.seed) if options.sampling else None
+        truncated = total = 0
+        for chunk in _chunk_lines(lines, chunk_size):
+            result = self.translate_full(
+                chunk, options, attention=attention, generator=generator, warn=False
+            )
+            truncated += sum(t.truncated for t in result)
+            total += len(result)
+            yield result
+        if truncated:
+            limit = self.config.model.max_positions - 1
+            logger.warning(
+                "%d of %d input line(s) were longer than %d tokens and were truncated",
+                truncated, total, limit,
+            )  # fmt: skip
 
     def translate_stream(
         self, lines: Iterable[str], options: DecodeOptions, chunk_size: int = 500
     ) -> Iterator[str]:
         """Translate an iterable chunk by chunk, yielding outputs in input order."""
-        chunk: list[str] = []
-        for line in lines:
-            chunk.append(line.rstrip("\n"))
-            if len(chunk) >= chunk_size:
-                yield from self.translate(chunk, options)
-                chunk = []
-        if chunk:
-            yield from self.translate(chunk, options)
+        for chunk in self.stream(lines, options, chunk_size):
+            yield from (t.text for t in chunk)
+
+
+def _chunk_lines(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of up to `size` newline-stripped lines; each is yielded as soon as it is full."""
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line.rstrip("\n").rstrip("\r"))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _tsv_field(text: str) -> str:
+    return text.replace("\t", " ")
+
+
+def format_translation(t: Translation, fmt: str, index: int, nbest: bool = False) -> str:
+    """One translation as output text (ending in a newline).
+
+    text: the best hypothesis; with `nbest`, Moses n-best lines `index ||| hypothesis ||| score`
+    (none for an empty input line). tsv: `source<TAB>hypothesis<TAB>score` per hypothesis (an
+    empty input line gives one row of empty fields). jsonl: one object per input line.
+    """
+    if fmt == "jsonl":
+        record = {
+            "index": index,
+            "source": t.source,
+            "translation": t.text,
+            "nbest": [{"text": c.text, "score": c.score, "log_prob": c.log_prob} for c in t.nbest],
+            "time": round(t.seconds, 6),
+            "truncated": t.truncated,
+        }
+        return json.dumps(record, ensure_ascii=False) + "\n"
+    if fmt == "tsv":
+        if not t.nbest:
+            return f"{_tsv_field(t.source)}\t\t\n"
+        src = _tsv_field(t.source)
+        return "".join(f"{src}\t{_tsv_field(c.text)}\t{c.score:.4f}\n" for c in t.nbest)
+    if fmt == "text":
+        if not nbest:
+            return t.text + "\n"
+        return "".join(f"{index} ||| {c.text} ||| {c.score:.4f}\n" for c in t.nbest)
+    raise TranslationError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+@contextlib.contextmanager
+def open_output(path: Path | None) -> Iterator[TextIO]:
+    """stdout, or a file written through a temp file renamed into place on success.
+
+    The temp file sits next to `path`, so a failed or interrupted run never leaves half a
+    file under the final name, and lines are written as they come (nothing is held back).
+    """
+    if path is None:
+        yield sys.stdout
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = new_file_mode(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)  # mkstemp's 0o600 would make the output private
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_translations(
+    chunks: Iterable[list[Translation]],
+    out: TextIO,
+    fmt: str = "text",
+    on_chunk: Callable[[int, list[Translation]], None] | None = None,
+    nbest: bool = False,
+) -> int:
+    """Write each chunk as it arrives, flushing after it; returns the number of input lines.
+
+    `nbest`: n-best lists in text format (see `format_translation`). `on_chunk(first_index,
+    chunk)` runs after a chunk is written (e.g. to dump attention).
+    """
+    n = 0
+    for chunk in chunks:
+        out.write("".join(format_translation(t, fmt, n + i, nbest) for i, t in enumerate(chunk)))
+        out.flush()
+        if on_chunk is not None:
+            on_chunk(n, chunk)
+        n += len(chunk)
+    return n
+
+
+def interactive(
+    translator: Any,
+    options: DecodeOptions,
+    read: Callable[[str], str] = input,
+    write: Callable[[str], None] = print,
+    fmt: str = "text",
+) -> int:
+    """Prompt for a sentence, print its translation, repeat until EOF; returns lines read.
+
+    `translator`: a Translator, or another engine `stream_translations` accepts.
+    """
+    n = 0
+    while True:
+        try:
+            line = read("> ")
+        except EOFError:
+            return n
+        for chunk in stream_translations(translator, [line], options):
+            write(format_translation(chunk[0], fmt, n, options.nbest > 1).rstrip("\n"))
+        n += 1
+
+
+def stream_translations(
+    translator: Any,
+    lines: Iterable[str],
+    options: DecodeOptions,
+    chunk_size: int = 500,
+    *,
+    attention: bool = False,
+) -> Iterator[list[Translation]]:
+    """`translator.stream(...)`, or for an engine with only `translate_nbest(lines, options,
+    nbest) -> [[(text, score)]]` (CTranslate2), the same chunks without log-probs/attention."""
+    if isinstance(translator, Translator):
+        yield from translator.stream(lines, options, chunk_size, attention=attention)
+        return
+    if attention:
+        raise TranslationError("--attention needs the PyTorch model, not an exported one")
+    for chunk in _chunk_lines(lines, chunk_size):
+        start = time.perf_counter()
+        found = translator.translate_nbest(chunk, options, options.nbest)
+        seconds = (time.perf_counter() - start) / len(chunk)
+        yield [
+            Translation(
+                line, [Candidate(t, s, None) for t, s in hyps] if line.strip() else [],
+                seconds,
+            )
+            for line, hyps in zip(chunk, found, strict=True)
+        ]  # fmt: skip
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 file, read lazily and split on "\\n" only (a stray "\\r" is no break);
+    invalid UTF-8 raises TranslationError naming the line."""
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "not found"
+        raise TranslationError(f"{path}: input file {what}")
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                yield raw.decode("utf-8").rstrip("\n").rstrip("\r")
+            except UnicodeDecodeError:
+                raise TranslationError(f"{path}: line {n}: invalid UTF-8") from None
