@@ -9,6 +9,7 @@ import os
 import pickle
 import re
 import signal
+import stat
 import tempfile
 import warnings
 import zipfile
@@ -36,8 +37,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     `.NAME.*.tmp` file (which `remove_temp_files` deletes); any error removes the temp file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             _write_all(f, data, is_checkpoint=path.suffix == ".pt")
             f.flush()
@@ -69,6 +72,19 @@ def _write_all(f: Any, data: bytes, is_checkpoint: bool) -> None:
             os.fsync(f.fileno())
             os.kill(os.getpid(), signal.SIGKILL)
     f.write(data)
+
+
+def new_file_mode(path: Path) -> int:
+    """The permissions `open(path, "w")` would leave: an existing file's, else 0o666 - umask.
+
+    (mkstemp creates its temp files 0o600, which would make every output private.)
+    """
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def _fsync_dir(directory: Path) -> None:
