@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -230,7 +231,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         raise _type_error(key, value, tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of keys, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping of keys, got {short_repr(value)}")
         return _from_dict(tp, value, key)  # type: ignore[arg-type]
     raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover
 
@@ -257,9 +258,17 @@ def _convert_sequence(value: Any, tp: Any, key: str) -> Any:
 
 
 def _type_error(key: str, value: Any, tp: Any) -> ConfigError:
-    shown = repr(value)
-    shown = shown if len(shown) <= 80 else shown[:60] + f"... ({len(shown)} characters)"
-    return ConfigError(f"{key}: expected {_type_name(tp)}, got {shown}")
+    return ConfigError(f"{key}: expected {_type_name(tp)}, got {short_repr(value)}")
+
+
+_REPR = reprlib.Repr()  # bounded work and length, even for a YAML alias bomb
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 2, 4, 4, 4
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 40
+
+
+def short_repr(value: Any) -> str:
+    """repr() cut to about 40 characters per item, 4 items and 2 levels deep."""
+    return _REPR.repr(value)
 
 
 def _from_dict(cls: type[T], data: dict[str, Any], prefix: str) -> T:
@@ -288,7 +297,7 @@ def _suggest(key: str, names: list[str], prefix: str) -> str:
 
 def _check(cond: bool, key: str, expected: str, value: Any) -> None:
     if not cond:
-        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+        raise ConfigError(f"{key}: expected {expected}, got {short_repr(value)}")
 
 
 _POSITIVE = {

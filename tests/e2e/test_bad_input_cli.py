@@ -446,3 +446,28 @@ def test_evaluate_failures_leave_no_hypothesis_file(
 def test_tiny_run_translates(run_dir: Path) -> None:
     """The fixture itself is sound: the bad-input tests above fail for the stated reason."""
     assert_ok(translate_with(run_dir))
+
+
+def test_yaml_alias_bomb_is_a_short_error(tmp_path: Path) -> None:
+    """Nested aliases expand to 9**7 strings; the error shows a bounded excerpt, quickly."""
+    levels = ['&l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"&l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 7)]
+    config = write(tmp_path / "bomb.yaml", f"data:\n  train: [{', '.join(levels)}]\n")
+    line = assert_error(invoke("prepare", str(config)), "data.train", "expected a string", code=2)
+    assert len(line) < 500
+
+
+def test_outputs_get_the_permissions_a_plain_open_would(run_dir: Path, tmp_path: Path) -> None:
+    """Atomic writes go through mkstemp (mode 0o600); the result must not end up private."""
+    mask = os.umask(0o022)
+    try:
+        out = tmp_path / "out.de"
+        assert_ok(invoke("translate", str(run_dir), "-o", str(out), input="the cat\n"))
+        assert out.stat().st_mode & 0o777 == 0o644
+        out.chmod(0o640)  # an existing file keeps its mode, as with open(path, "w")
+        assert_ok(invoke("translate", str(run_dir), "-o", str(out), input="the cat\n"))
+        assert out.stat().st_mode & 0o777 == 0o640
+        save_checkpoint(tmp_path / "x.pt", {"config": {}, "model": {}})
+        assert (tmp_path / "x.pt").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(mask)
