@@ -182,17 +182,24 @@ def test_messy_but_usable_text_is_cleaned_and_stays_aligned(
         b"\r\n".join(src_b) + b"\r\n",  # Windows line endings on the source side only
         b"\n".join(tgt_b) + b"\n",
     )
-    config = make_config(data={"train": prefix})
+    valid_src = (tiny_corpus / "valid.en").read_bytes() + b"the " * 2_500_000 + b"\n"
+    valid_tgt = (tiny_corpus / "valid.de").read_bytes() + b"kurz\n"
+    valid = pair(tmp_path, "valid", valid_src, valid_tgt)
+    config = make_config(data={"train": prefix, "valid": valid})
     result = invoke("prepare", str(config))
     assert_ok(result)
+    splits = load_stats(tmp_path / "prepared")["splits"]
+    assert splits["valid"]["kept"] == 41  # eval splits are kept whole; the long line truncated
+    from datasets import load_from_disk
+
+    encoded = load_from_disk(str(tmp_path / "prepared" / "encoded"))["valid"]
+    assert len(encoded[40]["src_ids"]) == 60 + 1  # data.max_len + EOS
     assert "messy.en:11: invalid UTF-8" in result.stderr
     assert "messy.de:21: a NUL byte" in result.stderr
     stats = load_stats(tmp_path / "prepared")["splits"]["train"]
     assert stats["read"] == 301
     assert stats["dropped"]["invalid_utf8"] == 1 and stats["dropped"]["malformed"] == 1
     assert stats["dropped"]["too_long"] >= 1
-    from datasets import load_from_disk
-
     text = load_from_disk(str(tmp_path / "prepared" / "text"))["train"]
     pairs = dict(zip(text["src"], text["tgt"], strict=True))
     assert not any("\r" in s for s in text["src"])
