@@ -262,19 +262,34 @@ def load_weights(module: torch.nn.Module, weights: Any) -> None:
     A checkpoint of another vocabulary or architecture (or an edited one) would otherwise end
     in torch's many-line RuntimeError.
     """
-    if not isinstance(weights, dict):
-        raise CheckpointError("the model weights are not a mapping of names to tensors")
+    check_weights(module.state_dict(), weights)
     try:
         module.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError):
-        raise CheckpointError(
-            "the weights do not fit the model its config describes ("
-            + describe_mismatch(module.state_dict(), weights)
-            + "): a checkpoint of another vocabulary or architecture, or an edited file"
-        ) from None
+        raise _mismatch_error(["incompatible tensors"]) from None
 
 
-def describe_mismatch(expected: dict[str, torch.Tensor], found: dict[Any, Any]) -> str:
+def check_weights(expected: dict[str, torch.Tensor], found: Any) -> None:
+    """CheckpointError unless `found` has exactly the names and shapes of `expected`.
+
+    `expected` may come from a model built on the meta device: a config that asks for a huge
+    model is then rejected before any memory is allocated for it.
+    """
+    if not isinstance(found, dict):
+        raise CheckpointError("the model weights are not a mapping of names to tensors")
+    problems = weight_problems(expected, found)
+    if problems:
+        raise _mismatch_error(problems)
+
+
+def _mismatch_error(problems: list[str]) -> CheckpointError:
+    return CheckpointError(
+        f"the weights do not fit the model its config describes ({'; '.join(problems)}): "
+        "a checkpoint of another vocabulary or architecture, or an edited file"
+    )
+
+
+def weight_problems(expected: dict[str, torch.Tensor], found: dict[Any, Any]) -> list[str]:
     """The first shape mismatch, non-tensor, missing and unexpected entry, with counts."""
     shapes = [
         f"{k} is {list(v.shape)} in the file but {list(expected[k].shape)} in the model"
@@ -292,4 +307,4 @@ def describe_mismatch(expected: dict[str, torch.Tensor], found: dict[Any, Any]) 
         if items:
             more = f" (and {len(items) - 1} more)" if len(items) > 1 else ""
             parts.append(f"{what}: {items[0][:200]}{more}")
-    return "; ".join(parts) or "incompatible tensors"
+    return parts

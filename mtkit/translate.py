@@ -25,6 +25,7 @@ import torch
 
 from mtkit.checkpoint import (
     CheckpointError,
+    check_weights,
     load_checkpoint,
     load_weights,
     new_file_mode,
@@ -247,12 +248,18 @@ def restore(state: dict[str, Any]) -> tuple[ExperimentConfig, TokenizerPair, Tra
         raise CheckpointError(
             f"its vocabulary sizes do not match its tokenizers ({sizes[0]}/{sizes[1]} pieces)"
         )
-    try:
-        model = build_model(cfg, *sizes)
-    except (ValueError, RuntimeError) as e:  # share_embeddings with two vocabularies, memory
-        raise CheckpointError(f"cannot build its model: {e}") from None
+    with torch.device("meta"):  # shapes only: nothing is allocated before they are checked
+        check_weights(_build(cfg, sizes).state_dict(), state["model"])
+    model = _build(cfg, sizes)
     load_weights(model, state["model"])
     return cfg, tokenizers, model
+
+
+def _build(cfg: ExperimentConfig, sizes: tuple[int, int]) -> Transformer:
+    try:
+        return build_model(cfg, *sizes)
+    except (ValueError, RuntimeError) as e:  # share_embeddings with two vocabularies, memory
+        raise CheckpointError(f"cannot build its model: {e}") from None
 
 
 # --------------------------------------------------------------------------- results

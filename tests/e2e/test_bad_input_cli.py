@@ -336,6 +336,16 @@ def test_checkpoint_of_another_architecture(state: dict[str, Any], tmp_path: Pat
     assert_error(translate_with(tmp_path / "deeper.pt"), "missing: encoder.1.")
 
 
+def test_config_asking_for_a_huge_model_is_refused_before_allocating(
+    state: dict[str, Any], tmp_path: Path
+) -> None:
+    """An edited config of d_model 65536 would need hundreds of GB; the weights say 16."""
+    other = copy.deepcopy(state)
+    other["config"]["model"].update(d_model=2**16, d_ff=2**18)
+    save_checkpoint(tmp_path / "huge.pt", other)
+    assert_error(translate_with(tmp_path / "huge.pt"), "[60, 16] in the file but [60, 65536]")
+
+
 def test_checkpoint_of_another_vocabulary(state: dict[str, Any], tmp_path: Path) -> None:
     """Weights of a 60-piece vocabulary with an 80-piece tokenizer (e.g. files mixed up)."""
     tokenizers = train_tiny_tokenizers(tmp_path / "spm80", vocab_size=80)
