@@ -557,6 +557,10 @@ def evaluate(
     from mtkit.translate import Translator
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
+    from mtkit.metrics import make_metric
+
+    for name in names:  # a typo fails now, not after translating the whole test set
+        make_metric(name, tokenize)
     if hyp:
         if not ref:
             raise EvaluationError("--hyp needs at least one --ref")
