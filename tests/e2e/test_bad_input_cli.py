@@ -450,6 +450,10 @@ def test_evaluate_failures_leave_no_hypothesis_file(
     assert_error(invoke(*args), "test.de has 1 lines", "test.en has 2")
     assert not hyp.exists()
     write(ref, "die Katze\nein Hund\n")
+    assert_error(invoke(*args, "--metrics", "bleu,blue"), "unknown metric 'blue'")
+    assert_error(invoke(*args, "--tokenize", "13b"), "unknown sacreBLEU tokenizer '13b'")
+    assert not hyp.exists()  # refused before translating anything
+    write(ref, "die Katze\nein Hund\n")
     from mtkit.translate import Translator
 
     def broken(self: Translator, *a: Any, **k: Any) -> Any:
