@@ -306,6 +306,17 @@ BatchTokensOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda")]
 
 
+def _load_translator(run: Path, device: str) -> Any:
+    """A CTranslate2 export (`mtkit export`) runs on CTranslate2; anything else on PyTorch."""
+    from mtkit.ct2 import CT2Translator, is_export
+
+    if is_export(run):
+        return CT2Translator.load(run, device=device)
+    from mtkit.translate import Translator
+
+    return Translator.load(run, device=device)
+
+
 def _decode_options(translator: Any, greedy: bool, **overrides: Any) -> Any:
     """The run's decoding defaults with the command-line overrides; bad combinations exit 2."""
     from mtkit.translate import TranslationError
@@ -392,7 +403,6 @@ def translate(
     setup_logging()
     from mtkit.translate import (
         FORMATS,
-        Translator,
         interactive,
         iter_lines,
         open_output,
@@ -403,7 +413,7 @@ def translate(
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{format}'")
     _check_positive("--chunk-size", chunk_size)
-    translator = Translator.load(run, device=device)
+    translator = _load_translator(run, device)
     options = _decode_options(
         translator, greedy, beam_size=beam, nbest=nbest, length_penalty=length_penalty,
         length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
@@ -554,7 +564,6 @@ def evaluate(
     """
     setup_logging()
     from mtkit.evaluate import EvaluationError, compare_files, evaluate_model, score_files
-    from mtkit.translate import Translator
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     from mtkit.metrics import make_metric
@@ -579,7 +588,7 @@ def evaluate(
         raise EvaluationError("--paired-bs compares hypothesis files: give two or more --hyp")
     if run is None:
         raise EvaluationError("give a run directory/checkpoint to translate, or --hyp")
-    translator = Translator.load(run, device=device)
+    translator = _load_translator(run, device)
     options = _decode_options(
         translator, greedy, beam_size=beam, length_penalty=length_penalty,
         length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
@@ -676,6 +685,40 @@ def plot(
     curves = read_curves(run / "metrics.jsonl")
     out = plot_curves(curves, output or run / "curves.png", title=f"mtkit run: {run}")
     typer.echo(f"wrote {out}")
+
+
+@app.command()
+@handle_errors
+def export(
+    run: RunArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write")],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="Inference engine: ctranslate2")
+    ] = "ctranslate2",
+    quantization: Annotated[
+        str | None,
+        typer.Option(
+            help="Weight type: float32 (default), int8, int8_float16, int16, float16, bfloat16, ..."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an earlier export in --output")] = False,
+) -> None:
+    """Export a trained model to a self-contained CTranslate2 folder (needs `ctranslate2`).
+
+    `mtkit translate` and `mtkit evaluate` run such a folder through CTranslate2.
+
+    Examples:
+      mtkit export runs/demo --format ctranslate2 -o exported/
+      mtkit export runs/demo --quantization int8 -o exported-int8/
+      mtkit translate exported/ -i data/test.en -o hyp.de --beam 5
+    """
+    setup_logging()
+    if format != "ctranslate2":
+        raise ConfigError(f"--format: expected ctranslate2, got '{format}'")
+    from mtkit.export import export_ctranslate2
+
+    path = export_ctranslate2(run, output, quantization=quantization, force=force)
+    typer.echo(f"exported to {path}; translate with: mtkit translate {path} -i SOURCE")
 
 
 def main() -> None:
