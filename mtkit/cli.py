@@ -486,7 +486,7 @@ def plot_attention(
         typer.Option("--output", "-o", help="PNG file (default: attention_<line>.png)"),
     ] = None,
 ) -> None:
-    """Draw one sentence's cross-attention as a heatmap (needs matplotlib: mtkit[plot]).
+    """Draw one sentence's cross-attention as a PNG heatmap (needs matplotlib, the plot extra).
 
     Example:
       echo "Tom is here." | mtkit translate runs/demo --attention att.jsonl
