@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from mtkit.config import ConfigError, ExperimentConfig, config_from_dict
@@ -247,8 +248,8 @@ class CT2Translator:
     def load(
         cls, path: Path, device: str = "auto", threads: int = 0, compute_type: str = "default"
     ) -> CT2Translator:
-        """Open an export folder. `threads` 0 keeps CTranslate2's default; `compute_type`
-        'default' runs the weights as exported (float32, int8, ...)."""
+        """Open an export folder. `threads` 0: as many as PyTorch would use (OMP_NUM_THREADS,
+        else the cores); `compute_type` 'default' runs the weights as exported (int8, ...)."""
         path = Path(path)
         info = read_export_config(path)
         raw = dict(info["experiment"])
@@ -259,7 +260,7 @@ class CT2Translator:
         where = resolve_ct2_device(ct2, device)
         engine = ct2.Translator(
             str(path), device=where, compute_type=compute_type, inter_threads=1,
-            intra_threads=threads,
+            intra_threads=threads or torch.get_num_threads(),
         )  # fmt: skip
         return cls(engine, tokenizers, cfg, where, path / MODEL_FILE, info)
 
