@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def bench_ct2(
             translators[name].translate(text[:20], options)
         for _ in range(repeats):
             for name in ENGINES:
-                took, outputs[name] = _time(lambda t=translators[name]: t.translate(text, options))
+                took, outputs[name] = _time(partial(translators[name].translate, text, options))
                 seconds[name].append(took)
     tgt = mtkit.tokenizers.tgt
     results = {}
