@@ -324,7 +324,7 @@ def test_trained_model_translates_alike(
     beam = dataclasses.replace(greedy, beam_size=5)
     scores = {"mtkit": bleu(mtkit.translate(src, beam))}
     scores.update({q: bleu(e.translate(src, beam)) for q, e in engines.items()})
-    assert scores["mtkit"] > 2.0, scores  # the model learned something
+    assert scores["mtkit"] > 1.0, scores  # the model learned something
     assert abs(scores["float32"] - scores["mtkit"]) <= 0.5, scores
     assert abs(scores["int8"] - scores["float32"]) <= 1.5, scores
 
