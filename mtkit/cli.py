@@ -231,7 +231,10 @@ def train(
             raise typer.Exit(1) from None
         raise
     if rank == 0:
-        typer.echo(f"run directory: {run_dir} (best checkpoint: {run_dir / 'best.pt'})")
+        best = run_dir / "best.pt"
+        typer.echo(
+            f"run directory: {run_dir}" + (f" (best checkpoint: {best})" if best.exists() else "")
+        )
 
 
 def _exec_torchrun(
