@@ -7,14 +7,16 @@ No torch import here.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
 import random
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import sentencepiece as spm
 
@@ -166,10 +168,17 @@ class TokenizerPair:
 
 
 def _lines(source: Iterable[str] | Path) -> Iterator[str]:
-    """Lines of a file (split on \\n only) or of an iterable, newline-free."""
+    """Lines of a file (split on \\n only) or of an iterable, newline-free.
+
+    A file line that is not UTF-8 raises TokenizerError naming it.
+    """
     if isinstance(source, (str, Path)):
-        with open(source, encoding="utf-8", newline="\n") as f:
-            for line in f:
+        with open(source, "rb") as f:
+            for n, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise TokenizerError(f"{source}:{n}: invalid UTF-8") from None
                 yield line.rstrip("\n").replace("\r", " ")
     else:
         for line in source:
@@ -306,7 +315,7 @@ def encode_file(
     Reads in batches, so large files stream. Lines are split on "\\n" only.
     """
     n = 0
-    with open(dst, "w", encoding="utf-8", newline="\n") as out:
+    with _atomic_text(Path(dst)) as out:
         for batch in _batched(_lines(Path(src)), batch_lines):
             if as_ids:
                 rows = [" ".join(map(str, ids)) for ids in tokenizer.encode(batch)]
@@ -320,16 +329,38 @@ def encode_file(
 def decode_file(tokenizer: Tokenizer, src: Path, dst: Path, *, batch_lines: int = 10_000) -> int:
     """Inverse of `encode_file`: pieces or integer ids per line back to text; returns lines."""
     n = 0
-    with open(dst, "w", encoding="utf-8", newline="\n") as out:
+    with _atomic_text(Path(dst)) as out:
         for batch in _batched(_lines(Path(src)), batch_lines):
             tokens = [line.split() for line in batch]
             if all(t.isdigit() for row in tokens for t in row):
-                rows = tokenizer.decode([[int(t) for t in row] for row in tokens])
+                ids = [[int(t) for t in row] for row in tokens]
+                for i, row in enumerate(ids):
+                    if any(x >= tokenizer.vocab_size for x in row):
+                        raise TokenizerError(
+                            f"{src}:{n + i + 1}: id out of range (the model has "
+                            f"{tokenizer.vocab_size} pieces)"
+                        )
+                rows = tokenizer.decode(ids)
             else:
                 rows = tokenizer.decode_pieces(tokens)
             out.writelines(r + "\n" for r in rows)
             n += len(rows)
     return n
+
+
+@contextlib.contextmanager
+def _atomic_text(dst: Path) -> Iterator[TextIO]:
+    """A text file written under a temporary name and renamed to `dst` once complete.
+
+    A failure (bad input line, Ctrl-C) leaves no half-written `dst`; an older one stays.
+    """
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+            yield out
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _batched(it: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -492,3 +492,22 @@ def test_outputs_get_the_permissions_a_plain_open_would(run_dir: Path, tmp_path:
         assert (tmp_path / "x.pt").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(mask)
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def test_tokenizer_commands_on_bad_input_write_nothing(run_dir: Path, tmp_path: Path) -> None:
+    model = str(run_dir / "spm" / "spm.model")
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"the cat\nbad \xff\n")
+    out = tmp_path / "out.txt"
+    assert_error(invoke("tokenizer", "encode", model, "-i", str(src), "-o", str(out)), "in.txt:2")
+    write(src, "5 6\n7 99999\n")
+    line = assert_error(invoke("tokenizer", "decode", model, "-i", str(src), "-o", str(out)))
+    assert "in.txt:2: id out of range" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]  # no output, no temp file
+    bogus = tmp_path / "bogus.model"
+    bogus.write_bytes(b"\x00" * 64)
+    result = invoke("tokenizer", "encode", str(bogus), "-i", str(src), "-o", str(out))
+    assert_error(result, "bogus.model", "not a valid sentencepiece model")
