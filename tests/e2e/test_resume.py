@@ -199,3 +199,50 @@ def test_average_last_checkpoints_translates(config_for: Callable[..., Path]) ->
     translator = Translator.load(out)
     hyp = translator.translate(["How are you?"], translator.default_options(beam_size=1))
     assert isinstance(hyp[0], str)
+
+
+def test_average_command(config_for: Callable[..., Path]) -> None:
+    from typer.testing import CliRunner
+
+    from mtkit.cli import app
+
+    run = train(load_config(config_for("avgcli", max_steps=4, save_every=2, valid_every=4)))
+    result = CliRunner().invoke(app, ["average", str(run), "--last", "2", "-o", str(run / "a.pt")])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(run / "a.pt")["averaged_from"] == ["step_000002.pt", "step_000004.pt"]
+    result = CliRunner().invoke(app, ["average", str(run), "--last", "9"])
+    assert result.exit_code == 1 and "only 2 step_*.pt" in result.output
+
+
+def test_disk_full_during_training_is_one_error_line(
+    config_for: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second checkpoint hits ENOSPC: exit 1, one line, step 2 intact, no temp files."""
+    import errno
+    import os
+
+    from typer.testing import CliRunner
+
+    from mtkit import checkpoint
+    from mtkit.cli import app
+
+    real = checkpoint._write_all
+    writes = []
+
+    def write(f: Any, data: bytes, is_checkpoint: bool) -> None:
+        writes.append(is_checkpoint)
+        if is_checkpoint and writes.count(True) == 2:
+            f.write(data[:1000])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(f, data, is_checkpoint)
+
+    monkeypatch.setattr(checkpoint, "_write_all", write)
+    cfg = config_for("full_disk", max_steps=6, save_every=2, valid_every=6)
+    result = CliRunner().invoke(app, ["train", str(cfg)])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], result.output
+    assert "Traceback" not in result.output
+    run = cfg.parent / "run"
+    assert load_checkpoint(run / "last.pt")["train_state"]["step"] == 2
+    assert not list(run.glob(".*tmp")) and not (run / "train.lock").exists()
