@@ -21,6 +21,15 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torc
     for i, state in enumerate(states):
         if list(state) != keys:
             raise CheckpointError(f"checkpoint {i + 1} has different parameters than the last one")
+        for key in keys:  # another run's checkpoint (or an edited one) must not be averaged in
+            value, ref = state[key], states[-1][key]
+            if not (torch.is_tensor(value) and torch.is_tensor(ref)) or value.shape != ref.shape:
+                shape = list(value.shape) if torch.is_tensor(value) else type(value).__name__
+                raise CheckpointError(
+                    f"checkpoint {i + 1} has {key} of shape {shape} but the last one "
+                    f"{list(ref.shape) if torch.is_tensor(ref) else type(ref).__name__}; "
+                    "only checkpoints of one run can be averaged"
+                )
     out: dict[str, torch.Tensor] = {}
     for key in keys:
         last = states[-1][key]

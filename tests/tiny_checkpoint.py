@@ -26,14 +26,16 @@ def sentences(words: list[str], n: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))) for _ in range(n)]
 
 
-def tiny_config(vocab_size: int = 60, byte_fallback: bool = False) -> ExperimentConfig:
+def tiny_config(
+    vocab_size: int = 60, byte_fallback: bool = False, d_model: int = 16
+) -> ExperimentConfig:
     """A tiny model and a short decoding budget (random weights rarely stop on their own)."""
     raw: dict[str, Any] = {
         "name": "tiny",
         "data": {"max_len": 30},
         "tokenizer": {"vocab_size": vocab_size, "byte_fallback": byte_fallback},
         "model": {
-            "d_model": 16, "n_heads": 2, "encoder_layers": 1, "decoder_layers": 1, "d_ff": 32,
+            "d_model": d_model, "n_heads": 2, "encoder_layers": 1, "decoder_layers": 1, "d_ff": 32,
             "dropout": 0.0, "max_positions": 64,
         },
         "training": {"device": "cpu"},

@@ -21,7 +21,12 @@ from typer.testing import CliRunner
 from mtkit.checkpoint import load_checkpoint, save_checkpoint
 from mtkit.cli import app
 from mtkit.prepare import load_stats
-from tests.tiny_checkpoint import train_tiny_tokenizers, write_tiny_run
+from tests.tiny_checkpoint import (
+    checkpoint_state,
+    tiny_config,
+    train_tiny_tokenizers,
+    write_tiny_run,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -372,6 +377,17 @@ def test_checkpoint_with_broken_parts(state: dict[str, Any], tmp_path: Path) -> 
         assert_error(translate_with(tmp_path / name), name, needle)
     torch.save({"weights": torch.zeros(3)}, tmp_path / "plain.pt")
     assert_error(translate_with(tmp_path / "plain.pt"), "not an mtkit checkpoint")
+
+
+def test_averaging_checkpoints_of_different_models(tmp_path: Path) -> None:
+    tokenizers = train_tiny_tokenizers(tmp_path / "spm")
+    for step, d_model in ((10, 16), (20, 32)):
+        state = checkpoint_state(tiny_config(d_model=d_model), tokenizers)
+        save_checkpoint(tmp_path / f"step_{step:06d}.pt", state)
+    out = tmp_path / "avg.pt"
+    line = assert_error(invoke("average", str(tmp_path), "--last", "2", "-o", str(out)))
+    assert "src_embed.weight of shape [60, 16] but the last one [60, 32]" in line
+    assert not out.exists()
 
 
 class _Exploit:
