@@ -275,8 +275,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = Fals
     set_threads(cfg.training.threads)
     dist_info, device = distributed.init_from_env(device)
     try:
-        with Interrupt().installed() as interrupt:
-            return _train(cfg, dist_info, device, interrupt, resume, overwrite)
+        return _train(cfg, dist_info, device, Interrupt(), resume, overwrite)
     finally:
         distributed.close(dist_info)
 
@@ -301,7 +300,8 @@ def _train(
     try:
         distributed.check_peers(d, error)
         run = build_run(cfg, d, device, interrupt, resume)
-        loop(run)
+        with interrupt.installed():  # from here on, a signal means "save and stop"
+            loop(run)
     finally:
         if lock is not None:
             lock.release()
