@@ -298,6 +298,20 @@ class Translation:
         return self.nbest[0].text if self.nbest else ""
 
 
+def _valid_text(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD (sentencepiece and UTF-8 output reject
+    them); they come from undecodable bytes read with errors="surrogateescape", e.g. a prompt."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")  # the original bytes
+        except UnicodeEncodeError:
+            raw = text.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "replace")
+
+
 def _one_line(text: str) -> str:
     """Output stays one line per input line: byte-fallback pieces can decode to \\n or \\r."""
     return text.replace("\r", " ").replace("\n", " ") if "\n" in text or "\r" in text else text
@@ -353,6 +367,7 @@ class Translator:
         Sources longer than the model's maximum are truncated; `warn` logs how many.
         """
         options.check()
+        lines = [_valid_text(line) for line in lines]
         limit = self.config.model.max_positions - 1
         cap = limit * MAX_CHARS_PER_TOKEN  # longer text is cut first: encoding it all is slow
         keep = [i for i, line in enumerate(lines) if line.strip()]

@@ -148,8 +148,9 @@ def translators(tmp_path_factory: pytest.TempPathFactory, run_dir: Path) -> list
     return [Translator.load(run_dir, device="cpu"), Translator.load(bytes_run, device="cpu")]
 
 
-# No surrogates (not encodable as UTF-8); everything else, control characters included.
-any_char = st.characters(blacklist_categories=("Cs",))
+# Any code point, control characters and lone surrogates (what surrogateescape makes of
+# undecodable bytes, e.g. at the interactive prompt) included.
+any_char = st.characters()
 nasty = st.sampled_from(["\r", "\x00", "\t", "\x0b", "\x1b[31m", "\u2028", "\ufeff", "🙂", "漢"])
 line = st.lists(st.one_of(st.text(any_char, max_size=10), nasty), max_size=5).map("".join)
 lines = st.lists(line.map(lambda s: s.replace("\n", " ")), max_size=6)
@@ -168,6 +169,14 @@ def test_translate_gives_one_line_per_input_line(
             assert "\n" not in text and "\r" not in text
             if not source.strip():
                 assert text == ""
+
+
+def test_lone_surrogates_become_replacement_characters(translators: list[Translator]) -> None:
+    translator = translators[0]
+    out = translator.translate_full(["caf\udce9", "a \ud800"], translator.default_options())
+    assert out[0].source == "caf\ufffd"  # the byte 0xe9 that surrogateescape had kept
+    assert out[1].source.startswith("a \ufffd")
+    assert all(t.source.encode("utf-8") and "\n" not in t.text for t in out)
 
 
 def test_a_decoded_newline_does_not_split_the_output(
