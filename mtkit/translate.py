@@ -546,6 +546,9 @@ def interactive(
             line = read("> ")
         except EOFError:
             return n
+        except UnicodeDecodeError:  # a terminal that sent bytes that are not UTF-8
+            logger.warning("that line was not valid UTF-8; please type it again")
+            continue
         for chunk in stream_translations(translator, [line], options):
             write(format_translation(chunk[0], fmt, n, options.nbest > 1).rstrip("\n"))
         n += 1

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from mtkit.checkpoint import CheckpointError, load_checkpoint
 from mtkit.cli import app
 from mtkit.config import ConfigError, ExperimentConfig, config_from_dict, load_config
-from mtkit.translate import Translator
+from mtkit.translate import Translator, interactive
 from tests.tiny_checkpoint import write_tiny_run
 
 
@@ -177,6 +177,25 @@ def test_lone_surrogates_become_replacement_characters(translators: list[Transla
     assert out[0].source == "caf\ufffd"  # the byte 0xe9 that surrogateescape had kept
     assert out[1].source.startswith("a \ufffd")
     assert all(t.source.encode("utf-8") and "\n" not in t.text for t in out)
+
+
+def test_prompt_survives_a_line_that_is_not_utf8(
+    translators: list[Translator], caplog: pytest.LogCaptureFixture
+) -> None:
+    typed: list[Any] = [UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "ok"]
+
+    def read(prompt: str) -> str:
+        if not typed:
+            raise EOFError
+        item = typed.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return str(item)
+
+    shown: list[str] = []
+    translator = translators[0]
+    assert interactive(translator, translator.default_options(), read, shown.append) == 1
+    assert len(shown) == 1 and "not valid UTF-8" in caplog.text
 
 
 def test_a_decoded_newline_does_not_split_the_output(
