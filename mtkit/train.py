@@ -331,7 +331,9 @@ def build_run(
     run = Run(cfg, stepper, state, data, tokenizers, cfg.run_path, interrupt, MetricsSink(None))
     if d.is_main:
         for name, blob in tokenizers.model_files().items():
-            atomic_write_bytes(cfg.run_path / name, blob)
+            path = cfg.run_path / name
+            if not path.is_file() or path.read_bytes() != blob:
+                atomic_write_bytes(path, blob)
         run.sink = MetricsSink(cfg.run_path)
         log_setup(run)
     return run

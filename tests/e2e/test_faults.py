@@ -121,8 +121,8 @@ def test_killed_and_interrupted_training_resumes_exactly(tmp_path: Path, tiny_co
 
     # 4) SIGKILL between checkpoints; meanwhile a second training is refused by the lock.
     t = resumes_at(config, 2)
-    assert not list(run.glob(".*.tmp"))  # leftovers cleaned on start
     t.wait_for(r"step 5/12")
+    assert not list(run.glob(".*.tmp"))  # leftovers were cleaned on start
     with pytest.raises(RunDirError, match=r"another training \(PID \d+\)"):
         prepare_run_dir(run, "", resume=True, overwrite=False)
     t.kill()
