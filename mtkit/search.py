@@ -78,6 +78,13 @@ class _Stepper:
         memory = self.memory.index_select(0, index)  # (new_rows, src_len, d_model)
         return _Stepper(self.model, memory, self.src_mask.index_select(0, index), None)
 
+    def repeat(self, beam: int) -> _Stepper:
+        """Each row `beam` times, sentence-major (the cache shares the per-sentence memory)."""
+        if self.cache is not None:
+            return _Stepper(self.model, self.memory, self.src_mask, self.cache.repeat(beam))
+        rows = torch.arange(self.src_mask.size(0), device=self.src_mask.device)  # (batch,)
+        return self.select(rows.repeat_interleave(beam))  # (batch*beam,) rows
+
 
 def max_lengths(src_mask: Tensor, a: float, b: float, max_positions: int) -> list[int]:
     """int(a * src_len + b) per sentence, capped at max_positions - 1 (BOS takes a position).
@@ -140,19 +147,42 @@ def constrain(
     """Set forbidden tokens to -inf: PAD, BOS, early EOS, `banned`; only EOS at max length.
 
     Shapes: log_probs (rows, vocab), max_lens (rows,), banned (rows, vocab) -> (rows, vocab).
-    `step` is the number of tokens generated so far.
+    `step` is the number of tokens generated so far. Returns a new tensor (see `constrain_`).
     """
-    vocab = log_probs.size(1)
-    col = torch.arange(vocab, device=log_probs.device)  # (vocab,)
-    is_eos = col == eos_id  # (vocab,)
-    ban = (col == pad_id) | (col == bos_id)  # (vocab,)
+    return constrain_(
+        log_probs.clone(), step, max_lens, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id,
+        min_len=min_len, banned=banned,
+    )  # fmt: skip
+
+
+def constrain_(
+    log_probs: Tensor,
+    step: int,
+    max_lens: Tensor,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    min_len: int,
+    banned: Tensor | None = None,
+) -> Tensor:
+    """`constrain` in place, writing only the columns and rows it bans.
+
+    The searches call this once per step on a (rows, vocab) tensor they own: no (rows, vocab)
+    mask or copy is made unless `banned` is given.
+    """
+    forced = (max_lens <= step).nonzero()[:, 0]  # (n_forced,) rows at their max length
+    eos_kept = log_probs[forced, eos_id]  # (n_forced,) their EOS log-prob survives any ban
+    log_probs[:, pad_id] = -math.inf
+    log_probs[:, bos_id] = -math.inf
     if step < min_len:
-        ban = ban | is_eos
+        log_probs[:, eos_id] = -math.inf
     if banned is not None:
-        ban = ban | banned  # (rows, vocab)
-    force = (max_lens <= step)[:, None]  # (rows, 1)
-    ban = torch.where(force, ~is_eos, ban)  # (rows, vocab)
-    return log_probs.masked_fill(ban, -math.inf)  # (rows, vocab)
+        log_probs.masked_fill_(banned, -math.inf)
+    if forced.numel() > 0:
+        log_probs.index_fill_(0, forced, -math.inf)
+        log_probs[forced, eos_id] = eos_kept
+    return log_probs  # (rows, vocab)
 
 
 # --------------------------------------------------------------------------- one path per row
@@ -183,7 +213,7 @@ def _one_path_search(
     step = 0
     while alive.numel() > 0:
         lp = stepper.log_probs(prefix)  # (rows, vocab)
-        lp = constrain(
+        lp = constrain_(
             lp, step, max_lens, bos_id=bos_id, eos_id=eos_id, pad_id=model.pad_id, min_len=min_len
         )
         token = choose(lp)  # (rows,)
@@ -398,7 +428,7 @@ def _beam_search(
     max_list = max_lengths(src_mask, max_len_a, max_len_b, model.max_positions)
     max_lens = torch.tensor(max_list, device=device)  # (batch,)
     stepper = _Stepper.start(model, src, src_mask, use_cache)  # encoder + cross K/V once
-    stepper = stepper.select(torch.arange(batch, device=device).repeat_interleave(beam))
+    stepper = stepper.repeat(beam)  # (batch*beam) rows, sentence-major
     prefix = src.new_full((batch * beam, 1), bos_id)  # (batch*beam, 1)
     scores = torch.full((batch, beam), -math.inf, device=device)  # (batch, beam)
     scores[:, 0] = 0.0  # all beams start identical: only the first one is live
@@ -410,11 +440,11 @@ def _beam_search(
         lp = stepper.log_probs(prefix)  # (n*beam, vocab)
         vocab = lp.size(1)
         banned = ngram_ban(prefix[:, 1:], no_repeat_ngram, vocab) if no_repeat_ngram else None
-        lp = constrain(
+        lp = constrain_(
             lp, step, max_lens.repeat_interleave(beam), bos_id=bos_id, eos_id=eos_id,
             pad_id=model.pad_id, min_len=min_len, banned=banned,
         )  # fmt: skip
-        cand = (scores.view(-1, 1) + lp).view(n, beam * vocab)  # (n, beam*vocab)
+        cand = lp.add_(scores.view(-1, 1)).view(n, beam * vocab)  # (n, beam*vocab), in place
         k = min(2 * beam, beam * vocab)  # 2 x beam in case half are EOS
         top, idx = cand.topk(k, dim=1)  # (n, k) each
         origin, token = idx // vocab, idx % vocab  # (n, k) each

@@ -189,3 +189,42 @@ def test_share_embeddings_needs_one_vocabulary() -> None:
 def test_padding_embedding_is_zero() -> None:
     model = make_model()
     assert torch.count_nonzero(model.src_embed.weight[PAD]) == 0
+
+
+def test_beam_grouped_cache_equals_full_decode() -> None:
+    model = make_model()
+    src, tgt = random_ids(3, 6, 0), random_ids(6, 4, 1)  # 3 sentences, 2 beam rows each
+    src[2, 3:] = PAD
+    mask = pad_mask(src, PAD)
+    with torch.inference_mode():
+        memory = model.encode(src, mask)
+        cache = model.init_cache(memory, mask).repeat(2)  # row r decodes sentence r // 2
+        for t in range(2):
+            model.decode_step(tgt[:, t], cache)
+        reordered = cache.select(torch.tensor([1, 1, 3, 2, 4, 5]))  # beams move within groups
+        assert reordered.cross_kv[0][0] is cache.cross_kv[0][0]  # memory K/V not copied
+        order = torch.tensor([1, 0, 5, 5])  # sentence 1 finished: its memory is dropped
+        cache = cache.select(order)
+        step = model.decode_step(tgt[order, 2], cache)
+        sentence = order // 2
+        full = model.decode(tgt[order, :3], memory[sentence], mask[sentence])[:, 2]
+    assert cache.cross_kv[0][0].shape[0] == 2 and cache.src_mask.shape == (2, 6)
+    torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_fused_projections_equal_separate_ones(fast: bool) -> None:
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(d_model=32, n_heads=4, dropout=0.0, fast=fast).eval()
+    x, memory = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+
+    def separate(query: Tensor, kv: Tensor) -> Tensor:
+        q, k, v = (attn._split(p(t)) for p, t in zip(
+            (attn.q_proj, attn.k_proj, attn.v_proj), (query, kv, kv), strict=True))  # fmt: skip
+        out = attention(q, k, v, None).transpose(1, 2).reshape(2, query.size(1), 32)
+        return attn.out_proj(out)
+
+    self_out = attn(x, key=x, value=x, mask=None)  # fused q/k/v
+    cross_out = attn(x, key=memory, value=memory, mask=None)  # fused k/v
+    torch.testing.assert_close(self_out, separate(x, x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cross_out, separate(x, memory), atol=1e-5, rtol=1e-5)
