@@ -106,7 +106,7 @@ class UpdateResult:
     tokens: int  # target tokens (this rank)
     src_tokens: int  # source tokens (this rank)
     padded: int  # src + tgt positions including padding (this rank)
-    skipped: bool  # NaN/inf loss or gradient: the optimizer step was skipped
+    bad: Tensor  # 0-d float on the device: 1.0 if NaN/inf made the update a no-op, else 0.0
     stop: bool  # some rank asked to stop (signal or time limit): all ranks agree
 
 
@@ -149,6 +149,8 @@ def update(
         last = i == len(micro) - 1
         sync = s.ddp.no_sync() if s.ddp is not None and not last else contextlib.nullcontext()
         with sync:
+            if s.device.type == "cuda":  # pinned: the copy does not wait for the GPU
+                batch = batch.pin_memory()
             batch = batch.to(s.device)
             with autocast_context(s.device, s.cfg.precision):
                 logits = s.model(batch.src, batch.src_mask, batch.tgt_in)  # (batch, tgt_len, V)
@@ -157,18 +159,20 @@ def update(
             (s.scaler.scale(scaled) if s.scaler is not None else scaled).backward()
         loss_sum += loss.detach()
         nll_sum += nll
-    skipped, stop = _step(s, loss_sum, stop_requested)
+    bad, stop = _step(s, loss_sum, stop_requested)
     return UpdateResult(
         loss_sum, nll_sum, local_tokens, sum(b.n_src_tokens for b in micro),
-        sum(b.src.numel() + b.tgt_in.numel() for b in micro), skipped, stop,
+        sum(b.src.numel() + b.tgt_in.numel() for b in micro), bad, stop,
     )  # fmt: skip
 
 
-def _step(s: Stepper, loss_sum: Tensor, stop_requested: Callable[[], bool]) -> tuple[bool, bool]:
-    """Clip, check for NaN/inf, step (or skip); returns (skipped, stop) agreed on all ranks.
+def _step(s: Stepper, loss_sum: Tensor, stop_requested: Callable[[], bool]) -> tuple[Tensor, bool]:
+    """Clip, check for NaN/inf, step or skip; returns (bad, stop), the same on all ranks.
 
-    This is the one host-device sync of an update: a 2-element flag read back to decide
-    whether to apply the step (GradScaler's float16 step syncs the same way).
+    A single process with a fused Adam skips a bad update on the device (the optimizer's
+    `found_inf`, as GradScaler uses it), so the host never waits for the device here. Other
+    set-ups read a flag back once per update: under torchrun it also carries the ranks' stop
+    requests, which must agree; float16's GradScaler syncs per step anyway.
     """
     if s.scaler is not None:
         s.scaler.unscale_(s.optimizer)
@@ -177,8 +181,14 @@ def _step(s: Stepper, loss_sum: Tensor, stop_requested: Callable[[], bool]) -> t
     bad = ~torch.isfinite(loss_sum)
     if s.scaler is None:  # float16: the scaler handles overflowing gradients itself
         bad = bad | ~torch.isfinite(norm)
+    bad_f = bad.float()  # 0-d
+    if not s.dist.active and s.scaler is None and _skips_on_device(s.optimizer):
+        s.optimizer.found_inf = bad_f  # type: ignore[attr-defined]
+        s.optimizer.step()
+        s.optimizer.zero_grad(set_to_none=True)
+        return bad_f, stop_requested()
     flags = torch.zeros(2, device=s.device)  # (bad, stop)
-    flags[0] = bad.float()
+    flags[0] = bad_f
     flags[1] = float(stop_requested())
     skipped, stop = (v > 0 for v in distributed.all_reduce(s.dist, flags, "max").tolist())
     if s.scaler is not None:
@@ -188,20 +198,57 @@ def _step(s: Stepper, loss_sum: Tensor, stop_requested: Callable[[], bool]) -> t
     elif not skipped:
         s.optimizer.step()
     s.optimizer.zero_grad(set_to_none=True)
-    return skipped, stop
+    return flags[0], stop
+
+
+def _skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Fused Adam/AdamW honour `found_inf`: a flagged step changes neither weights nor state."""
+    return isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) and bool(
+        optimizer.defaults.get("fused")
+    )
+
+
+class BadSteps:
+    """Counts no-op (NaN/inf) updates on the device; read at logging, validation and saving.
+
+    `tripped_at` latches the step at which `max_bad_steps` bad updates in a row were reached.
+    """
+
+    def __init__(self, device: torch.device, in_a_row: int = 0, total: int = 0) -> None:
+        self.run = torch.tensor(float(in_a_row), device=device)
+        self.total = torch.tensor(float(total), device=device)
+        self.tripped_at = torch.zeros((), device=device)
+        self.reported_total = total
+
+    def add(self, bad: Tensor, step: int, limit: int) -> None:
+        self.run = (self.run + bad) * bad
+        self.total = self.total + bad
+        hit = (self.run >= limit) & (self.tripped_at == 0)
+        self.tripped_at = torch.where(hit, float(step), self.tripped_at)
+
+    def read(self) -> tuple[int, int, int]:
+        """(bad updates in a row now, in total, step where the limit was hit or 0)."""
+        run, total, tripped = torch.stack([self.run, self.total, self.tripped_at]).tolist()
+        return int(run), int(total), int(tripped)
 
 
 # --------------------------------------------------------------------------- setup
 
 
 def make_optimizer(model: nn.Module, t: TrainingConfig) -> torch.optim.Optimizer:
-    """Adam (AdamW when weight decay is set) with the config's betas and epsilon."""
+    """Adam (AdamW when weight decay is set) with the config's betas and epsilon.
+
+    Fused where this torch and device support it: one kernel per step, and a NaN/inf update
+    can be skipped on the device.
+    """
+    kind = torch.optim.AdamW if t.weight_decay > 0 else torch.optim.Adam
+    options: dict[str, Any] = {"lr": t.lr, "betas": t.betas, "eps": t.adam_eps}
     if t.weight_decay > 0:
-        return torch.optim.AdamW(
-            model.parameters(), lr=t.lr, betas=t.betas, eps=t.adam_eps,
-            weight_decay=t.weight_decay,
-        )  # fmt: skip
-    return torch.optim.Adam(model.parameters(), lr=t.lr, betas=t.betas, eps=t.adam_eps)
+        options["weight_decay"] = t.weight_decay
+    try:
+        return kind(model.parameters(), fused=True, **options)
+    except (RuntimeError, ValueError, TypeError):  # older torch, unsupported device or dtype
+        return kind(model.parameters(), **options)
 
 
 @dataclass
@@ -227,6 +274,7 @@ class Run:
     run_dir: Path
     interrupt: Interrupt
     sink: MetricsSink
+    bad: BadSteps
     saved_step: int = -1  # step of the newest checkpoint written by this process
 
     @property
@@ -328,7 +376,10 @@ def build_run(
         logger.info("resumed from %s at step %d", found[0], state.step)
     elif resume:
         logger.info("--resume: %s holds no checkpoint yet; starting from scratch", cfg.run_path)
-    run = Run(cfg, stepper, state, data, tokenizers, cfg.run_path, interrupt, MetricsSink(None))
+    bad = BadSteps(device, state.bad_in_a_row, state.bad_steps)
+    run = Run(
+        cfg, stepper, state, data, tokenizers, cfg.run_path, interrupt, MetricsSink(None), bad
+    )
     if d.is_main:
         for name, blob in tokenizers.model_files().items():
             path = cfg.run_path / name
@@ -500,15 +551,19 @@ def loop(run: Run) -> None:
                         stop_requested)  # fmt: skip
         state.step += 1
         state.elapsed = time.monotonic() - start
-        reason = count_bad_step(run, result)
+        run.bad.add(result.bad, state.step, t.max_bad_steps)
         window.add(result)
-        if state.step % t.log_every == 0:
+        at_log, at_valid = state.step % t.log_every == 0, state.step % t.valid_every == 0
+        at_save = bool(t.save_every) and state.step % t.save_every == 0
+        if at_log or at_valid or at_save or result.stop or stop_reason(run):
+            reason = check_bad_steps(run)  # reads device counters: only at these points
+        if at_log:
             report_progress(run, window, start, lr)
             window = new_window()
-        validated = reason is None and state.step % t.valid_every == 0
+        validated = reason is None and at_valid
         if validated:
             reason = validate(run)
-        if validated or (t.save_every and state.step % t.save_every == 0):
+        if validated or at_save:
             save(run, best=state.best_step == state.step)
         if result.stop and reason is None:
             reason = "interrupted" if run.interrupt.requested else (
@@ -517,23 +572,26 @@ def loop(run: Run) -> None:
     finish(run, reason, validated)
 
 
-def count_bad_step(run: Run, result: UpdateResult) -> str | None:
-    """Count a skipped (NaN/inf) update; the reason to stop after max_bad_steps in a row."""
-    state = run.state
-    if not result.skipped:
-        state.bad_in_a_row = 0
-        return None
-    state.bad_steps += 1
-    state.bad_in_a_row += 1
-    logger.warning(
-        "step %d: NaN/inf loss or gradient; update skipped (%d in a row, %d in total)",
-        state.step, state.bad_in_a_row, state.bad_steps,
-    )  # fmt: skip
-    if state.bad_in_a_row >= run.cfg.training.max_bad_steps:
-        first = state.step - state.bad_in_a_row + 1
+def check_bad_steps(run: Run) -> str | None:
+    """Bring the NaN/inf counters to the host, warn about new ones; a reason to stop or None.
+
+    Bad updates changed nothing (weights and optimizer state stay as they were), so finding
+    them a few updates late, at the next progress line, validation or checkpoint, costs nothing
+    but time; the step range of the first run of `max_bad_steps` is exact.
+    """
+    state, limit = run.state, run.cfg.training.max_bad_steps
+    in_a_row, total, tripped = run.bad.read()
+    new = total - state.bad_steps
+    state.bad_steps, state.bad_in_a_row = total, in_a_row
+    if new:
+        logger.warning(
+            "%d update(s) up to step %d had a NaN/inf loss or gradient and were skipped "
+            "(%d in a row now, %d in total)", new, state.step, in_a_row, total,
+        )  # fmt: skip
+    if tripped:
         return (
-            f"diverged: {state.bad_in_a_row} updates in a row (steps {first}-{state.step}) had a "
-            f"NaN/inf loss or gradient (training.max_bad_steps={run.cfg.training.max_bad_steps})"
+            f"diverged: {limit} updates in a row (steps {tripped - limit + 1}-{tripped}) had a "
+            f"NaN/inf loss or gradient (training.max_bad_steps={limit})"
         )
     return None
 
@@ -548,8 +606,8 @@ def finish(run: Run, reason: str, validated: bool) -> None:
         run.sink.close()
         if reason.startswith("diverged"):
             raise TrainingDiverged(
-                f"training stopped: {reason[len('diverged: ') :]}; last.pt holds the model "
-                f"before the first bad update (lower training.lr, or resume: {resume_hint})"
+                f"training stopped: {reason[len('diverged: ') :]}; bad updates were skipped, so "
+                f"last.pt holds usable weights (lower training.lr, or resume: {resume_hint})"
             )
         if d.is_main:
             logger.warning(

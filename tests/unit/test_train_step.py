@@ -65,11 +65,14 @@ def test_update_sums_losses_on_device_and_counts_tokens() -> None:
     assert isinstance(result.loss, torch.Tensor) and result.loss.ndim == 0
     assert result.tokens == sum(p.n_tgt_tokens for p in parts)
     assert result.padded >= result.tokens + result.src_tokens
-    assert result.stop and not result.skipped
+    assert result.stop and result.bad.item() == 0.0
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_nonfinite_loss_skips_the_update(monkeypatch: pytest.MonkeyPatch, bad: float) -> None:
+@pytest.mark.parametrize(("bad", "fused"), [(float("nan"), False), (float("inf"), True)])
+def test_nonfinite_loss_skips_the_update(
+    monkeypatch: pytest.MonkeyPatch, bad: float, fused: bool
+) -> None:
+    """Skipped on the host (plain Adam) or on the device (fused Adam's found_inf)."""
     real = train_mod.compute_loss
 
     def poisoned(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> tuple:  # type: ignore[type-arg]
@@ -81,10 +84,11 @@ def test_nonfinite_loss_skips_the_update(monkeypatch: pytest.MonkeyPatch, bad: f
     before = copy.deepcopy(model.state_dict())
     src, tgt = random_pairs(3, seed=3)
     s = stepper(model)
-    s.optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    s.optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=fused)
     result = update(s, [collate_columns(src, tgt)], lr=0.1, stop_requested=lambda: False)
-    assert result.skipped
+    assert result.bad.item() == 1.0
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name
-    assert not s.optimizer.state  # Adam never stepped: no moments, no step count
+    for state in s.optimizer.state.values():  # no moments, no step count
+        assert state["step"].item() == 0 and not state["exp_avg"].any()
     assert all(p.grad is None for p in model.parameters())
