@@ -4,6 +4,9 @@ random-weight checkpoint (no training: these check plumbing, formats and reports
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +140,25 @@ def test_evaluate_bad_tokenizer_is_one_line(ckpt: Path, tmp_path: Path) -> None:
     assert code == 1
     assert err.startswith("error: unknown sacreBLEU tokenizer 'nope'")
     assert "Traceback" not in out + err
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal (POSIX)")
+def test_interactive_prompt_on_a_terminal(ckpt: Path) -> None:
+    """With a terminal on stdin (a pty here) translate prompts and answers line by line."""
+    main, terminal = os.openpty()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtkit", "translate", str(ckpt), "--greedy"],
+        stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    os.close(terminal)
+    try:
+        os.write(main, b"Hi.\nTom is here.\n\x04")  # two lines, then Ctrl-D
+        out, err = proc.communicate(timeout=300)
+    finally:
+        os.close(main)
+    assert proc.returncode == 0, err.decode()
+    assert b"Type a sentence" in err
+    expected = run("translate", ckpt, "--greedy", input="Hi.\nTom is here.\n")[1].splitlines()
+    answers = out.decode().split("> ")
+    assert [a.rstrip("\n") for a in answers[1:3]] == expected
