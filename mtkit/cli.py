@@ -230,6 +230,14 @@ def train(
         if rank != 0:  # rank 0 shows the error once; the other ranks just exit
             raise typer.Exit(1) from None
         raise
+    except Exception as e:
+        from mtkit.distributed import is_peer_failure
+
+        if not is_peer_failure(e):
+            raise
+        if rank == 0:  # the failed rank printed its own error; say once why the rest stop
+            typer.echo("error: training stopped: another rank failed (see its error)", err=True)
+        raise typer.Exit(1) from None
     if rank == 0:
         best = run_dir / "best.pt"
         typer.echo(

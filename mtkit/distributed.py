@@ -113,3 +113,15 @@ def check_peers(d: Dist, error: BaseException | None) -> None:
         raise error
     if failed:
         raise PeerFailed("rank 0 failed during setup (its error is shown above)")
+
+
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+              "NCCL communicator was aborted", "connection refused")  # fmt: skip
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether a collective failed because another rank went away (that rank shows why)."""
+    if isinstance(error, getattr(dist, "DistError", ())):  # DistBackendError, DistNetworkError
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(s.lower() in text.lower() for s in _PEER_GONE)

@@ -3,8 +3,8 @@
 - spawned ranks call `update` directly: after every update both ranks hold identical weights,
   equal to a single process stepping on the union of both ranks' micro-batches;
 - `torchrun --nproc_per_node=2 -m mtkit train`: a resumed 2-process run equals an
-  uninterrupted one, its checkpoint translates in one process, and a user error on rank 0 is
-  printed once while every rank exits.
+  uninterrupted one, its checkpoint translates in one process, a user error on rank 0 is
+  printed once while every rank exits, and when rank 0 dies the other rank stops too.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
 from mtkit import distributed
-from mtkit.checkpoint import load_checkpoint
+from mtkit.checkpoint import KILL_IN_WRITE_ENV, load_checkpoint
 from mtkit.config import TrainingConfig, load_config
 from mtkit.data import Batch, collate_columns
 from mtkit.prepare import prepare
@@ -103,10 +103,11 @@ def test_two_ranks_equal_one_process_on_the_union_batch(tmp_path: Path) -> None:
         torch.testing.assert_close(ddp[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess[str]:
+def torchrun(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={WORLD}", "-m", "mtkit", "train", *args]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})  # fmt: skip
 
 
 def test_torchrun_resume_translate_and_errors(tmp_path: Path, tiny_corpus: Path) -> None:
@@ -147,3 +148,9 @@ def test_torchrun_resume_translate_and_errors(tmp_path: Path, tiny_corpus: Path)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "already holds a training run" in errors[0], result.stderr
+
+    # Rank 0 dies (SIGKILL while writing a checkpoint): rank 1 stops too, without a traceback.
+    result = torchrun(str(part), "--resume", "--set", "training.max_steps=9",
+                      env={KILL_IN_WRITE_ENV: "1"})  # fmt: skip
+    assert result.returncode != 0
+    assert "[rank1]" not in result.stderr and "exitcode: -9" in result.stderr, result.stderr
