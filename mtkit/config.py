@@ -302,8 +302,15 @@ def _check(cond: bool, key: str, expected: str, value: Any) -> None:
 
 _POSITIVE = {
     "model": ("d_model", "n_heads", "d_ff", "max_positions", "encoder_layers", "decoder_layers"),
-    "training": ("max_tokens", "max_steps", "log_every", "valid_every", "lr", "accumulate",
-                 "max_bad_steps"),
+    "training": (
+        "max_tokens",
+        "max_steps",
+        "log_every",
+        "valid_every",
+        "lr",
+        "accumulate",
+        "max_bad_steps",
+    ),
     "decoding": ("beam_size", "max_tokens", "nbest", "temperature", "top_p"),
     "data": ("max_len", "num_proc", "valid_size"),
     "tokenizer": ("vocab_size", "input_sentence_size"),
