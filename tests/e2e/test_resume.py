@@ -246,3 +246,22 @@ def test_disk_full_during_training_is_one_error_line(
     run = cfg.parent / "run"
     assert load_checkpoint(run / "last.pt")["train_state"]["step"] == 2
     assert not list(run.glob(".*tmp")) and not (run / "train.lock").exists()
+
+
+def test_max_epochs_and_max_time_stop_training(
+    config_for: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    from mtkit.data import TokenBatchSampler, lengths, load_prepared
+
+    caplog.set_level("INFO", logger="mtkit.train")
+    cfg = load_config(config_for("epochs", max_steps=10_000, max_epochs=1, valid_every=10_000))
+    train_split = load_prepared(Path(cfg.data.prepared_dir))["train"]
+    per_epoch = len(TokenBatchSampler(*lengths(train_split), cfg.training.max_tokens))
+    run = train(cfg)
+    assert load_checkpoint(run / "last.pt")["train_state"]["step"] == per_epoch
+    assert "reached training.max_epochs=1" in caplog.text
+
+    caplog.clear()
+    run = train(load_config(config_for("time", max_steps=10_000, max_time=1e-6)))
+    assert load_checkpoint(run / "last.pt")["train_state"]["step"] < 10_000
+    assert "reached training.max_time=" in caplog.text
