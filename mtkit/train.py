@@ -45,6 +45,7 @@ from mtkit.rundir import RunDirError, RunLock, prepare_run_dir
 from mtkit.runtime import (
     autocast_context,
     check_precision,
+    keep_freed_memory,
     preserved_rng,
     resolve_device,
     rng_state,
@@ -321,6 +322,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = Fals
     device = resolve_device(cfg.training.device)
     check_precision(cfg.training.precision, device)
     set_threads(cfg.training.threads)
+    keep_freed_memory()  # large per-step tensors reuse the heap instead of fresh pages
     dist_info, device = distributed.init_from_env(device)
     try:
         return _train(cfg, dist_info, device, Interrupt(), resume, overwrite)

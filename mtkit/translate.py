@@ -35,7 +35,7 @@ from mtkit.config import ConfigError, DecodingConfig, ExperimentConfig, config_f
 from mtkit.errors import MtkitError
 from mtkit.masks import pad_mask
 from mtkit.model import Transformer
-from mtkit.runtime import resolve_device
+from mtkit.runtime import keep_freed_memory, resolve_device
 from mtkit.search import LENGTH_NORMS, Hypothesis, beam_search, greedy_search, sample
 from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
 
@@ -341,6 +341,7 @@ class Translator:
         except MtkitError as e:  # one line naming the file, never a torch traceback
             raise CheckpointError(f"{ckpt_path}: {e}") from None
         torch_device = resolve_device(device)
+        keep_freed_memory()  # per-step logits reuse the heap instead of fresh pages
         model.to(torch_device).eval()
         return cls(model, tokenizers, cfg, torch_device, ckpt_path)
 
