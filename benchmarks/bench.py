@@ -60,7 +60,7 @@ logger = logging.getLogger("bench")
 FORCED_LEN = 20  # output length of every sentence when decoding with random weights
 MODEL = {"d_model": 256, "n_heads": 4, "encoder_layers": 3, "decoder_layers": 3, "d_ff": 1024}
 VOCAB = 8000
-MAX_TOKENS = 4096
+MAX_TOKENS = 4096  # the fixed token budget per training batch (source + target, padded)
 MB = 1024 * 1024
 
 
@@ -74,6 +74,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--compile", action="store_true", help="torch.compile the training model")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
+    p.add_argument(
+        "--system-malloc", action="store_true",
+        help="skip mtkit.runtime.keep_freed_memory (what train/translate do), to measure it",
+    )  # fmt: skip
+    p.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="training token budget")
     p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--out", type=Path, default=REPO / "bench_results" / "bench.json")
     p.add_argument("--cache-dir", type=Path, default=REPO / "bench_results")
@@ -86,7 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--uncached-sentences", type=int, help="subset for cached/uncached (200)")
     p.add_argument("--decode-max-tokens", type=int, default=4000, help="source tokens/batch")
     p.add_argument("--decode-model", choices=["trained", "random"], default=None)
-    p.add_argument("--model-steps", type=int, default=400, help="updates of the decode model")
+    p.add_argument("--model-steps", type=int, default=300, help="updates of the decode model")
     p.add_argument("--data-scale", action="store_true", help="also prepare 1,000,000 pairs")
     p.add_argument("--scale-pairs", type=int, default=1_000_000)
     p.add_argument("--section", help=argparse.SUPPRESS)  # internal: run one section
@@ -159,9 +164,13 @@ def setup_torch(args: argparse.Namespace) -> torch.device:
     import datasets
     import torch
 
+    from mtkit.runtime import keep_freed_memory
+
     datasets.disable_progress_bars()
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
+    if not args.system_malloc:
+        keep_freed_memory()  # as mtkit train / translate do
     if args.device == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit(
@@ -224,7 +233,7 @@ def bench_config(args: argparse.Namespace, **training: Any) -> ExperimentConfig:
         "tokenizer": {"vocab_size": VOCAB, "joint": True},
         "model": dict(MODEL),
         "training": {
-            "device": args.device, "precision": args.precision, "max_tokens": MAX_TOKENS,
+            "device": args.device, "precision": args.precision, "max_tokens": args.max_tokens,
             "compile": args.compile, **training,
         },
     })  # fmt: skip
@@ -282,7 +291,7 @@ def section_train(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(cfg.training.seed)
     stepper = make_stepper(args, cfg, device)
     a = arch()
-    it = endless_batches(encoded["train"], MAX_TOKENS, cfg.training.seed)
+    it = endless_batches(encoded["train"], args.max_tokens, cfg.training.seed)
     lr = 5e-4
 
     def step() -> dict[str, float]:
@@ -330,7 +339,8 @@ def section_train(args: argparse.Namespace) -> dict[str, Any]:
     after_warmup = rss_trace[args.warmup_steps - 1] if args.warmup_steps else rss_trace[0]
     out.update({
         "steps_per_repeat": args.train_steps, "warmup_steps": args.warmup_steps,
-        "warmup_s": warmup_s, "batches_per_epoch": _batches_per_epoch(encoded["train"]),
+        "warmup_s": warmup_s,
+        "batches_per_epoch": _batches_per_epoch(encoded["train"], args.max_tokens),
         "rss_steps": len(rss_trace), "rss_after_warmup_mb": after_warmup,
         "rss_end_mb": rss_trace[-1], "rss_max_mb": max(rss_trace),
         "rss_trace_mb": [round(x, 1) for x in rss_trace[:: max(1, len(rss_trace) // 60)]],
@@ -342,11 +352,11 @@ def section_train(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _batches_per_epoch(split: Any) -> int:
+def _batches_per_epoch(split: Any, max_tokens: int) -> int:
     from mtkit.data import TokenBatchSampler, lengths
 
     src, tgt = lengths(split)
-    return len(TokenBatchSampler(src, tgt, MAX_TOKENS))
+    return len(TokenBatchSampler(src, tgt, max_tokens))
 
 
 # --------------------------------------------------------------------------- section: model
@@ -355,7 +365,8 @@ def _batches_per_epoch(split: Any) -> int:
 def model_path(args: argparse.Namespace) -> Path:
     """Cached decode model: keyed by architecture, steps and the benchmark data."""
     key = json.dumps(
-        [MODEL, VOCAB, MAX_TOKENS, args.model_steps, str(args.data_dir.resolve())], sort_keys=True
+        [MODEL, VOCAB, args.max_tokens, args.model_steps, str(args.data_dir.resolve())],
+        sort_keys=True,
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return Path(args.cache_dir) / f"decode_model-{args.model_steps}steps-{digest}.pt"
@@ -372,7 +383,7 @@ def section_model(args: argparse.Namespace) -> dict[str, Any]:
     encoded, cfg = prepared_data(args)
     torch.manual_seed(cfg.training.seed)
     stepper = make_stepper(args, cfg, device)
-    it = endless_batches(encoded["train"], MAX_TOKENS, cfg.training.seed)
+    it = endless_batches(encoded["train"], args.max_tokens, cfg.training.seed)
     warmup = max(1, args.model_steps // 4)
     start = time.perf_counter()
     for i in range(1, args.model_steps + 1):
@@ -523,6 +534,10 @@ def section_decode(args: argparse.Namespace) -> dict[str, Any]:
         out[name] = entry
     out["cache_speedup"] = _cache_speedup(args, run, model, src_all)
     out["peak_rss_mb"] = peak_rss_mb()
+    if device.type == "cuda":
+        import torch
+
+        out["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / MB
     return out
 
 
@@ -687,8 +702,9 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
         "threads": args.threads or os.cpu_count(), "cpu_model": cpu,
         "cpu_count": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "device": args.device, "precision": args.precision, "compile": args.compile,
+        "keep_freed_memory": not args.system_malloc,
         "git_commit": commit, "quick": args.quick, "repeats": args.repeats,
-        "config": {**MODEL, "vocab": VOCAB, "max_tokens": MAX_TOKENS},
+        "config": {**MODEL, "vocab": VOCAB, "max_tokens": args.max_tokens},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg_start": os.getloadavg(),
     }  # fmt: skip
     if args.device == "cuda" and torch.cuda.is_available():
