@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_ARGS ?=
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,8 +35,8 @@ demo: $(STAMP) ## prepare → train → translate → evaluate on the bundled da
 	$(VENV)/bin/mtkit train configs/demo.yaml --overwrite
 	$(VENV)/bin/mtkit evaluate runs/demo --split test
 
-bench: $(STAMP) ## Speed and memory benchmarks (not part of make test)
-	$(PY) benchmarks/bench.py
+bench: $(STAMP) ## Speed and memory benchmarks (not part of make test); BENCH_ARGS=--quick etc.
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean: ## Remove runs, caches and prepared data
 	rm -rf runs prepared .pytest_cache .mypy_cache .ruff_cache
