@@ -30,7 +30,10 @@ def test_matches_torch_cross_entropy() -> None:
     target[0, 3:] = 0
     loss, nll = label_smoothed_cross_entropy(logits, target, 0.1, ignore_index=0)
     ref = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, 11), target.reshape(-1), ignore_index=0, label_smoothing=0.1,
+        logits.reshape(-1, 11),
+        target.reshape(-1),
+        ignore_index=0,
+        label_smoothing=0.1,
         reduction="sum",
     )
     assert torch.allclose(loss, ref, atol=1e-4)
