@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, help="repetitions per figure (default 5; quick 3)")
     p.add_argument("--train-steps", type=int, help="updates per repetition (default 20)")
     p.add_argument("--warmup-steps", type=int, help="untimed updates first (default 5)")
-    p.add_argument("--rss-steps", type=int, help="extra updates watching RSS (default 250)")
+    p.add_argument("--rss-steps", type=int, help="extra updates watching RSS (default 150)")
     p.add_argument("--decode-sentences", type=int, help="test2016 sentences (default 1000)")
     p.add_argument("--uncached-sentences", type=int, help="subset for cached/uncached (200)")
     p.add_argument("--decode-max-tokens", type=int, default=4000, help="source tokens/batch")
@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "repeats": 3 if quick else 5,
         "train_steps": 3 if quick else 20,
         "warmup_steps": 2 if quick else 5,
-        "rss_steps": 0 if quick else 250,
+        "rss_steps": 0 if quick else 150,
         "decode_sentences": 100 if quick else 1000,
         "uncached_sentences": 30 if quick else 200,
     }
