@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CT2_RUN ?= runs/demo
 BENCH_ARGS ?=
 
 help: ## Show this help
@@ -37,6 +38,8 @@ demo: $(STAMP) ## prepare → train → translate → evaluate on the bundled da
 
 bench: $(STAMP) ## Speed and memory benchmarks (not part of make test); BENCH_ARGS=--quick etc.
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+	@if [ -f $(CT2_RUN)/best.pt ]; then $(PY) benchmarks/bench_ct2.py $(CT2_RUN) data/test.en; \
+	else echo "skipping mtkit vs CTranslate2 beam-5 speed: no $(CT2_RUN)/best.pt (run make demo first)"; fi
 
 clean: ## Remove runs, caches and prepared data
 	rm -rf runs prepared .pytest_cache .mypy_cache .ruff_cache
