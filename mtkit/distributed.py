@@ -64,9 +64,16 @@ def init_from_env(device: torch.device) -> tuple[Dist, torch.device]:
     return Dist(rank, world_size, local_rank), device
 
 
-def close(d: Dist) -> None:
-    """Leave the process group (if this process joined one)."""
+def close(d: Dist, *, wait_for_peers: bool = False) -> None:
+    """Leave the process group (if this process joined one).
+
+    `wait_for_peers` (the normal, error-free exit) first waits at a barrier, so that no rank
+    tears down its connections while a peer is still using them; gloo aborts the peer's
+    process ("terminate called without an active exception") when that happens.
+    """
     if d.active and dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -325,9 +325,12 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = Fals
     keep_freed_memory()  # large per-step tensors reuse the heap instead of fresh pages
     dist_info, device = distributed.init_from_env(device)
     try:
-        return _train(cfg, dist_info, device, Interrupt(), resume, overwrite)
-    finally:
-        distributed.close(dist_info)
+        run_dir = _train(cfg, dist_info, device, Interrupt(), resume, overwrite)
+    except BaseException:
+        distributed.close(dist_info)  # a failing rank must not wait for peers that may be gone
+        raise
+    distributed.close(dist_info, wait_for_peers=True)
+    return run_dir
 
 
 def _train(

@@ -82,7 +82,7 @@ def _rank_main(rank: int, port: int, out: str) -> None:
         assert torch.equal(every[0], every[1]), f"ranks differ after update {u + 1}"
     if rank == 0:
         torch.save(model.state_dict(), out)
-    distributed.close(d)
+    distributed.close(d, wait_for_peers=True)
 
 
 def free_port() -> int:
