@@ -345,6 +345,7 @@ def section_train(args: argparse.Namespace) -> dict[str, Any]:
         "rss_end_mb": rss_trace[-1], "rss_max_mb": max(rss_trace),
         "rss_trace_mb": [round(x, 1) for x in rss_trace[:: max(1, len(rss_trace) // 60)]],
         "rss_growth_mb": rss_trace[-1] - after_warmup, "peak_rss_mb": peak_rss_mb(),
+        "rss_growth_second_half_mb": rss_trace[-1] - rss_trace[len(rss_trace) // 2],
         "timed_steps": measured,
     })  # fmt: skip
     if device.type == "cuda":
@@ -777,7 +778,10 @@ def format_table(r: dict[str, Any]) -> str:
             ("padding share", _fmt(t["padding_share"], digits=1, pct=True)),
             ("batch building share", _fmt(t["host_share"], digits=1, pct=True)),
             ("train peak RSS MB", f"{t['peak_rss_mb']:,.0f}"),
-            (f"RSS growth over {t['rss_steps']} updates MB", f"{t['rss_growth_mb']:+,.1f}"),
+            (
+                f"RSS growth over {t['rss_steps']} updates (2nd half) MB",
+                f"{t['rss_growth_mb']:+,.1f} ({t['rss_growth_second_half_mb']:+,.1f})",
+            ),
         ]
     if "decode" in r:
         d = r["decode"]

@@ -59,10 +59,12 @@ def keep_freed_memory() -> bool:
     glibc serves every allocation of 32 MB or more (its highest mmap threshold) with new
     mmap'ed pages and unmaps them on free. On CPU each step's logits, log-probs and their
     gradients (tens of MB at vocabulary 8000) then arrive as fresh pages that the kernel
-    faults in and zeroes: up to 45% of a decoding step and 15% of a training step in `make
-    bench`. M_MMAP_MAX=0 serves them from the heap, and a high M_TRIM_THRESHOLD keeps the
-    heap from being handed back after every step, so RSS stays at its high-water mark
-    instead of rising and falling each step. Returns True when applied.
+    faults in and zeroes. On an idle machine that costs little (no measurable difference in
+    `make bench`); on a busy one, where that kernel work waits for CPU time, it measured 45%
+    of a beam-search run and 20% of a training step (one thread, load average ~5).
+    M_MMAP_MAX=0 serves them from the heap, and a high M_TRIM_THRESHOLD keeps the heap from
+    being handed back after every step, so RSS stays at its high-water mark instead of rising
+    and falling each step. Returns True when applied.
     """
     if not sys.platform.startswith("linux"):
         return False
