@@ -490,6 +490,7 @@ def section_decode(args: argparse.Namespace) -> dict[str, Any]:
     """Greedy and beam-5 speed (cached) on test2016, and cached vs uncached on a subset."""
     import sacrebleu
 
+    from mtkit.runtime import autocast_context
     from mtkit.tokenizer import TokenizerPair
 
     device = setup_torch(args)
@@ -503,10 +504,11 @@ def section_decode(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"model": how, "max_tokens": args.decode_max_tokens}
 
     def run(m: Any, src: list[list[int]], beam: int, cache: bool) -> list[list[int]]:
-        return decode_run(
-            m, src, beam=beam, use_cache=cache, max_tokens=args.decode_max_tokens,
-            device=device, forced=forced,
-        )  # fmt: skip
+        with autocast_context(device, args.precision):  # bf16 on GPU, like the peak probe
+            return decode_run(
+                m, src, beam=beam, use_cache=cache, max_tokens=args.decode_max_tokens,
+                device=device, forced=forced,
+            )  # fmt: skip
 
     n = min(args.decode_sentences, len(src_all))
     for name, beam in (("greedy", 1), ("beam5", 5)):
