@@ -133,28 +133,6 @@ def ngram_ban(generated: Tensor, n: int, vocab: int) -> Tensor:
     return counts > 0  # (rows, vocab)
 
 
-def constrain(
-    log_probs: Tensor,
-    step: int,
-    max_lens: Tensor,
-    *,
-    bos_id: int,
-    eos_id: int,
-    pad_id: int,
-    min_len: int,
-    banned: Tensor | None = None,
-) -> Tensor:
-    """Set forbidden tokens to -inf: PAD, BOS, early EOS, `banned`; only EOS at max length.
-
-    Shapes: log_probs (rows, vocab), max_lens (rows,), banned (rows, vocab) -> (rows, vocab).
-    `step` is the number of tokens generated so far. Returns a new tensor (see `constrain_`).
-    """
-    return constrain_(
-        log_probs.clone(), step, max_lens, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id,
-        min_len=min_len, banned=banned,
-    )  # fmt: skip
-
-
 def constrain_(
     log_probs: Tensor,
     step: int,
@@ -166,7 +144,10 @@ def constrain_(
     min_len: int,
     banned: Tensor | None = None,
 ) -> Tensor:
-    """`constrain` in place, writing only the columns and rows it bans.
+    """Set forbidden tokens to -inf in place: PAD, BOS, early EOS, `banned`; only EOS at max length.
+
+    Shapes: log_probs (rows, vocab), max_lens (rows,), banned (rows, vocab) -> (rows, vocab).
+    `step` is the number of tokens generated so far. Writes only the columns and rows it bans.
 
     The searches call this once per step on a (rows, vocab) tensor they own: no (rows, vocab)
     mask or copy is made unless `banned` is given.

@@ -13,6 +13,18 @@ DATA = REPO / "data"
 
 
 @pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """One torch thread per test: tiny models gain nothing from more, and on a busy machine
+    threads that wait for a descheduled sibling cost many times the CPU time."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
 def _reset_logging() -> Iterator[None]:
     """The CLI installs handlers on the root logger; drop them so tests stay independent."""
     yield

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from mtkit.cli import app
@@ -22,10 +21,7 @@ SOURCES = head(DATA / "test.en", 6)
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield save(make_translator(tmp_path_factory.mktemp("run")))
-    torch.set_num_threads(threads)
 
 
 def run(*args: str, input: str | None = None) -> tuple[int, str, str]:

@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 
 from mtkit.evaluate import (
     EvaluationError,
@@ -25,10 +24,7 @@ from tests.tiny_translator import DATA, head, make_translator
 
 @pytest.fixture(scope="module")
 def translator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Translator]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield make_translator(tmp_path_factory.mktemp("tiny"))
-    torch.set_num_threads(threads)
 
 
 def write(path: Path, lines: list[str]) -> Path:

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import random
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +42,6 @@ needs_ct2 = pytest.mark.skipif(
     importlib.util.find_spec("ctranslate2") is None,
     reason=f"ctranslate2 is not installed ({INSTALL_HINT})",
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread: tiny models gain nothing from more, and on a busy machine spinning
-    threads cost several times the CPU time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def short_pairs(n: int, max_words: int = 8) -> tuple[list[str], list[str]]:

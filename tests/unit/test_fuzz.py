@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -25,16 +23,6 @@ from mtkit.cli import app
 from mtkit.config import ConfigError, ExperimentConfig, config_from_dict, load_config
 from mtkit.translate import Translator, interactive
 from tests.tiny_checkpoint import write_tiny_run
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run far faster on one thread, above all on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -42,10 +42,7 @@ SOURCES = head(DATA / "test.en", 12)
 
 @pytest.fixture(scope="module")
 def translator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Translator]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: extra threads only contend on shared CPUs
     yield make_translator(tmp_path_factory.mktemp("tiny"))
-    torch.set_num_threads(threads)
 
 
 def opts(translator: Translator, **kw: object) -> DecodeOptions:
