@@ -195,8 +195,9 @@ def export_ctranslate2(
     ct2 = require_ctranslate2()
     _check_output(output, force)
     ckpt = resolve_checkpoint(Path(run))
+    state = load_checkpoint(ckpt)  # its errors already name the file
     try:
-        cfg, tokenizers, model = restore(load_checkpoint(ckpt))
+        cfg, tokenizers, model = restore(state)
     except MtkitError as e:  # one line naming the file, as Translator.load does
         raise CheckpointError(f"{ckpt}: {e}") from None
     spec = build_spec(model.eval(), ct2)

@@ -216,6 +216,18 @@ def test_export_without_ctranslate2_says_how_to_install(
 
 
 @needs_ct2
+def test_export_of_a_corrupt_checkpoint_names_it_once(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a checkpoint" * 20)
+    result = CliRunner().invoke(app, ["export", str(bad), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: ")
+    assert lines[0].count(str(bad)) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@needs_ct2
 def test_cli_export_translate_evaluate(
     tmp_path: Path, tokenizers: dict[bool, TokenizerPair]
 ) -> None:
