@@ -8,7 +8,6 @@ import logging
 import os
 import pickle
 import re
-import signal
 import stat
 import tempfile
 import warnings
@@ -42,7 +41,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
-            _write_all(f, data, is_checkpoint=path.suffix == ".pt")
+            write_payload(f, data, path)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -52,25 +51,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-KILL_IN_WRITE_ENV = "MTKIT_FAULT_KILL_IN_WRITE"  # test hook, see _write_all
-_checkpoint_writes = 0
-
-
-def _write_all(f: Any, data: bytes, is_checkpoint: bool) -> None:
-    """f.write(data), with a fault-injection hook for the crash tests.
-
-    With MTKIT_FAULT_KILL_IN_WRITE=N set, the process SIGKILLs itself halfway through writing
-    its N-th checkpoint file (the half-written temp file stays on disk, as after a real crash).
-    """
-    global _checkpoint_writes
-    target = os.environ.get(KILL_IN_WRITE_ENV)
-    if is_checkpoint and target:
-        _checkpoint_writes += 1
-        if _checkpoint_writes == int(target):
-            f.write(data[: len(data) // 2])
-            f.flush()
-            os.fsync(f.fileno())
-            os.kill(os.getpid(), signal.SIGKILL)
+def write_payload(f: Any, data: bytes, path: Path) -> None:
+    """Write the bytes meant for `path` to its open temp file (a seam the crash tests replace)."""
     f.write(data)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
+CRASH_IN_WRITE = REPO / "tests" / "crash_in_checkpoint_write.py"  # mtkit, dying mid-checkpoint
 
 
 @pytest.fixture(autouse=True)

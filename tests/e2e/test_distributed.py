@@ -22,13 +22,13 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
 from mtkit import distributed
-from mtkit.checkpoint import KILL_IN_WRITE_ENV, load_checkpoint
+from mtkit.checkpoint import load_checkpoint
 from mtkit.config import TrainingConfig, load_config
 from mtkit.data import Batch, collate_columns
 from mtkit.prepare import prepare
 from mtkit.train import Stepper, update, wrap_model
 from mtkit.translate import Translator
-from tests.conftest import write_tiny_config
+from tests.conftest import CRASH_IN_WRITE, write_tiny_config
 from tests.unit.test_train_step import random_pairs, tiny_model
 
 pytestmark = pytest.mark.slow
@@ -103,11 +103,12 @@ def test_two_ranks_equal_one_process_on_the_union_batch(tmp_path: Path) -> None:
         torch.testing.assert_close(ddp[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def torchrun(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def torchrun(*args: str, crash_in_write: bool = False) -> subprocess.CompletedProcess[str]:
+    """`torchrun -m mtkit train ARGS`; with crash_in_write, the script that dies mid-checkpoint."""
+    mtkit = [str(CRASH_IN_WRITE)] if crash_in_write else ["-m", "mtkit"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={WORLD}", "-m", "mtkit", "train", *args]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})  # fmt: skip
+               f"--nproc_per_node={WORLD}", *mtkit, "train", *args]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
 def test_torchrun_resume_translate_and_errors(tmp_path: Path, tiny_corpus: Path) -> None:
@@ -150,7 +151,6 @@ def test_torchrun_resume_translate_and_errors(tmp_path: Path, tiny_corpus: Path)
     assert len(errors) == 1 and "already holds a training run" in errors[0], result.stderr
 
     # Rank 0 dies (SIGKILL while writing a checkpoint): rank 1 stops too, without a traceback.
-    result = torchrun(str(part), "--resume", "--set", "training.max_steps=9",
-                      env={KILL_IN_WRITE_ENV: "1"})  # fmt: skip
+    result = torchrun(str(part), "--resume", "--set", "training.max_steps=9", crash_in_write=True)
     assert result.returncode != 0
     assert "[rank1]" not in result.stderr and "exitcode: -9" in result.stderr, result.stderr

@@ -8,7 +8,6 @@ end with the same weights as one never interrupted.
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import signal
@@ -20,11 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtkit.checkpoint import KILL_IN_WRITE_ENV, load_checkpoint
+from mtkit.checkpoint import load_checkpoint
 from mtkit.config import load_config
 from mtkit.rundir import RunDirError, prepare_run_dir
 from mtkit.train import train
-from tests.conftest import write_tiny_config
+from tests.conftest import CRASH_IN_WRITE, write_tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -34,11 +33,11 @@ WAIT_S = 180.0  # per awaited log line; generous for a loaded 2-core machine
 class Training:
     """`python -m mtkit train CONFIG [--resume]` with its merged output read line by line."""
 
-    def __init__(self, config: Path, *, resume: bool, env: dict[str, str] | None = None) -> None:
-        args = [sys.executable, "-m", "mtkit", "train", str(config)] + ["--resume"] * resume
+    def __init__(self, config: Path, *, resume: bool, crash_in_write: bool = False) -> None:
+        mtkit = [str(CRASH_IN_WRITE)] if crash_in_write else ["-m", "mtkit"]
+        args = [sys.executable, *mtkit, "train", str(config)] + ["--resume"] * resume
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, **(env or {})},
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )  # fmt: skip
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -87,8 +86,8 @@ def checkpoints_readable(run: Path) -> int:
     return max(steps, default=0)
 
 
-def resumes_at(config: Path, step: int, env: dict[str, str] | None = None) -> Training:
-    t = Training(config, resume=True, env=env)
+def resumes_at(config: Path, step: int, crash_in_write: bool = False) -> Training:
+    t = Training(config, resume=True, crash_in_write=crash_in_write)
     found = t.wait_for(r"resumed from \S+ at step (\d+)")
     assert int(found.group(1)) == step, t.output
     return t
@@ -111,8 +110,8 @@ def test_killed_and_interrupted_training_resumes_exactly(tmp_path: Path, tiny_co
     newest = checkpoints_readable(run)
     assert newest >= 2
 
-    # 2) SIGKILL in the middle of writing the next checkpoint (a test hook kills the process).
-    t = resumes_at(config, newest, env={KILL_IN_WRITE_ENV: "1"})
+    # 2) SIGKILL in the middle of writing the next checkpoint (mtkit run by CRASH_IN_WRITE).
+    t = resumes_at(config, newest, crash_in_write=True)
     assert t.finish() == -signal.SIGKILL
     half_written = list(run.glob(".step_*.pt.*.tmp"))
     assert half_written
