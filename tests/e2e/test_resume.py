@@ -226,17 +226,17 @@ def test_disk_full_during_training_is_one_error_line(
     from mtkit import checkpoint
     from mtkit.cli import app
 
-    real = checkpoint._write_all
+    real = checkpoint.write_payload
     writes = []
 
-    def write(f: Any, data: bytes, is_checkpoint: bool) -> None:
-        writes.append(is_checkpoint)
-        if is_checkpoint and writes.count(True) == 2:
+    def write(f: Any, data: bytes, path: Path) -> None:
+        writes.append(path.suffix == ".pt")
+        if writes[-1] and writes.count(True) == 2:
             f.write(data[:1000])
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(f, data, is_checkpoint)
+        real(f, data, path)
 
-    monkeypatch.setattr(checkpoint, "_write_all", write)
+    monkeypatch.setattr(checkpoint, "write_payload", write)
     cfg = config_for("full_disk", max_steps=6, save_every=2, valid_every=6)
     result = CliRunner().invoke(app, ["train", str(cfg)])
     assert result.exit_code == 1

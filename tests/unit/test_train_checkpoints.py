@@ -70,11 +70,11 @@ def test_disk_full_is_one_line_and_leaves_previous_checkpoint(
     save_run_checkpoint(tmp_path, state(1), 1, best=True, keep_last=5)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
-    def full_disk(f: Any, data: bytes, is_checkpoint: bool) -> None:
+    def full_disk(f: Any, data: bytes, path: Path) -> None:
         f.write(data[:100])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(checkpoint, "_write_all", full_disk)
+    monkeypatch.setattr(checkpoint, "write_payload", full_disk)
     with pytest.raises(CheckpointError) as info:
         save_run_checkpoint(tmp_path, state(2), 2, best=True, keep_last=5)
     message = str(info.value)
