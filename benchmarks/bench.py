@@ -724,6 +724,9 @@ def main(argv: list[str] | None = None) -> int:
         args.result.write_text(json.dumps(result, indent=2))
         return 0
     setup_torch(args)  # fails early and clearly on --device cuda without CUDA
+    m30k = args.data_dir / "multi30k"
+    if not (m30k / "train.en").is_file():
+        raise SystemExit(f"bench: {m30k}/train.en not found; pass --data-dir DIR (DIR/multi30k/)")
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
     results: dict[str, Any] = {"meta": meta(args)}
     start = time.perf_counter()
