@@ -21,6 +21,7 @@ of per-repetition ratios, measured back to back.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import sys
@@ -55,6 +56,20 @@ def joey_modules() -> Any:
     )  # fmt: skip
 
 
+def joey_model_config() -> dict[str, Any]:
+    """JoeyNMT's `model:` section for bench.py's model (pre-norm, tied joint embeddings)."""
+    side = {
+        "type": "transformer", "num_layers": bench.MODEL["encoder_layers"],
+        "num_heads": bench.MODEL["n_heads"], "hidden_size": bench.MODEL["d_model"],
+        "ff_size": bench.MODEL["d_ff"], "dropout": 0.1, "layer_norm": "pre",
+        "embeddings": {"embedding_dim": bench.MODEL["d_model"], "scale": True},
+    }  # fmt: skip
+    return {
+        "encoder": copy.deepcopy(side), "decoder": copy.deepcopy(side), "tied_embeddings": True,
+        "tied_softmax": True, "initializer": "xavier_uniform",
+    }  # fmt: skip
+
+
 def build_joey(joey: Any, vocab_size: int) -> Any:
     """JoeyNMT Transformer of the benchmark size (its specials: unk 0, pad 1, bos 2, eos 3)."""
     specials = types.SimpleNamespace(
@@ -62,16 +77,7 @@ def build_joey(joey: Any, vocab_size: int) -> Any:
         unk_id=0, pad_id=1, bos_id=2, eos_id=3, sep_token=None, lang_tags=[],
     )  # fmt: skip
     vocab = joey.vocabulary.Vocabulary([f"t{i}" for i in range(vocab_size - 4)], specials)
-    side = {
-        "type": "transformer", "num_layers": 3, "num_heads": 4, "hidden_size": 256,
-        "ff_size": 1024, "dropout": 0.1, "layer_norm": "pre",
-        "embeddings": {"embedding_dim": 256, "scale": True},
-    }  # fmt: skip
-    cfg = {
-        "encoder": dict(side), "decoder": dict(side), "tied_embeddings": True,
-        "tied_softmax": True, "initializer": "xavier_uniform",
-    }  # fmt: skip
-    m = joey.model.build_model(cfg, src_vocab=vocab, trg_vocab=vocab)
+    m = joey.model.build_model(joey_model_config(), src_vocab=vocab, trg_vocab=vocab)
     m.loss_function = ("crossentropy", 0.1)
     return m
 

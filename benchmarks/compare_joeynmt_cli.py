@@ -24,6 +24,7 @@ the command's whole wall time (start-up, data loading, checkpoint) is reported b
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -38,6 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import bench  # noqa: E402
+from benchmarks.compare_joeynmt import joey_model_config  # noqa: E402
 
 MTKIT = [sys.executable, "-m", "mtkit"]
 JOEY_EPOCH = re.compile(
@@ -57,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--work-dir", type=Path, default=REPO / "bench_results" / "joeynmt_cli")
     p.add_argument("--out", type=Path, default=REPO / "bench_results" / "joeynmt_cli.json")
-    p.add_argument("--pairs", type=int, default=10000, help="training pairs (first N)")
+    p.add_argument("--pairs", type=int, default=4000, help="training pairs (first N)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
@@ -72,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=bench.MAX_TOKENS,
         help="JoeyNMT batch_size with batch_type token (max(src, trg) x sentences)",
     )
-    return p.parse_args(argv)  # fmt: skip
+    return p.parse_args(argv)
 
 
 def write_subset(src_prefix: Path, dst_prefix: Path, n: int) -> None:
@@ -106,19 +108,14 @@ def joey_config(args: argparse.Namespace, work: Path, spm_model: Path) -> dict[s
     side = {"level": "bpe", "tokenizer_type": "sentencepiece", "max_length": 100,
             "voc_file": str(work / "joey_vocab.txt"),
             "tokenizer_cfg": {"model_file": str(spm_model)}}  # fmt: skip
-    layers = {
-        "type": "transformer", "num_layers": 3, "num_heads": bench.MODEL["n_heads"],
-        "hidden_size": bench.MODEL["d_model"], "ff_size": bench.MODEL["d_ff"], "dropout": 0.1,
-        "layer_norm": "pre", "embeddings": {"embedding_dim": bench.MODEL["d_model"], "scale": True},
-    }  # fmt: skip
     return {
         "name": "joey_cli",
         "joeynmt_version": "2.3.0",
         "model_dir": str(work / "joey_run"),
         "use_cuda": False,
         "data": {"train": str(work / "train"), "dev": str(work / "val"),
-                 "dataset_type": "plain", "src": {"lang": "en", **side},
-                 "trg": {"lang": "de", **side}},
+                 "dataset_type": "plain", "src": {"lang": "en", **copy.deepcopy(side)},
+                 "trg": {"lang": "de", **copy.deepcopy(side)}},
         "testing": {"beam_size": 1},
         "training": {"optimizer": "adam", "adam_betas": [0.9, 0.98], "learning_rate": 5e-4,
                      "scheduling": "warmupinversesquareroot", "learning_rate_warmup": 100,
@@ -127,8 +124,7 @@ def joey_config(args: argparse.Namespace, work: Path, spm_model: Path) -> dict[s
                      "batch_type": "token", "normalization": "tokens", "epochs": 1,
                      "validation_freq": 10**6, "logging_freq": 50, "overwrite": True,
                      "shuffle": True, "random_seed": 42},
-        "model": {"initializer": "xavier_uniform", "tied_embeddings": True,
-                  "tied_softmax": True, "encoder": dict(layers), "decoder": dict(layers)},
+        "model": joey_model_config(),
     }  # fmt: skip
 
 
