@@ -715,6 +715,14 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
     return info
 
 
+def require_multi30k(data_dir: Path, prog: str) -> Path:
+    """data_dir/multi30k, or one line naming the missing file and --data-dir."""
+    m30k = data_dir / "multi30k"
+    if not (m30k / "train.en").is_file():
+        raise SystemExit(f"{prog}: {m30k}/train.en not found; pass --data-dir DIR (DIR/multi30k/)")
+    return m30k
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -724,9 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         args.result.write_text(json.dumps(result, indent=2))
         return 0
     setup_torch(args)  # fails early and clearly on --device cuda without CUDA
-    m30k = args.data_dir / "multi30k"
-    if not (m30k / "train.en").is_file():
-        raise SystemExit(f"bench: {m30k}/train.en not found; pass --data-dir DIR (DIR/multi30k/)")
+    require_multi30k(args.data_dir, "bench")
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
     results: dict[str, Any] = {"meta": meta(args)}
     start = time.perf_counter()

@@ -172,7 +172,7 @@ def setup(args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict[str
 
     from mtkit.data import load_prepared
 
-    m30k = args.data_dir / "multi30k"
+    m30k = bench.require_multi30k(args.data_dir, "compare_joeynmt_cli")
     write_subset(m30k / "train", work / "train", args.pairs)
     write_subset(m30k / "val", work / "val", 200)
     (work / "mtkit.yaml").write_text(yaml.safe_dump(mtkit_config(args, work)), encoding="utf-8")

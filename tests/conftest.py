@@ -13,6 +13,11 @@ DATA = REPO / "data"
 CRASH_IN_WRITE = REPO / "tests" / "crash_in_checkpoint_write.py"  # mtkit, dying mid-checkpoint
 
 
+def mtkit_module(crash_in_write: bool = False) -> list[str]:
+    """What follows `python` (or torchrun) to run mtkit; crash_in_write: the one dying mid-write."""
+    return [str(CRASH_IN_WRITE)] if crash_in_write else ["-m", "mtkit"]
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     """One torch thread per test: tiny models gain nothing from more, and on a busy machine

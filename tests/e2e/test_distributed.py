@@ -28,7 +28,7 @@ from mtkit.data import Batch, collate_columns
 from mtkit.prepare import prepare
 from mtkit.train import Stepper, update, wrap_model
 from mtkit.translate import Translator
-from tests.conftest import CRASH_IN_WRITE, write_tiny_config
+from tests.conftest import mtkit_module, write_tiny_config
 from tests.unit.test_train_step import random_pairs, tiny_model
 
 pytestmark = pytest.mark.slow
@@ -105,9 +105,9 @@ def test_two_ranks_equal_one_process_on_the_union_batch(tmp_path: Path) -> None:
 
 def torchrun(*args: str, crash_in_write: bool = False) -> subprocess.CompletedProcess[str]:
     """`torchrun -m mtkit train ARGS`; with crash_in_write, the script that dies mid-checkpoint."""
-    mtkit = [str(CRASH_IN_WRITE)] if crash_in_write else ["-m", "mtkit"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={WORLD}", *mtkit, "train", *args]  # fmt: skip
+               f"--nproc_per_node={WORLD}", *mtkit_module(crash_in_write),
+               "train", *args]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 

@@ -23,7 +23,7 @@ from mtkit.checkpoint import load_checkpoint
 from mtkit.config import load_config
 from mtkit.rundir import RunDirError, prepare_run_dir
 from mtkit.train import train
-from tests.conftest import CRASH_IN_WRITE, write_tiny_config
+from tests.conftest import mtkit_module, write_tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,8 @@ class Training:
     """`python -m mtkit train CONFIG [--resume]` with its merged output read line by line."""
 
     def __init__(self, config: Path, *, resume: bool, crash_in_write: bool = False) -> None:
-        mtkit = [str(CRASH_IN_WRITE)] if crash_in_write else ["-m", "mtkit"]
-        args = [sys.executable, *mtkit, "train", str(config)] + ["--resume"] * resume
+        mtkit = [sys.executable, *mtkit_module(crash_in_write)]
+        args = [*mtkit, "train", str(config)] + ["--resume"] * resume
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )  # fmt: skip
@@ -110,7 +110,7 @@ def test_killed_and_interrupted_training_resumes_exactly(tmp_path: Path, tiny_co
     newest = checkpoints_readable(run)
     assert newest >= 2
 
-    # 2) SIGKILL in the middle of writing the next checkpoint (mtkit run by CRASH_IN_WRITE).
+    # 2) SIGKILL in the middle of writing the next checkpoint (tests/crash_in_checkpoint_write.py).
     t = resumes_at(config, newest, crash_in_write=True)
     assert t.finish() == -signal.SIGKILL
     half_written = list(run.glob(".step_*.pt.*.tmp"))
