@@ -16,9 +16,9 @@ How the figures are made (see README "Performance"):
   divided by the peak measured next to it: on a shared machine both see the same load.
 - Model FLOPs come from the architecture (benchmarks/flops.py, checked against
   torch.utils.flop_counter in tests/unit/test_bench_flops.py); padding counts as waste.
-- Training times mtkit.train.update (forward, loss, backward, clipping, optimizer step) plus
+- Training times mtkit.training.loop.update (forward, loss, backward, clipping, optimizer step) plus
   building the batch from the prepared dataset, i.e. what `mtkit train` does per update.
-- Decoding times mtkit.search over test2016.en in token-budget batches (as translate does).
+- Decoding times mtkit.search.decoding over test2016.en in token-budget batches (as translate does).
   Its model is the benchmark model trained for `--model-steps` updates (cached under
   bench_results/): decoding speed depends on output lengths, and a random model stops at
   random. `--decode-model random` uses random weights and forces every output to exactly
@@ -52,8 +52,8 @@ from benchmarks.flops import Arch  # noqa: E402
 if TYPE_CHECKING:
     import torch
 
-    from mtkit.config import ExperimentConfig
-    from mtkit.model import DecoderCache, Transformer
+    from mtkit.config.schema import ExperimentConfig
+    from mtkit.model.transformer import DecoderCache, Transformer
 
 logger = logging.getLogger("bench")
 
@@ -220,7 +220,7 @@ def arch() -> Arch:
 
 def bench_config(args: argparse.Namespace, **training: Any) -> ExperimentConfig:
     """The fixed benchmark experiment over Multi30k en-de."""
-    from mtkit.config import config_from_dict
+    from mtkit.config.schema import config_from_dict
 
     m30k = args.data_dir / "multi30k"
     return config_from_dict({
@@ -241,8 +241,8 @@ def bench_config(args: argparse.Namespace, **training: Any) -> ExperimentConfig:
 
 def prepared_data(args: argparse.Namespace) -> tuple[Any, ExperimentConfig]:
     """The encoded Multi30k splits (prepared once, then reused from the cache)."""
-    from mtkit.data import load_prepared
-    from mtkit.prepare import prepare
+    from mtkit.data.batching import load_prepared
+    from mtkit.data.prepare import prepare
 
     cfg = bench_config(args)
     return load_prepared(prepare(cfg)), cfg
@@ -250,7 +250,7 @@ def prepared_data(args: argparse.Namespace) -> tuple[Any, ExperimentConfig]:
 
 def endless_batches(split: Any, max_tokens: int, seed: int) -> Iterator[Any]:
     """Training batches epoch after epoch, as the training loop draws them."""
-    from mtkit.data import batches
+    from mtkit.data.batching import batches
 
     epoch = 0
     while True:
@@ -260,7 +260,7 @@ def endless_batches(split: Any, max_tokens: int, seed: int) -> Iterator[Any]:
 
 def sentence_lengths(batch: Any) -> tuple[list[int], list[int]]:
     """Real (non-padding) source and target lengths per sentence of a Batch."""
-    from mtkit.tokenizer import PAD_ID
+    from mtkit.data.tokenizer import PAD_ID
 
     src = batch.src_mask.sum(dim=1).tolist()
     tgt = (batch.tgt_out != PAD_ID).sum(dim=1).tolist()
@@ -272,8 +272,8 @@ def sentence_lengths(batch: Any) -> tuple[list[int], list[int]]:
 
 def make_stepper(args: argparse.Namespace, cfg: ExperimentConfig, device: torch.device) -> Any:
     from mtkit.distributed import Dist
-    from mtkit.train import make_optimizer, wrap_model
-    from mtkit.translate import build_model
+    from mtkit.training.loop import make_optimizer, wrap_model
+    from mtkit.translation.translator import build_model
 
     model = build_model(cfg, VOCAB, VOCAB).to(device)
     optimizer = make_optimizer(model, cfg.training)
@@ -284,7 +284,7 @@ def section_train(args: argparse.Namespace) -> dict[str, Any]:
     """Training throughput, FLOP/s, MFU, padding share, host share and RSS over a long run."""
     import torch
 
-    from mtkit.train import update
+    from mtkit.training.loop import update
 
     device = setup_torch(args)
     encoded, cfg = prepared_data(args)
@@ -354,7 +354,7 @@ def section_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _batches_per_epoch(split: Any, max_tokens: int) -> int:
-    from mtkit.data import TokenBatchSampler, lengths
+    from mtkit.data.batching import TokenBatchSampler, lengths
 
     src, tgt = lengths(split)
     return len(TokenBatchSampler(src, tgt, max_tokens))
@@ -377,8 +377,8 @@ def section_model(args: argparse.Namespace) -> dict[str, Any]:
     """Train the benchmark model for `--model-steps` updates and cache its weights."""
     import torch
 
-    from mtkit.schedule import learning_rate
-    from mtkit.train import update
+    from mtkit.training.loop import update
+    from mtkit.training.schedule import learning_rate
 
     device = setup_torch(args)
     encoded, cfg = prepared_data(args)
@@ -439,10 +439,10 @@ def decode_run(
     forced: int | None,
 ) -> list[list[int]]:
     """Translate `src_ids` in token-budget batches; returns the best output ids."""
-    from mtkit.masks import pad_mask
-    from mtkit.search import beam_search, greedy_search
-    from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID
-    from mtkit.translate import pad_batch, token_batches
+    from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+    from mtkit.model.masks import pad_mask
+    from mtkit.search.decoding import beam_search, greedy_search
+    from mtkit.translation.translator import pad_batch, token_batches
 
     # a forced length: min_len = max length = `forced`; else the default a * src_len + b
     a, b, min_len = (0.0, forced, forced) if forced is not None else (1.5, 10, 0)
@@ -472,7 +472,7 @@ def load_decode_model(args: argparse.Namespace, device: torch.device) -> tuple[A
     """The benchmark model (trained or random) in eval mode, and how it was made."""
     import torch
 
-    from mtkit.translate import build_model
+    from mtkit.translation.translator import build_model
 
     cfg = bench_config(args)
     torch.manual_seed(0)
@@ -490,8 +490,8 @@ def section_decode(args: argparse.Namespace) -> dict[str, Any]:
     """Greedy and beam-5 speed (cached) on test2016, and cached vs uncached on a subset."""
     import sacrebleu
 
+    from mtkit.data.tokenizer import TokenizerPair
     from mtkit.runtime import autocast_context
-    from mtkit.tokenizer import TokenizerPair
 
     device = setup_torch(args)
     encoded, cfg = prepared_data(args)
@@ -576,11 +576,11 @@ def _cache_speedup(
 
 
 def section_prepare(args: argparse.Namespace) -> dict[str, Any]:
-    """One `mtkit.prepare.prepare` run from scratch: wall time and this process's peak RSS."""
+    """One `mtkit.data.prepare.prepare` run from scratch: wall time and this process's peak RSS."""
     import datasets
 
-    from mtkit.config import config_from_dict
-    from mtkit.prepare import prepare
+    from mtkit.config.schema import config_from_dict
+    from mtkit.data.prepare import prepare
 
     datasets.disable_progress_bars()
     if args.corpus == "multi30k":

@@ -57,9 +57,9 @@ def bench_ct2(
     """
     import torch
 
-    from mtkit.ct2 import CT2Translator
-    from mtkit.export import export_ctranslate2
-    from mtkit.translate import Translator
+    from mtkit.export.ctranslate2 import export_ctranslate2
+    from mtkit.translation.ctranslate2_engine import CT2Translator
+    from mtkit.translation.translator import Translator
 
     threads = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
@@ -109,7 +109,7 @@ def bench_ct2(
 
 
 def _ct2_version() -> str:
-    from mtkit.ct2 import require_ctranslate2
+    from mtkit.translation.ctranslate2_engine import require_ctranslate2
 
     return str(require_ctranslate2().__version__)
 

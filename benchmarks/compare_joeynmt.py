@@ -108,7 +108,7 @@ def joey_update(m: Any, opt: Any, batch: Any) -> None:
 def compare_training(args: argparse.Namespace, joey: Any) -> dict[str, Any]:
     import torch
 
-    from mtkit.train import update
+    from mtkit.training.loop import update
 
     encoded, cfg = bench.prepared_data(args)
     torch.manual_seed(0)
@@ -141,8 +141,8 @@ def compare_training(args: argparse.Namespace, joey: Any) -> dict[str, Any]:
 def compare_decoding(args: argparse.Namespace, joey: Any) -> dict[str, Any]:
     import torch
 
-    from mtkit.masks import pad_mask
-    from mtkit.translate import build_model, pad_batch, token_batches
+    from mtkit.model.masks import pad_mask
+    from mtkit.translation.translator import build_model, pad_batch, token_batches
 
     encoded, cfg = bench.prepared_data(args)
     torch.manual_seed(0)

@@ -170,7 +170,7 @@ def setup(args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict[str
     """Write the data subset and both configs, prepare mtkit's data once (untimed)."""
     import yaml
 
-    from mtkit.data import load_prepared
+    from mtkit.data.batching import load_prepared
 
     m30k = bench.require_multi30k(args.data_dir, "compare_joeynmt_cli")
     write_subset(m30k / "train", work / "train", args.pairs)

@@ -8,8 +8,6 @@ import logging
 import os
 import pickle
 import re
-import stat
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 import torch
 
 from mtkit.errors import MtkitError
+from mtkit.files import atomic_write_bytes, fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -27,57 +26,6 @@ REQUIRED_KEYS = ("format_version", "config", "model", "vocab", "tokenizer")
 
 class CheckpointError(MtkitError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same directory, fsync, then rename.
-
-    A crash at any moment leaves either the old file or the new one, plus at most a hidden
-    `.NAME.*.tmp` file (which `remove_temp_files` deletes); any error removes the temp file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = new_file_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            write_payload(f, data, path)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def write_payload(f: Any, data: bytes, path: Path) -> None:
-    """Write the bytes meant for `path` to its open temp file (a seam the crash tests replace)."""
-    f.write(data)
-
-
-def new_file_mode(path: Path) -> int:
-    """The permissions `open(path, "w")` would leave: an existing file's, else 0o666 - umask.
-
-    (mkstemp creates its temp files 0o600, which would make every output private.)
-    """
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        return 0o666 & ~mask
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def serialize_checkpoint(state: dict[str, Any]) -> bytes:
@@ -153,15 +101,7 @@ def _publish(src: Path, dst: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         write_checkpoint_bytes(dst, data)
         return
-    _fsync_dir(dst.parent)
-
-
-def remove_temp_files(run_dir: Path) -> list[Path]:
-    """Delete temp files a crashed write left behind (`.NAME.*.tmp`); return them."""
-    stray = sorted(run_dir.glob(".*.tmp"))
-    for path in stray:
-        path.unlink(missing_ok=True)
-    return stray
+    fsync_dir(dst.parent)
 
 
 def find_resume_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:

@@ -11,12 +11,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from mtkit import checkpoint
-from mtkit.cli import app
+from mtkit import files
+from mtkit.cli.app import app
 
 
 def write_half_then_die(f: Any, data: bytes, path: Path) -> None:
-    """Stand-in for checkpoint.write_payload: a checkpoint gets half its bytes, then SIGKILL."""
+    """Stand-in for files.write_payload: a checkpoint gets half its bytes, then SIGKILL."""
     if path.suffix != ".pt":
         f.write(data)
         return
@@ -27,5 +27,5 @@ def write_half_then_die(f: Any, data: bytes, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    checkpoint.write_payload = write_half_then_die  # type: ignore[assignment]
+    files.write_payload = write_half_then_die  # type: ignore[assignment]
     app()

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from mtkit.checkpoint import save_checkpoint
-from mtkit.config import ExperimentConfig, config_from_dict, config_to_dict
-from mtkit.model import Transformer
-from mtkit.tokenizer import PAD_ID, TokenizerPair, train_tokenizers
+from mtkit.config.schema import ExperimentConfig, config_from_dict, config_to_dict
+from mtkit.data.tokenizer import PAD_ID, TokenizerPair, train_tokenizers
+from mtkit.model.transformer import Transformer
 
 WORDS_EN = "the a cat dog sees runs house tree big small red green walks sleeps".split()
 WORDS_DE = "der die das Katze Hund sieht läuft Haus Baum groß klein rot grün schläft".split()

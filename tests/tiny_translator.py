@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from mtkit.checkpoint import save_checkpoint
-from mtkit.config import ExperimentConfig, config_from_dict, config_to_dict
-from mtkit.tokenizer import TokenizerPair, train_tokenizers
-from mtkit.translate import Translator, build_model
+from mtkit.config.schema import ExperimentConfig, config_from_dict, config_to_dict
+from mtkit.data.tokenizer import TokenizerPair, train_tokenizers
+from mtkit.translation.translator import Translator, build_model
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

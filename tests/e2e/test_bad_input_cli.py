@@ -19,8 +19,8 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from mtkit.checkpoint import load_checkpoint, save_checkpoint
-from mtkit.cli import app
-from mtkit.prepare import load_stats
+from mtkit.cli.app import app
+from mtkit.data.prepare import load_stats
 from tests.tiny_checkpoint import (
     checkpoint_state,
     tiny_config,
@@ -415,7 +415,7 @@ def test_failed_translation_leaves_no_output_file(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An interruption after the first chunk: no out.de, no temp file, an old out.de intact."""
-    from mtkit.translate import Translator
+    from mtkit.translation.translator import Translator
 
     src = write(tmp_path / "in.en", "the cat\n" * 30)
     out = tmp_path / "out.de"
@@ -461,7 +461,7 @@ def test_evaluate_failures_leave_no_hypothesis_file(
     assert_error(invoke(*args, "--tokenize", "13b"), "unknown sacreBLEU tokenizer '13b'")
     assert not hyp.exists()  # refused before translating anything
     write(ref, "die Katze\nein Hund\n")
-    from mtkit.translate import Translator
+    from mtkit.translation.translator import Translator
 
     def broken(self: Translator, *a: Any, **k: Any) -> Any:
         raise KeyboardInterrupt

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mtkit.cli import app
+from mtkit.cli.app import app
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mtkit.config import load_config
-from mtkit.metrics import corpus_bleu
-from mtkit.train import train
-from mtkit.translate import Translator
+from mtkit.config.schema import load_config
+from mtkit.evaluation.metrics import corpus_bleu
+from mtkit.training.loop import train
+from mtkit.translation.translator import Translator
 from tests.conftest import DATA, write_tiny_config
 
 pytestmark = pytest.mark.slow

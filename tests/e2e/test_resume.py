@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import torch
 
-from mtkit import train as train_mod
-from mtkit.average import average_run
 from mtkit.checkpoint import load_checkpoint
-from mtkit.config import load_config
-from mtkit.prepare import prepare
-from mtkit.train import TrainingDiverged, train
-from mtkit.translate import Translator
+from mtkit.config.schema import load_config
+from mtkit.data.prepare import prepare
+from mtkit.training import loop as train_mod
+from mtkit.training.average import average_run
+from mtkit.training.loop import TrainingDiverged, train
+from mtkit.translation.translator import Translator
 from tests.conftest import DATA, copy_head, write_tiny_config
 
 pytestmark = pytest.mark.slow
@@ -84,7 +84,7 @@ def test_run_dir_resume_through_cli(config_for: Callable[..., Path]) -> None:
     """`mtkit train RUN_DIR --resume` reads RUN_DIR/config.yaml and continues."""
     from typer.testing import CliRunner
 
-    from mtkit.cli import app
+    from mtkit.cli.app import app
 
     run = train(load_config(config_for("cli", max_steps=4, valid_every=4)))
     moved = run.parent / "moved"
@@ -204,7 +204,7 @@ def test_average_last_checkpoints_translates(config_for: Callable[..., Path]) ->
 def test_average_command(config_for: Callable[..., Path]) -> None:
     from typer.testing import CliRunner
 
-    from mtkit.cli import app
+    from mtkit.cli.app import app
 
     run = train(load_config(config_for("avgcli", max_steps=4, save_every=2, valid_every=4)))
     result = CliRunner().invoke(app, ["average", str(run), "--last", "2", "-o", str(run / "a.pt")])
@@ -223,10 +223,10 @@ def test_disk_full_during_training_is_one_error_line(
 
     from typer.testing import CliRunner
 
-    from mtkit import checkpoint
-    from mtkit.cli import app
+    from mtkit import files
+    from mtkit.cli.app import app
 
-    real = checkpoint.write_payload
+    real = files.write_payload
     writes = []
 
     def write(f: Any, data: bytes, path: Path) -> None:
@@ -236,7 +236,7 @@ def test_disk_full_during_training_is_one_error_line(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(f, data, path)
 
-    monkeypatch.setattr(checkpoint, "write_payload", write)
+    monkeypatch.setattr(files, "write_payload", write)
     cfg = config_for("full_disk", max_steps=6, save_every=2, valid_every=6)
     result = CliRunner().invoke(app, ["train", str(cfg)])
     assert result.exit_code == 1
@@ -251,9 +251,9 @@ def test_disk_full_during_training_is_one_error_line(
 def test_max_epochs_and_max_time_stop_training(
     config_for: Callable[..., Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from mtkit.data import TokenBatchSampler, lengths, load_prepared
+    from mtkit.data.batching import TokenBatchSampler, lengths, load_prepared
 
-    caplog.set_level("INFO", logger="mtkit.train")
+    caplog.set_level("INFO", logger="mtkit.training.loop")
     cfg = load_config(config_for("epochs", max_steps=10_000, max_epochs=1, valid_every=10_000))
     train_split = load_prepared(Path(cfg.data.prepared_dir))["train"]
     per_epoch = len(TokenBatchSampler(*lengths(train_split), cfg.training.max_tokens))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mtkit.cli import app
+from mtkit.cli.app import app
 
 
 def test_train_encode_decode_round_trip(

@@ -6,9 +6,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.flops import Arch
-from mtkit.config import ModelConfig
-from mtkit.masks import pad_mask
-from mtkit.model import Transformer, set_fast_attention
+from mtkit.config.schema import ModelConfig
+from mtkit.model.masks import pad_mask
+from mtkit.model.transformer import Transformer, set_fast_attention
 
 CFG = ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=3, d_ff=48)
 ARCH = Arch(d_model=32, d_ff=48, vocab=50, encoder_layers=2, decoder_layers=3)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mtkit.config import (
+from mtkit.config.schema import (
     ConfigError,
     ExperimentConfig,
     apply_overrides,

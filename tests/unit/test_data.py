@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtkit.data import (
+from mtkit.data.batching import (
     Batch,
     TokenBatchSampler,
     batches,
@@ -21,8 +21,8 @@ from mtkit.data import (
     load_prepared,
     load_prepared_text,
 )
+from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mtkit.errors import MtkitError
-from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 rng = np.random.default_rng(0)
 SRC_LEN = rng.integers(1, 40, size=500)

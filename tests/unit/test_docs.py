@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.main import get_command
 
-from mtkit.cli import app
-from mtkit.config import ExperimentConfig
+from mtkit.cli.app import app
+from mtkit.config.schema import ExperimentConfig
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 

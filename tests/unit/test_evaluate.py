@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mtkit.evaluate import (
+from mtkit.evaluation.evaluate import (
     EvaluationError,
     compare_files,
     evaluate_model,
@@ -18,7 +18,7 @@ from mtkit.evaluate import (
     score_files,
     split_set,
 )
-from mtkit.translate import Translator
+from mtkit.translation.translator import Translator
 from tests.tiny_translator import DATA, head, make_translator
 
 

@@ -21,9 +21,13 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from mtkit.checkpoint import save_checkpoint
-from mtkit.cli import app
-from mtkit.config import ExperimentConfig, config_from_dict, config_to_dict
-from mtkit.ct2 import (
+from mtkit.cli.app import app
+from mtkit.config.schema import ExperimentConfig, config_from_dict, config_to_dict
+from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair, train_tokenizers
+from mtkit.export.ctranslate2 import build_spec, check_supported, export_ctranslate2
+from mtkit.model.masks import pad_mask
+from mtkit.model.transformer import Transformer
+from mtkit.translation.ctranslate2_engine import (
     INSTALL_HINT,
     CT2Translator,
     ExportError,
@@ -31,11 +35,7 @@ from mtkit.ct2 import (
     max_length,
     translate_pieces,
 )
-from mtkit.export import build_spec, check_supported, export_ctranslate2
-from mtkit.masks import pad_mask
-from mtkit.model import Transformer
-from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair, train_tokenizers
-from mtkit.translate import DecodeOptions, Translator, build_model, pad_batch
+from mtkit.translation.translator import DecodeOptions, Translator, build_model, pad_batch
 from tests.conftest import DATA
 
 needs_ct2 = pytest.mark.skipif(
@@ -319,7 +319,10 @@ def test_trained_model_translates_alike(
         return float(sacrebleu.corpus_bleu(hyps, [ref]).score)
 
     greedy = mtkit.default_options(beam_size=1, max_len_a=1.5, max_len_b=10)
-    ours, theirs = mtkit.translate(src, greedy), engines["float32"].translate(src, greedy)
+    ours, theirs = (
+        mtkit.translate(src, greedy),
+        engines["float32"].translate(src, greedy),
+    )
     assert sum(a == b for a, b in zip(ours, theirs, strict=True)) >= 0.95 * len(src)
 
     beam = dataclasses.replace(greedy, beam_size=5)

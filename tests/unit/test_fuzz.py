@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mtkit.checkpoint import CheckpointError, load_checkpoint
-from mtkit.cli import app
-from mtkit.config import ConfigError, ExperimentConfig, config_from_dict, load_config
-from mtkit.translate import Translator, interactive
+from mtkit.cli.app import app
+from mtkit.config.schema import ConfigError, ExperimentConfig, config_from_dict, load_config
+from mtkit.translation.translator import Translator, interactive
 from tests.tiny_checkpoint import write_tiny_run
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mtkit.cli import app
-from mtkit.learning_curves import PlotError, read_curves
+from mtkit.cli.app import app
+from mtkit.training.curves import PlotError, read_curves
 
 
 def write_metrics(run: Path) -> None:

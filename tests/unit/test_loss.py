@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from mtkit.loss import label_smoothed_cross_entropy
+from mtkit.training.loss import label_smoothed_cross_entropy
 
 
 def test_hand_computed_case() -> None:

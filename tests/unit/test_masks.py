@@ -1,6 +1,6 @@
 import torch
 
-from mtkit.masks import causal_mask, pad_mask
+from mtkit.model.masks import causal_mask, pad_mask
 
 
 def test_pad_mask_shape_and_polarity() -> None:

@@ -7,8 +7,8 @@ import urllib.error
 
 import pytest
 
-from mtkit.metrics import MetricError, corpus_scores, make_metric
-from mtkit.significance import paired_bootstrap
+from mtkit.evaluation.metrics import MetricError, corpus_scores, make_metric
+from mtkit.evaluation.significance import paired_bootstrap
 from tests.tiny_translator import DATA, head
 
 REFS = head(DATA / "test.de", 200)

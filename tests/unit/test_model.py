@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from mtkit.config import ModelConfig
-from mtkit.masks import causal_mask, pad_mask
-from mtkit.model import (
+from mtkit.config.schema import ModelConfig
+from mtkit.model.masks import causal_mask, pad_mask
+from mtkit.model.transformer import (
     MultiHeadAttention,
     Transformer,
     attention,

@@ -15,9 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before datasets is imported: nev
 import datasets
 import pytest
 
-from mtkit.config import ConfigError, ExperimentConfig, config_from_dict
-from mtkit.prepare import DataError, is_prepared, load_stats, prepare
-from mtkit.tokenizer import BOS_ID, EOS_ID, TokenizerPair
+from mtkit.config.schema import ConfigError, ExperimentConfig, config_from_dict
+from mtkit.data.prepare import DataError, is_prepared, load_stats, prepare
+from mtkit.data.tokenizer import BOS_ID, EOS_ID, TokenizerPair
 
 EN = "the a cat dog sees runs house tree big small red green walks sleeps old new".split()
 DE = "der die Katze Hund sieht läuft Haus Baum groß klein rot grün geht schläft alt neu".split()
@@ -129,7 +129,7 @@ def test_unk_share_is_reported(tmp_path: Path) -> None:
 
 
 def test_prepare_logs_a_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="mtkit.prepare"):
+    with caplog.at_level(logging.INFO, logger="mtkit.data.prepare"):
         run(tmp_path)
     lines = [r.getMessage() for r in caplog.records]
     assert any(line.startswith("split") and "unk%" in line for line in lines)

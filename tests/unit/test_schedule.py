@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mtkit.schedule import SCHEDULES, learning_rate
+from mtkit.training.schedule import SCHEDULES, learning_rate
 
 
 def lr(step: int, schedule: str, floor: float = 0.0) -> float:

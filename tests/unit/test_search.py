@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from mtkit.config import ModelConfig
-from mtkit.masks import pad_mask
-from mtkit.model import DecoderCache, Transformer
-from mtkit.search import Hypothesis, beam_search, gnmt_penalty, greedy_search, sample
+from mtkit.config.schema import ModelConfig
+from mtkit.model.masks import pad_mask
+from mtkit.model.transformer import DecoderCache, Transformer
+from mtkit.search.decoding import Hypothesis, beam_search, gnmt_penalty, greedy_search, sample
 
 PAD, BOS, EOS = 0, 1, 2
 VOCAB = 20

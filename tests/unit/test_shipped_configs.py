@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mtkit.config import load_config
-from mtkit.model import Transformer, num_parameters
+from mtkit.config.schema import load_config
+from mtkit.model.transformer import Transformer, num_parameters
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mtkit.config import ConfigError, TokenizerConfig
-from mtkit.tokenizer import (
+from mtkit.config.schema import ConfigError, TokenizerConfig
+from mtkit.data.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,

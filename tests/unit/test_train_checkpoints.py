@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from mtkit import checkpoint
+from mtkit import checkpoint, files
 from mtkit.checkpoint import (
     CheckpointError,
     find_resume_checkpoint,
@@ -20,7 +20,7 @@ from mtkit.checkpoint import (
     save_run_checkpoint,
     step_checkpoints,
 )
-from mtkit.rundir import RunDirError, RunLock, prepare_run_dir
+from mtkit.training.run_dir import RunDirError, RunLock, prepare_run_dir
 
 
 def state(step: int) -> dict[str, Any]:
@@ -74,7 +74,7 @@ def test_disk_full_is_one_line_and_leaves_previous_checkpoint(
         f.write(data[:100])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(checkpoint, "write_payload", full_disk)
+    monkeypatch.setattr(files, "write_payload", full_disk)
     with pytest.raises(CheckpointError) as info:
         save_run_checkpoint(tmp_path, state(2), 2, best=True, keep_last=5)
     message = str(info.value)

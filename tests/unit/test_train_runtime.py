@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import torch
 
-from mtkit.config import config_from_dict
-from mtkit.data import collate_columns
+from mtkit.config.schema import config_from_dict
+from mtkit.data.batching import collate_columns
 from mtkit.runtime import RuntimeConfigError, preserved_rng
-from mtkit.train import Interrupt, MetricsSink, is_improvement, train, update
+from mtkit.training.loop import Interrupt, MetricsSink, is_improvement, train, update
 from tests.unit.test_train_step import random_pairs, stepper, tiny_model
 
 

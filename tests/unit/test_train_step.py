@@ -7,11 +7,11 @@ import copy
 import pytest
 import torch
 
-from mtkit import train as train_mod
-from mtkit.config import ModelConfig, TrainingConfig
-from mtkit.data import collate_columns
-from mtkit.model import Transformer
-from mtkit.train import Stepper, update
+from mtkit.config.schema import ModelConfig, TrainingConfig
+from mtkit.data.batching import collate_columns
+from mtkit.model.transformer import Transformer
+from mtkit.training import loop as train_mod
+from mtkit.training.loop import Stepper, update
 
 VOCAB = 40
 

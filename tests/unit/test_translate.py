@@ -16,12 +16,17 @@ import numpy as np
 import pytest
 import torch
 
-from mtkit.attention import AttentionError, AttentionWriter, plot_attention, read_attention
-from mtkit.config import ConfigError, load_config
-from mtkit.masks import pad_mask
-from mtkit.search import beam_search, length_normaliser
-from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from mtkit.translate import (
+from mtkit.config.schema import ConfigError, load_config
+from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from mtkit.model.masks import pad_mask
+from mtkit.search.decoding import beam_search, length_normaliser
+from mtkit.translation.attention_dump import (
+    AttentionError,
+    AttentionWriter,
+    plot_attention,
+    read_attention,
+)
+from mtkit.translation.translator import (
     DecodeOptions,
     Translation,
     TranslationError,
@@ -209,12 +214,12 @@ def test_truncation_warning_counts_lines(
 ) -> None:
     limit = translator.config.model.max_positions - 1
     long_line = " ".join(["Tom"] * (limit + 10))
-    with caplog.at_level(logging.WARNING, logger="mtkit.translate"):
+    with caplog.at_level(logging.WARNING, logger="mtkit.translation.translator"):
         out = translator.translate_full([long_line, "Hi.", long_line], opts(translator))
     assert [t.truncated for t in out] == [True, False, True]
     assert f"2 input line(s) longer than {limit} tokens were truncated" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="mtkit.translate"):
+    with caplog.at_level(logging.WARNING, logger="mtkit.translation.translator"):
         list(translator.translate_stream([long_line, "Hi.", long_line], opts(translator), 2))
     assert f"2 of 3 input line(s) were longer than {limit} tokens" in caplog.text
 

@@ -35,11 +35,11 @@ from typing import Any
 import torch
 import yaml
 
-from mtkit.config import ConfigError, ExperimentConfig, config_from_dict
+from mtkit.config.schema import ConfigError, ExperimentConfig, config_from_dict
+from mtkit.data.tokenizer import UNK_ID, Tokenizer, TokenizerPair
 from mtkit.errors import MtkitError
-from mtkit.search import length_normaliser
-from mtkit.tokenizer import UNK_ID, Tokenizer, TokenizerPair
-from mtkit.translate import MAX_CHARS_PER_TOKEN, Candidate, DecodeOptions, Translation
+from mtkit.search.decoding import length_normaliser
+from mtkit.translation.translator import MAX_CHARS_PER_TOKEN, Candidate, DecodeOptions, Translation
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def vocabulary(tokenizer: Tokenizer) -> list[str]:
 def max_length(src_len: int, options: DecodeOptions, max_positions: int) -> int:
     """int(a * src_len + b) tokens (EOS excluded), capped by the positional table.
 
-    `src_len` counts EOS, like mtkit.search.max_lengths.
+    `src_len` counts EOS, like mtkit.search.decoding.max_lengths.
     """
     limit = int(options.max_len_a * src_len + options.max_len_b)
     return max(0, min(limit, max_positions - 1))
@@ -234,7 +234,7 @@ def resolve_ct2_device(ct2: Any, device: str) -> str:
 
 @dataclass
 class CT2Translator:
-    """An exported model run by CTranslate2; used like mtkit.translate.Translator."""
+    """An exported model run by CTranslate2; used like mtkit.translation.translator.Translator."""
 
     engine: Any  # ctranslate2.Translator
     tokenizers: TokenizerPair

@@ -7,21 +7,20 @@ No torch import here.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-import os
 import random
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import sentencepiece as spm
 
-from mtkit.config import ConfigError, TokenizerConfig
+from mtkit.config.schema import ConfigError, TokenizerConfig
 from mtkit.errors import MtkitError
+from mtkit.files import atomic_writer
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +314,7 @@ def encode_file(
     Reads in batches, so large files stream. Lines are split on "\\n" only.
     """
     n = 0
-    with _atomic_text(Path(dst)) as out:
+    with atomic_writer(Path(dst)) as out:
         for batch in _batched(_lines(Path(src)), batch_lines):
             if as_ids:
                 rows = [" ".join(map(str, ids)) for ids in tokenizer.encode(batch)]
@@ -329,7 +328,7 @@ def encode_file(
 def decode_file(tokenizer: Tokenizer, src: Path, dst: Path, *, batch_lines: int = 10_000) -> int:
     """Inverse of `encode_file`: pieces or integer ids per line back to text; returns lines."""
     n = 0
-    with _atomic_text(Path(dst)) as out:
+    with atomic_writer(Path(dst)) as out:
         for batch in _batched(_lines(Path(src)), batch_lines):
             tokens = [line.split() for line in batch]
             if all(t.isdigit() for row in tokens for t in row):
@@ -346,21 +345,6 @@ def decode_file(tokenizer: Tokenizer, src: Path, dst: Path, *, batch_lines: int 
             out.writelines(r + "\n" for r in rows)
             n += len(rows)
     return n
-
-
-@contextlib.contextmanager
-def _atomic_text(dst: Path) -> Iterator[TextIO]:
-    """A text file written under a temporary name and renamed to `dst` once complete.
-
-    A failure (bad input line, Ctrl-C) leaves no half-written `dst`; an older one stays.
-    """
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as out:
-            yield out
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _batched(it: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtkit.config import ModelConfig
-from mtkit.masks import causal_mask
+from mtkit.config.schema import ModelConfig
+from mtkit.model.masks import causal_mask
 
 KV = tuple[Tensor, Tensor]  # keys, values: each (batch, n_heads, len, head_dim)
 

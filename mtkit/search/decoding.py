@@ -20,11 +20,11 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from mtkit.model import DecoderCache
+from mtkit.model.transformer import DecoderCache
 
 
 class Seq2Seq(Protocol):
-    """What search needs from a model (mtkit.model.Transformer, or a stub in tests)."""
+    """What search needs from a model (mtkit.model.transformer.Transformer, or a stub in tests)."""
 
     pad_id: int
     max_positions: int

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -28,16 +26,16 @@ from mtkit.checkpoint import (
     check_weights,
     load_checkpoint,
     load_weights,
-    new_file_mode,
     resolve_checkpoint,
 )
-from mtkit.config import ConfigError, DecodingConfig, ExperimentConfig, config_from_dict
+from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig, config_from_dict
+from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
 from mtkit.errors import MtkitError
-from mtkit.masks import pad_mask
-from mtkit.model import Transformer
+from mtkit.files import atomic_writer
+from mtkit.model.masks import pad_mask
+from mtkit.model.transformer import Transformer
 from mtkit.runtime import keep_freed_memory, resolve_device
-from mtkit.search import LENGTH_NORMS, Hypothesis, beam_search, greedy_search, sample
-from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
+from mtkit.search.decoding import LENGTH_NORMS, Hypothesis, beam_search, greedy_search, sample
 
 logger = logging.getLogger(__name__)
 
@@ -495,17 +493,8 @@ def open_output(path: Path | None) -> Iterator[TextIO]:
     if path is None:
         yield sys.stdout
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = new_file_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)  # mkstemp's 0o600 would make the output private
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as f:
+        yield f
 
 
 def write_translations(

@@ -7,8 +7,8 @@ import os
 import socket
 from pathlib import Path
 
-from mtkit.checkpoint import atomic_write_bytes, remove_temp_files
 from mtkit.errors import MtkitError
+from mtkit.files import atomic_write_bytes, remove_temp_files
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from mtkit.metrics import (
+from mtkit.evaluation.metrics import (
     check_references,
     make_metric,
     score_from_statistics,

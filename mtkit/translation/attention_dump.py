@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mtkit.errors import MtkitError
-from mtkit.translate import Attention, Translation
+from mtkit.translation.translator import Attention, Translation
 
 PLOT_HINT = "pip install 'mtkit[plot]' (or: pip install matplotlib)"
 

@@ -21,9 +21,9 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 import torch
 from torch import Tensor
 
+from mtkit.data.tokenizer import PAD_ID
 from mtkit.errors import MtkitError
-from mtkit.masks import pad_mask
-from mtkit.tokenizer import PAD_ID
+from mtkit.model.masks import pad_mask
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtkit.checkpoint import atomic_write_bytes
 from mtkit.errors import MtkitError
-from mtkit.metrics import MetricResult, corpus_scores
-from mtkit.significance import DEFAULT_SAMPLES, DEFAULT_SEED, Comparison, paired_bootstrap
-from mtkit.translate import DecodeOptions, Translator
+from mtkit.evaluation.metrics import MetricResult, corpus_scores
+from mtkit.evaluation.significance import (
+    DEFAULT_SAMPLES,
+    DEFAULT_SEED,
+    Comparison,
+    paired_bootstrap,
+)
+from mtkit.files import atomic_write_bytes
+from mtkit.translation.translator import DecodeOptions, Translator
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +143,7 @@ def split_set(translator: Translator, split: str) -> EvalSet:
     if data.format == "text" and prefix is not None:
         src = Path(f"{prefix}.{data.src_lang}")
         return file_set(src, [Path(f"{prefix}.{data.tgt_lang}")])
-    from mtkit.data import load_prepared_text
+    from mtkit.data.batching import load_prepared_text
 
     prepared = Path(data.prepared_dir)
     try:

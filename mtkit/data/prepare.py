@@ -40,9 +40,8 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
-from mtkit.config import DataConfig, ExperimentConfig, TokenizerConfig
-from mtkit.errors import MtkitError
-from mtkit.tokenizer import (
+from mtkit.config.schema import DataConfig, ExperimentConfig, TokenizerConfig
+from mtkit.data.tokenizer import (
     BOS_ID,
     EOS_ID,
     JOINT_FILE,
@@ -53,6 +52,7 @@ from mtkit.tokenizer import (
     TokenizerPair,
     train_tokenizers,
 )
+from mtkit.errors import MtkitError
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,17 @@ from torch import Tensor, nn
 
 import mtkit
 from mtkit.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from mtkit.config import ModelConfig, config_to_dict
-from mtkit.ct2 import (
+from mtkit.config.schema import ModelConfig, config_to_dict
+from mtkit.data.tokenizer import TokenizerPair
+from mtkit.errors import MtkitError
+from mtkit.model.transformer import (
+    DecoderLayer,
+    EncoderLayer,
+    MultiHeadAttention,
+    Residual,
+    Transformer,
+)
+from mtkit.translation.ctranslate2_engine import (
     EXPORT_CONFIG,
     EXPORT_VERSION,
     SPECIAL_PIECES,
@@ -37,10 +46,7 @@ from mtkit.ct2 import (
     require_ctranslate2,
     vocabulary,
 )
-from mtkit.errors import MtkitError
-from mtkit.model import DecoderLayer, EncoderLayer, MultiHeadAttention, Residual, Transformer
-from mtkit.tokenizer import TokenizerPair
-from mtkit.translate import restore
+from mtkit.translation.translator import restore
 
 logger = logging.getLogger(__name__)
 

@@ -29,19 +29,18 @@ from torch import Tensor, nn
 from mtkit import distributed
 from mtkit.checkpoint import (
     CheckpointError,
-    atomic_write_bytes,
     find_resume_checkpoint,
     save_run_checkpoint,
 )
-from mtkit.config import ExperimentConfig, TrainingConfig, config_to_dict, dump_config
-from mtkit.data import Batch, TokenBatchSampler, collate_columns, lengths, load_prepared
+from mtkit.config.schema import ExperimentConfig, TrainingConfig, config_to_dict, dump_config
+from mtkit.data.batching import Batch, TokenBatchSampler, collate_columns, lengths, load_prepared
+from mtkit.data.prepare import prepare
+from mtkit.data.tokenizer import PAD_ID, TokenizerPair
 from mtkit.distributed import Dist
 from mtkit.errors import MtkitError
-from mtkit.loss import label_smoothed_cross_entropy
-from mtkit.metrics import corpus_scores
-from mtkit.model import Transformer
-from mtkit.prepare import prepare
-from mtkit.rundir import RunDirError, RunLock, prepare_run_dir
+from mtkit.evaluation.metrics import corpus_scores
+from mtkit.files import atomic_write_bytes
+from mtkit.model.transformer import Transformer
 from mtkit.runtime import (
     autocast_context,
     check_precision,
@@ -53,9 +52,10 @@ from mtkit.runtime import (
     set_rng_state,
     set_threads,
 )
-from mtkit.schedule import learning_rate
-from mtkit.tokenizer import PAD_ID, TokenizerPair
-from mtkit.translate import DecodeOptions, build_model, translate_ids
+from mtkit.training.loss import label_smoothed_cross_entropy
+from mtkit.training.run_dir import RunDirError, RunLock, prepare_run_dir
+from mtkit.training.schedule import learning_rate
+from mtkit.translation.translator import DecodeOptions, build_model, translate_ids
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from mtkit.config import ConfigError, ExperimentConfig, load_config
+from mtkit.config.schema import ConfigError, ExperimentConfig, load_config
 from mtkit.errors import MtkitError
 
 app = typer.Typer(
@@ -108,7 +108,7 @@ def prepare(
     """
     cfg = _load(config, overrides)
     setup_logging()
-    from mtkit.prepare import prepare as run_prepare
+    from mtkit.data.prepare import prepare as run_prepare
 
     path = run_prepare(cfg, force=force)
     typer.echo(f"prepared data in {path}")
@@ -135,7 +135,7 @@ def tokenizer_train(
     """
     cfg = _load(config, overrides)
     setup_logging()
-    from mtkit.prepare import build_tokenizers
+    from mtkit.data.prepare import build_tokenizers
 
     out = output or Path(cfg.data.prepared_dir) / "tokenizer"
     pair = build_tokenizers(cfg, out)
@@ -155,7 +155,7 @@ def tokenizer_encode(
 
     Example: mtkit tokenizer encode prepared/demo/spm.model -i data/test.en -o test.pieces.en
     """
-    from mtkit.tokenizer import Tokenizer, encode_file
+    from mtkit.data.tokenizer import Tokenizer, encode_file
 
     n = encode_file(Tokenizer.load(model), input, output, as_ids=ids)
     typer.echo(f"encoded {n} lines to {output}", err=True)
@@ -172,7 +172,7 @@ def tokenizer_decode(
 
     Example: mtkit tokenizer decode prepared/demo/spm.model -i test.pieces.en -o test.txt
     """
-    from mtkit.tokenizer import Tokenizer, decode_file
+    from mtkit.data.tokenizer import Tokenizer, decode_file
 
     n = decode_file(Tokenizer.load(model), input, output)
     typer.echo(f"decoded {n} lines to {output}", err=True)
@@ -223,7 +223,7 @@ def train(
         setup_logging(log_file=cfg.run_path / "train.log" if rank == 0 else None)
         if rank != 0:
             logging.getLogger().setLevel(logging.ERROR)
-        from mtkit.train import train as run_train
+        from mtkit.training.loop import train as run_train
 
         run_dir = run_train(cfg, resume=resume, overwrite=overwrite)
     except (MtkitError, KeyboardInterrupt):
@@ -273,7 +273,7 @@ def average(
     Example: mtkit average runs/demo --last 5 -o runs/demo/avg5.pt
     """
     setup_logging()
-    from mtkit.average import average_run
+    from mtkit.training.average import average_run
 
     out = average_run(run, last, output)
     typer.echo(f"wrote {out}")
@@ -319,18 +319,18 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda")]
 
 def _load_translator(run: Path, device: str) -> Any:
     """A CTranslate2 export (`mtkit export`) runs on CTranslate2; anything else on PyTorch."""
-    from mtkit.ct2 import CT2Translator, is_export
+    from mtkit.translation.ctranslate2_engine import CT2Translator, is_export
 
     if is_export(run):
         return CT2Translator.load(run, device=device)
-    from mtkit.translate import Translator
+    from mtkit.translation.translator import Translator
 
     return Translator.load(run, device=device)
 
 
 def _decode_options(translator: Any, greedy: bool, **overrides: Any) -> Any:
     """The run's decoding defaults with the command-line overrides; bad combinations exit 2."""
-    from mtkit.translate import TranslationError
+    from mtkit.translation.translator import TranslationError
 
     if greedy:
         overrides["beam_size"] = 1
@@ -412,7 +412,7 @@ def translate(
       mtkit translate runs/demo -i mono.en --sample --top-p 0.9 -o back.de
     """
     setup_logging()
-    from mtkit.translate import (
+    from mtkit.translation.translator import (
         FORMATS,
         interactive,
         iter_lines,
@@ -451,7 +451,7 @@ def translate(
 def _attention_writer(path: Path | None) -> Any:
     if path is None:
         return contextlib.nullcontext(None)
-    from mtkit.attention import AttentionWriter
+    from mtkit.translation.attention_dump import AttentionWriter
 
     return AttentionWriter(path)
 
@@ -503,8 +503,8 @@ def plot_attention(
       echo "Tom is here." | mtkit translate runs/demo --attention att.jsonl
       mtkit plot-attention att.jsonl --line 1 -o att.png
     """
-    from mtkit.attention import plot_attention as plot_matrix
-    from mtkit.attention import read_attention
+    from mtkit.translation.attention_dump import plot_attention as plot_matrix
+    from mtkit.translation.attention_dump import read_attention
 
     _check_positive("--line", line)
     att = read_attention(attention, line - 1)
@@ -574,10 +574,15 @@ def evaluate(
       mtkit evaluate --hyp greedy.de --hyp beam5.de --ref data/test.de --paired-bs
     """
     setup_logging()
-    from mtkit.evaluate import EvaluationError, compare_files, evaluate_model, score_files
+    from mtkit.evaluation.evaluate import (
+        EvaluationError,
+        compare_files,
+        evaluate_model,
+        score_files,
+    )
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
-    from mtkit.metrics import make_metric
+    from mtkit.evaluation.metrics import make_metric
 
     for name in names:  # a typo fails now, not after translating the whole test set
         make_metric(name, tokenize)
@@ -614,7 +619,7 @@ def evaluate(
 def _eval_inputs(
     translator: Any, split: str | None, src: Path | None, ref: list[Path] | None
 ) -> Any:
-    from mtkit.evaluate import EvaluationError, file_set, split_set
+    from mtkit.evaluation.evaluate import EvaluationError, file_set, split_set
 
     if src is not None:
         if split is not None:
@@ -624,7 +629,7 @@ def _eval_inputs(
         return file_set(src, ref)
     inputs = split_set(translator, split or "test")
     if ref:  # other references for the split's sources
-        from mtkit.evaluate import check_counts, read_lines
+        from mtkit.evaluation.evaluate import check_counts, read_lines
 
         inputs.references = [read_lines(r) for r in ref]
         inputs.reference_names = [str(r) for r in ref]
@@ -691,7 +696,7 @@ def plot(
 
     Example: mtkit plot runs/demo -o demo_curves.png
     """
-    from mtkit.learning_curves import plot_curves, read_curves
+    from mtkit.training.curves import plot_curves, read_curves
 
     curves = read_curves(run / "metrics.jsonl")
     out = plot_curves(curves, output or run / "curves.png", title=f"mtkit run: {run}")
@@ -726,7 +731,7 @@ def export(
     setup_logging()
     if format != "ctranslate2":
         raise ConfigError(f"--format: expected ctranslate2, got '{format}'")
-    from mtkit.export import export_ctranslate2
+    from mtkit.export.ctranslate2 import export_ctranslate2
 
     path = export_ctranslate2(run, output, quantization=quantization, force=force)
     typer.echo(f"exported to {path}; translate with: mtkit translate {path} -i SOURCE")
