@@ -53,6 +53,7 @@ from mtkit.data.tokenizer import (
     train_tokenizers,
 )
 from mtkit.errors import MtkitError
+from mtkit.files import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -158,20 +159,11 @@ def _remove_stale(out: Path) -> None:
     """Delete temp/old dirs that a killed prepare left next to `out` (their pid is gone)."""
     for path in out.parent.glob(f".{out.name}.*-*"):
         kind, _, pid = path.name[len(out.name) + 2 :].partition("-")
-        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+        if kind not in ("tmp", "old") or not pid.isdigit():
+            continue
+        # our own pid: left by an earlier failed call in this process
+        if int(pid) == os.getpid() or not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # ours, from an earlier failed call in this process
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def is_prepared(cfg: ExperimentConfig) -> bool:
