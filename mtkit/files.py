@@ -152,3 +152,14 @@ def remove_temp_files(directory: Path) -> list[Path]:
     for path in stray:
         path.unlink(missing_ok=True)
     return stray
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (on this host), e.g. the writer of a lock or a temp dir."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

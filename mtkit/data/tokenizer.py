@@ -20,7 +20,7 @@ import sentencepiece as spm
 
 from mtkit.config.schema import ConfigError, TokenizerConfig
 from mtkit.errors import MtkitError
-from mtkit.files import atomic_writer
+from mtkit.files import atomic_writer, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -167,18 +167,13 @@ class TokenizerPair:
 
 
 def _lines(source: Iterable[str] | Path) -> Iterator[str]:
-    """Lines of a file (split on \\n only) or of an iterable, newline-free.
+    """Lines of a file (`files.read_lines`: split on \\n only) or of an iterable, newline-free.
 
-    A file line that is not UTF-8 raises TokenizerError naming it.
+    A file line that is not UTF-8 raises InputFileError naming file:line.
     """
     if isinstance(source, (str, Path)):
-        with open(source, "rb") as f:
-            for n, raw in enumerate(f, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise TokenizerError(f"{source}:{n}: invalid UTF-8") from None
-                yield line.rstrip("\n").replace("\r", " ")
+        for line in read_lines(Path(source)):
+            yield line.replace("\r", " ")
     else:
         for line in source:
             yield line.replace("\n", " ").replace("\r", " ")

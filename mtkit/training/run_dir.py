@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 
 from mtkit.errors import MtkitError
-from mtkit.files import atomic_write_bytes, remove_temp_files
+from mtkit.files import atomic_write_bytes, pid_alive, remove_temp_files
 
 logger = logging.getLogger(__name__)
 
@@ -17,16 +17,6 @@ LOCK_NAME = "train.lock"
 
 class RunDirError(MtkitError):
     """The run directory is in a state that this training request would damage."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class RunLock:
@@ -66,7 +56,7 @@ class RunLock:
                 f"{self.path.parent}: in use by PID {pid} on {host}; if that training is gone, "
                 f"delete {self.path}"
             )
-        if pid > 0 and _pid_alive(pid):
+        if pid > 0 and pid_alive(pid):
             raise RunDirError(
                 f"{self.path.parent}: another training (PID {pid}) is using this run directory; "
                 "wait for it to finish or stop it first"

@@ -1,0 +1,100 @@
+"""The prepared directory on disk: its fingerprint, the reuse check, and replacing it whole.
+
+A new result is built in `.NAME.tmp-PID` next to `data.prepared_dir` and renamed into place
+(the old one goes through `.NAME.old-PID`), so a killed prepare never leaves half a directory;
+its leftovers are removed by the next prepare once PID is gone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mtkit.config.schema import ExperimentConfig
+from mtkit.data.rows import DataError
+from mtkit.data.sources import Source
+from mtkit.data.tokenizer import JOINT_FILE, SRC_FILE, TGT_FILE
+from mtkit.files import pid_alive
+
+FINGERPRINT_VERSION = 1  # bump when the prepared layout or the cleaning changes meaning
+
+
+def fingerprint_of(cfg: ExperimentConfig, sources: dict[str, list[Source]]) -> dict[str, Any]:
+    """What the prepared data depends on: data/tokenizer config and input file size + mtime."""
+    data = dataclasses.asdict(cfg.data)
+    for irrelevant in ("prepared_dir", "num_proc"):
+        data.pop(irrelevant)
+    inputs = []
+    for split, srcs in sources.items():
+        for s in srcs:
+            for path in s.files:
+                st = path.stat()
+                inputs.append(
+                    {
+                        "split": split,
+                        "path": str(path.resolve()),
+                        "size": st.st_size,
+                        "mtime_ns": st.st_mtime_ns,
+                    }
+                )
+    body = {
+        "version": FINGERPRINT_VERSION,
+        "data": data,
+        "tokenizer": dataclasses.asdict(cfg.tokenizer),
+        "inputs": inputs,
+    }
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return {"digest": digest, **body}
+
+
+def matches(out: Path, fingerprint: dict[str, Any]) -> bool:
+    """`out` is complete and its fingerprint.json has the same digest."""
+    fp = out / "fingerprint.json"
+    if not fp.is_file():
+        return False
+    has_tokenizer = (out / JOINT_FILE).is_file() or (
+        (out / SRC_FILE).is_file() and (out / TGT_FILE).is_file()
+    )
+    complete = has_tokenizer and all((out / p).exists() for p in ("encoded", "text", "stats.json"))
+    try:
+        stored = json.loads(fp.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return complete and stored.get("digest") == fingerprint["digest"]
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse to replace a directory that prepare did not write (it would be deleted)."""
+    if out.is_file():
+        raise DataError(f"data.prepared_dir: {out} is a file, expected a directory")
+    ours = (out / "fingerprint.json").is_file() or (out / "encoded").is_dir()
+    if out.is_dir() and any(out.iterdir()) and not ours:
+        raise DataError(
+            f"data.prepared_dir: {out} already holds other files (no fingerprint.json); "
+            "prepare replaces the whole directory, so choose an empty or new path"
+        )
+
+
+def remove_stale(out: Path) -> None:
+    """Delete temp/old dirs that a killed prepare left next to `out` (their pid is gone)."""
+    for path in out.parent.glob(f".{out.name}.*-*"):
+        kind, _, pid = path.name[len(out.name) + 2 :].partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit():
+            continue
+        # our own pid: left by an earlier failed call in this process
+        if int(pid) == os.getpid() or not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def replace_dir(new: Path, out: Path) -> None:
+    """Move `new` to `out`, replacing an older `out` (renames, so no half-written `out`)."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

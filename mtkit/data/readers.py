@@ -1,0 +1,170 @@
+"""Every input format into one Dataset(src, tgt, drop) per split.
+
+text, tsv and csv are read here line by line (`files.numbered_lines`: split on "\\n" only, so a
+stray "\\r" cannot shift one side of a parallel corpus); jsonl, parquet and hub datasets go
+through `datasets.load_dataset` (loaders.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from mtkit.config.schema import DataConfig
+from mtkit.data.bad_lines import MAX_REPORTED, NUL_BYTE, report_bad_line
+from mtkit.data.loaders import load_with_datasets, select_columns
+from mtkit.data.rows import CODE, FEATURES, DataError
+from mtkit.data.sources import Source
+from mtkit.files import numbered_lines
+
+logger = logging.getLogger(__name__)
+
+
+def read_split(data: DataConfig, sources: list[Source], work: Path) -> datasets.Dataset:
+    """All corpora of one split as one Dataset(src, tgt, drop)."""
+    parts = [_read_source(data, s, work, i) for i, s in enumerate(sources)]
+    if len(parts) == 1:
+        return parts[0]
+    return datasets.concatenate_datasets(parts)
+
+
+def _read_source(data: DataConfig, source: Source, work: Path, index: int) -> datasets.Dataset:
+    cache = str(work / ".cache")
+    if data.format in ("text", "tsv", "csv"):
+        reader = {"text": _text_rows, "tsv": _tsv_rows, "csv": _csv_rows}[data.format]
+        kwargs = {"data": data, "source": source}
+        try:
+            ds = datasets.Dataset.from_generator(
+                reader, features=FEATURES, cache_dir=cache, gen_kwargs=kwargs
+            )
+        except datasets.exceptions.DatasetGenerationError as e:
+            if isinstance(e.__cause__, DataError):
+                raise e.__cause__ from None
+            raise DataError(f"{source.key}: could not read {source.spec}: {e.__cause__}") from None
+        except ValueError as e:  # datasets cannot build a split of zero rows
+            if "corresponds to no data" not in str(e):
+                raise
+            raise DataError(f"{source.key}: {source.spec} has no rows (only a header?)") from None
+        return ds
+    raw, unreadable = load_with_datasets(data, source, work, cache)
+    cache_file = work / ".cache" / f"{source.split}-{index}.arrow"
+    return select_columns(data, source, raw, cache_file, unreadable)
+
+
+def _text_rows(data: DataConfig, source: Source) -> Iterator[dict[str, Any]]:
+    """Rows of a pair of line-aligned files; unequal line counts raise DataError."""
+    src_path, tgt_path = source.files
+    seen = [0]
+    n_src = n_tgt = 0
+    for src, tgt in itertools.zip_longest(numbered_lines(src_path), numbered_lines(tgt_path)):
+        n_src += src is not None
+        n_tgt += tgt is not None
+        if src is None or tgt is None:
+            continue  # one side ran out: count the rest, then fail below
+        (n, s), (_, t) = src, tgt
+        drop = 0
+        for text, path in ((s, src_path), (t, tgt_path)):
+            if text is None:
+                report_bad_line(data, path, n, seen)
+                drop = CODE["invalid_utf8"]
+            elif "\x00" in text:
+                report_bad_line(data, path, n, seen, NUL_BYTE)
+                drop = drop or CODE["malformed"]
+        yield {"src": s or "", "tgt": t or "", "drop": drop}
+    if n_src != n_tgt:
+        raise DataError(
+            f"{source.key}: {src_path} has {n_src} lines but {tgt_path} has {n_tgt}; "
+            "parallel files must be line-aligned"
+        )
+
+
+def _column_indices(data: DataConfig, source: Source, header: list[str] | None) -> tuple[int, int]:
+    """Column positions of the source and target side in a tsv/csv file."""
+    cols = (data.src_column, data.tgt_column)
+    if header is None:
+        return (0, 1) if cols[0] is None else (int(cols[0]), int(cols[1]))  # type: ignore[arg-type]
+    missing = [str(c) for c in cols if c not in header]
+    if missing:
+        raise DataError(
+            f"{source.key}: {source.files[0]} has no column {', '.join(map(repr, missing))} "
+            f"(found: {', '.join(map(repr, header))}); set data.src_column/data.tgt_column"
+        )
+    return header.index(str(cols[0])), header.index(str(cols[1]))
+
+
+def _table_rows(
+    data: DataConfig, source: Source, records: Iterator[tuple[int, list[str] | None]]
+) -> Iterator[dict[str, Any]]:
+    """Rows from (line, fields) records of a tsv/csv file; a header row when columns are named."""
+    path = source.files[0]
+    named = isinstance(data.src_column, str)
+    indices: tuple[int, int] | None = None if named else _column_indices(data, source, None)
+    seen = [0]
+    for line, fields in records:
+        if fields is None:
+            report_bad_line(data, path, line, seen)
+            yield {"src": "", "tgt": "", "drop": CODE["invalid_utf8"]}
+            continue
+        if any("\x00" in f for f in fields):
+            report_bad_line(data, path, line, seen, NUL_BYTE)
+            yield {"src": "", "tgt": "", "drop": CODE["malformed"]}
+            continue
+        if indices is None:
+            indices = _column_indices(data, source, [f.strip() for f in fields])
+            continue
+        need = max(indices) + 1
+        if len(fields) < need:
+            if data.strict or line == 1:
+                raise DataError(
+                    f"{path}:{line}: expected at least {need} {data.format} columns, found "
+                    f"{len(fields)} (check data.format, data.src_column/data.tgt_column)"
+                )
+            seen[0] += 1
+            if seen[0] <= MAX_REPORTED:
+                logger.warning(
+                    "%s:%d: %d columns, expected %d; skipping", path, line, len(fields), need
+                )
+            yield {"src": "", "tgt": "", "drop": CODE["malformed"]}
+            continue
+        yield {"src": fields[indices[0]], "tgt": fields[indices[1]], "drop": 0}
+
+
+def _tsv_rows(data: DataConfig, source: Source) -> Iterator[dict[str, Any]]:
+    """Tab-separated rows; no quoting (a quote character is just text)."""
+    lines = numbered_lines(source.files[0])
+    records = ((n, None if t is None else t.split("\t")) for n, t in lines)
+    yield from _table_rows(data, source, records)
+
+
+def _csv_rows(data: DataConfig, source: Source) -> Iterator[dict[str, Any]]:
+    """Comma-separated rows with standard CSV quoting (a quoted field may span lines)."""
+
+    def records() -> Iterator[tuple[int, list[str] | None]]:
+        bad: list[int] = []  # undecodable lines met since the last record
+        last = [0]  # line number of the last line handed to the csv reader
+
+        def text_lines() -> Iterator[str]:
+            for n, t in numbered_lines(source.files[0]):
+                if t is None:
+                    bad.append(n)
+                    continue
+                last[0] = n
+                yield t.replace("\r", " ")
+
+        for fields in csv.reader(text_lines()):
+            while bad:
+                yield bad.pop(0), None
+            yield last[0], fields
+        while bad:
+            yield bad.pop(0), None
+
+    try:
+        yield from _table_rows(data, source, records())
+    except csv.Error as e:
+        raise DataError(f"{source.files[0]}: invalid CSV: {e}") from None

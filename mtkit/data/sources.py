@@ -1,0 +1,74 @@
+"""The inputs of a prepare: each `data.train/valid/test` value resolved to its files and checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtkit.config.schema import DataConfig
+from mtkit.data.rows import DataError
+
+
+@dataclass
+class Source:
+    """One corpus of one split: the config value and the local files it reads."""
+
+    split: str  # train / valid / test
+    spec: str  # the config value (path, prefix, or hub NAME[:SPLIT])
+    files: list[Path] = field(default_factory=list)  # local files (empty for hub)
+
+    @property
+    def key(self) -> str:
+        """The config key, for messages."""
+        return f"data.{self.split}"
+
+
+def resolve_sources(data: DataConfig) -> dict[str, list[Source]]:
+    """Resolve and check every configured input; missing files fail here, before any work."""
+    specs: dict[str, list[str]] = {
+        "train": data.train if isinstance(data.train, list) else [data.train]
+    }
+    for split in ("valid", "test"):
+        value = getattr(data, split)
+        if value is not None:
+            specs[split] = [value]
+    out: dict[str, list[Source]] = {}
+    for split, values in specs.items():
+        out[split] = [_source(data, split, v) for v in values]
+    return out
+
+
+def _source(data: DataConfig, split: str, spec: str) -> Source:
+    src = Source(split, spec)
+    if data.format == "hub":
+        return src
+    if data.format == "text":
+        src.files = [Path(f"{spec}.{data.src_lang}"), Path(f"{spec}.{data.tgt_lang}")]
+    else:
+        src.files = [Path(spec)]
+    for path in src.files:
+        if path.is_dir():
+            raise DataError(f"{src.key}: {path} is a directory, expected a {data.format} file")
+        if not path.exists():
+            hint = (
+                f" (format text reads PREFIX.{data.src_lang} and PREFIX.{data.tgt_lang}; "
+                f"data.{split} is the PREFIX)"
+                if data.format == "text"
+                else ""
+            )
+            raise DataError(f"{src.key}: file not found: {path}{hint}")
+        _check_readable(src, path, data.format)
+    return src
+
+
+def _check_readable(src: Source, path: Path, fmt: str) -> None:
+    """An empty file, or a UTF-16 one (every line would be unreadable), is one clear error."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{src.key}: {path} is empty; expected one {fmt} record per line")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if fmt != "parquet" and head in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(
+            f"{src.key}: {path} is UTF-16 (it starts with a UTF-16 byte-order mark); convert it "
+            "to UTF-8, e.g. iconv -f UTF-16 -t UTF-8"
+        )
