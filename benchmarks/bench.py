@@ -16,8 +16,9 @@ How the figures are made (see README "Performance"):
   divided by the peak measured next to it: on a shared machine both see the same load.
 - Model FLOPs come from the architecture (benchmarks/flops.py, checked against
   torch.utils.flop_counter in tests/unit/test_bench_flops.py); padding counts as waste.
-- Training times mtkit.training.loop.update (forward, loss, backward, clipping, optimizer step) plus
-  building the batch from the prepared dataset, i.e. what `mtkit train` does per update.
+- Training times mtkit.training.update.update (forward, loss, backward, clipping, optimizer
+  step) plus building the batch from the prepared dataset, i.e. what `mtkit train` does per
+  update.
 - Decoding times mtkit.search.decoding over test2016.en in token-budget batches (as translate does).
   Its model is the benchmark model trained for `--model-steps` updates (cached under
   bench_results/): decoding speed depends on output lengths, and a random model stops at
@@ -272,7 +273,7 @@ def sentence_lengths(batch: Any) -> tuple[list[int], list[int]]:
 
 def make_stepper(args: argparse.Namespace, cfg: ExperimentConfig, device: torch.device) -> Any:
     from mtkit.distributed import Dist
-    from mtkit.training.loop import make_optimizer, wrap_model
+    from mtkit.training.update import make_optimizer, wrap_model
     from mtkit.translation.translator import build_model
 
     model = build_model(cfg, VOCAB, VOCAB).to(device)
@@ -284,7 +285,7 @@ def section_train(args: argparse.Namespace) -> dict[str, Any]:
     """Training throughput, FLOP/s, MFU, padding share, host share and RSS over a long run."""
     import torch
 
-    from mtkit.training.loop import update
+    from mtkit.training.update import update
 
     device = setup_torch(args)
     encoded, cfg = prepared_data(args)
@@ -377,8 +378,8 @@ def section_model(args: argparse.Namespace) -> dict[str, Any]:
     """Train the benchmark model for `--model-steps` updates and cache its weights."""
     import torch
 
-    from mtkit.training.loop import update
     from mtkit.training.schedule import learning_rate
+    from mtkit.training.update import update
 
     device = setup_torch(args)
     encoded, cfg = prepared_data(args)

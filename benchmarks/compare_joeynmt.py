@@ -108,7 +108,7 @@ def joey_update(m: Any, opt: Any, batch: Any) -> None:
 def compare_training(args: argparse.Namespace, joey: Any) -> dict[str, Any]:
     import torch
 
-    from mtkit.training.loop import update
+    from mtkit.training.update import update
 
     encoded, cfg = bench.prepared_data(args)
     torch.manual_seed(0)

@@ -26,7 +26,7 @@ from mtkit.checkpoint import load_checkpoint
 from mtkit.config.schema import TrainingConfig, load_config
 from mtkit.data.batching import Batch, collate_columns
 from mtkit.data.prepare import prepare
-from mtkit.training.loop import Stepper, update, wrap_model
+from mtkit.training.update import Stepper, update, wrap_model
 from mtkit.translation.translator import Translator
 from tests.conftest import mtkit_module, write_tiny_config
 from tests.unit.test_train_step import random_pairs, tiny_model

@@ -15,7 +15,8 @@ import torch
 from mtkit.checkpoint import load_checkpoint
 from mtkit.config.schema import load_config
 from mtkit.data.prepare import prepare
-from mtkit.training import loop as train_mod
+from mtkit.training import update as update_mod
+from mtkit.training import validation as validation_mod
 from mtkit.training.average import average_run
 from mtkit.training.loop import TrainingDiverged, train
 from mtkit.translation.translator import Translator
@@ -108,8 +109,8 @@ def scripted(monkeypatch: pytest.MonkeyPatch, metric: str, values: list[float]) 
         score = next(it) if metric != "loss" else 0.0
         return {"bleu": score, "chrf": score}, []
 
-    monkeypatch.setattr(train_mod, "validation_loss", fake_loss)
-    monkeypatch.setattr(train_mod, "validation_scores", fake_scores)
+    monkeypatch.setattr(validation_mod, "validation_loss", fake_loss)
+    monkeypatch.setattr(validation_mod, "validation_scores", fake_scores)
 
 
 @pytest.mark.parametrize(
@@ -149,7 +150,7 @@ def test_nan_validation_is_never_best(
 
 def poison_training_loss(monkeypatch: pytest.MonkeyPatch, bad_updates: set[int]) -> None:
     """NaN loss on the given (1-based) training updates; validation (smoothing 0) untouched."""
-    real = train_mod.compute_loss
+    real = update_mod.compute_loss
     calls = {"n": 0}
 
     def compute_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> Any:
@@ -160,7 +161,7 @@ def poison_training_loss(monkeypatch: pytest.MonkeyPatch, bad_updates: set[int])
                 return loss * math.nan, nll
         return loss, nll
 
-    monkeypatch.setattr(train_mod, "compute_loss", compute_loss)
+    monkeypatch.setattr(update_mod, "compute_loss", compute_loss)
 
 
 def test_nan_steps_are_skipped_and_counted(

@@ -17,7 +17,11 @@ import torch
 from mtkit.config.schema import config_from_dict
 from mtkit.data.batching import collate_columns
 from mtkit.runtime import RuntimeConfigError, preserved_rng
-from mtkit.training.loop import Interrupt, MetricsSink, is_improvement, train, update
+from mtkit.training.interrupt import Interrupt
+from mtkit.training.loop import train
+from mtkit.training.metrics_log import MetricsSink
+from mtkit.training.update import update
+from mtkit.training.validation import is_improvement
 from tests.unit.test_train_step import random_pairs, stepper, tiny_model
 
 

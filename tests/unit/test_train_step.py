@@ -10,8 +10,8 @@ import torch
 from mtkit.config.schema import ModelConfig, TrainingConfig
 from mtkit.data.batching import collate_columns
 from mtkit.model.transformer import Transformer
-from mtkit.training import loop as train_mod
-from mtkit.training.loop import Stepper, update
+from mtkit.training import update as update_mod
+from mtkit.training.update import Stepper, update
 
 VOCAB = 40
 
@@ -73,13 +73,13 @@ def test_nonfinite_loss_skips_the_update(
     monkeypatch: pytest.MonkeyPatch, bad: float, fused: bool
 ) -> None:
     """Skipped on the host (plain Adam) or on the device (fused Adam's found_inf)."""
-    real = train_mod.compute_loss
+    real = update_mod.compute_loss
 
     def poisoned(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> tuple:  # type: ignore[type-arg]
         loss, nll = real(logits, target, smoothing)
         return loss * bad, nll
 
-    monkeypatch.setattr(train_mod, "compute_loss", poisoned)
+    monkeypatch.setattr(update_mod, "compute_loss", poisoned)
     model = tiny_model()
     before = copy.deepcopy(model.state_dict())
     src, tgt = random_pairs(3, seed=3)

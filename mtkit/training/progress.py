@@ -1,0 +1,79 @@
+"""Progress lines: training statistics since the last line, tokens/s, ETA, durations."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from mtkit import distributed
+from mtkit.training.state import Run
+from mtkit.training.update import UpdateResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Window:
+    """Training statistics since the last progress line (loss sums stay on the device)."""
+
+    loss: Tensor
+    nll: Tensor
+    tokens: int = 0
+    src_tokens: int = 0
+    padded: int = 0
+    start: float = field(default_factory=time.monotonic)
+
+    def add(self, r: UpdateResult) -> None:
+        self.loss += r.loss
+        self.nll += r.nll
+        self.tokens += r.tokens
+        self.src_tokens += r.src_tokens
+        self.padded += r.padded
+
+
+def format_duration(seconds: float) -> str:
+    """'1h02m', '4m10s' or '12s'."""
+    seconds = max(0, int(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def report_progress(run: Run, window: Window, start: float, lr: float) -> None:
+    """Log one progress line (loss, ppl, lr, tokens/s, padding, ETA); append to metrics.jsonl.
+
+    Reads the device-side loss sums (the only sync besides the per-update flag); under
+    torchrun the window is summed over ranks first, so the numbers describe the global batch.
+    """
+    t, state = run.cfg.training, run.state
+    stats = torch.stack([
+        window.loss, window.nll, *(torch.tensor(float(v), device=window.loss.device)
+                                   for v in (window.tokens, window.src_tokens, window.padded))
+    ])  # fmt: skip
+    loss_sum, nll_sum, tokens, src_tokens, padded = distributed.all_reduce(run.dist, stats).tolist()
+    if not run.dist.is_main:
+        return
+    now = time.monotonic()
+    tokens = max(tokens, 1.0)
+    loss, ppl = loss_sum / tokens, math.exp(min(nll_sum / tokens, 50.0))
+    rate = (tokens + src_tokens) / max(now - window.start, 1e-9)
+    pad = 1.0 - (tokens + src_tokens) / max(padded, 1.0)
+    elapsed = now - start
+    remaining = (t.max_steps - state.step) * elapsed / max(state.step, 1)
+    if t.max_time:
+        remaining = min(remaining, t.max_time * 60 - elapsed)
+    logger.info(
+        "step %d/%d | epoch %d | loss %.3f | ppl %.1f | lr %.2e | %.0f tok/s | pad %.0f%% | "
+        "elapsed %s | eta %s", state.step, t.max_steps, state.epoch + 1, loss, ppl, lr, rate,
+        100 * pad, format_duration(elapsed), format_duration(remaining),
+    )  # fmt: skip
+    run.sink.write({
+        "kind": "train", "step": state.step, "epoch": state.epoch, "loss": loss, "ppl": ppl,
+        "lr": lr, "tokens_per_s": rate, "pad_share": pad, "elapsed_s": elapsed,
+        "bad_steps": state.bad_steps,
+    })  # fmt: skip

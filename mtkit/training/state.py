@@ -1,0 +1,164 @@
+"""One training run's state: its counters, data and parts, built fresh or restored to resume."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtkit.checkpoint import CheckpointError, find_resume_checkpoint
+from mtkit.config.schema import ExperimentConfig
+from mtkit.data.batching import TokenBatchSampler, lengths, load_prepared
+from mtkit.data.tokenizer import TokenizerPair
+from mtkit.distributed import Dist
+from mtkit.errors import MtkitError
+from mtkit.files import atomic_write_bytes
+from mtkit.runtime import seed_everything, set_rng_state
+from mtkit.training.interrupt import Interrupt
+from mtkit.training.metrics_log import MetricsSink
+from mtkit.training.update import BadSteps, Stepper, make_optimizer, wrap_model
+from mtkit.translation.translator import build_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    """Counters that a checkpoint must carry for the run to continue exactly."""
+
+    step: int = 0  # updates done (skipped NaN/inf updates included)
+    epoch: int = 0  # current epoch, 0-based
+    batch_in_epoch: int = 0  # micro-batches of this epoch this rank has consumed
+    best_score: float | None = None  # best value of training.best_metric so far
+    best_step: int = 0
+    stale_validations: int = 0  # validations since the last improvement (for patience)
+    bad_steps: int = 0  # updates skipped because of a NaN/inf loss or gradient, in total
+    bad_in_a_row: int = 0
+    elapsed: float = 0.0  # seconds of training before this process started
+
+
+@dataclass
+class Data:
+    """The training shard's sampler plus the dev split (encoded and text)."""
+
+    sampler: TokenBatchSampler
+    train_columns: Any
+    valid: Any
+    valid_text: Any
+    n_train: int
+
+
+@dataclass
+class Run:
+    """One training run's pieces, passed to the loop's small functions."""
+
+    cfg: ExperimentConfig
+    stepper: Stepper
+    state: TrainState
+    data: Data
+    tokenizers: TokenizerPair
+    run_dir: Path
+    interrupt: Interrupt
+    sink: MetricsSink
+    bad: BadSteps
+    saved_step: int = -1  # step of the newest checkpoint written by this process
+
+    @property
+    def dist(self) -> Dist:
+        return self.stepper.dist
+
+
+def build_run(
+    cfg: ExperimentConfig, d: Dist, device: torch.device, interrupt: Interrupt, resume: bool
+) -> Run:
+    """Load data and tokenizers, build model/optimizer, restore a checkpoint when resuming."""
+    t = cfg.training
+    prepared = Path(cfg.data.prepared_dir)
+    tokenizers = TokenizerPair.load(prepared)
+    data = load_data(cfg, prepared, d)
+    seed_everything(t.seed)  # identical initial weights on every rank
+    raw = build_model(cfg, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size).to(device)
+    optimizer = make_optimizer(raw, t)
+    seed_everything(t.seed + d.rank)  # per-rank dropout streams
+    stepper = wrap_model(raw, optimizer, t, device, d)
+    state = TrainState()
+    found = find_resume_checkpoint(cfg.run_path) if resume else None
+    if found is not None:
+        state = restore_state(found[0], found[1], stepper, d)
+        logger.info("resumed from %s at step %d", found[0], state.step)
+    elif resume:
+        logger.info("--resume: %s holds no checkpoint yet; starting from scratch", cfg.run_path)
+    bad = BadSteps(device, state.bad_in_a_row, state.bad_steps)
+    run = Run(
+        cfg, stepper, state, data, tokenizers, cfg.run_path, interrupt, MetricsSink(None), bad
+    )
+    if d.is_main:
+        for name, blob in tokenizers.model_files().items():
+            path = cfg.run_path / name
+            if not path.is_file() or path.read_bytes() != blob:
+                atomic_write_bytes(path, blob)
+        run.sink = MetricsSink(cfg.run_path)
+        log_setup(run)
+    return run
+
+
+def load_data(cfg: ExperimentConfig, prepared: Path, d: Dist) -> Data:
+    """This rank's token-budget sampler over train, and the dev split."""
+    from datasets import load_from_disk
+
+    encoded = load_prepared(prepared)
+    text = load_from_disk(str(prepared / "text"))
+    src_len, tgt_len = lengths(encoded["train"])
+    sampler = TokenBatchSampler(
+        src_len, tgt_len, cfg.training.max_tokens, shuffle=True, seed=cfg.training.seed,
+        rank=d.rank, world_size=d.world_size,
+    )  # fmt: skip
+    if len(sampler) == 0:
+        raise MtkitError(f"{prepared}: the training split is empty")
+    columns = encoded["train"].select_columns(["src_ids", "tgt_ids"])
+    return Data(sampler, columns, encoded["valid"], text["valid"], len(encoded["train"]))
+
+
+def restore_state(path: Path, ckpt: dict[str, Any], s: Stepper, d: Dist) -> TrainState:
+    """Load model, optimizer, scaler, counters and this rank's RNG states from a checkpoint."""
+    try:
+        s.raw.load_state_dict(ckpt["model"])
+        s.optimizer.load_state_dict(ckpt["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: cannot resume from it with this config ({first}); resume with the "
+            "model settings the run was started with"
+        ) from None
+    if s.scaler is not None and ckpt.get("scaler"):
+        s.scaler.load_state_dict(ckpt["scaler"])
+    state = TrainState(**ckpt["train_state"])
+    rngs = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
+    saved_world = int(ckpt.get("world_size", 1))
+    if saved_world != d.world_size:
+        logger.warning(
+            "resuming a %d-process run with %d process(es): data order and dropout will differ "
+            "from an uninterrupted run", saved_world, d.world_size,
+        )  # fmt: skip
+        state.batch_in_epoch = state.batch_in_epoch * saved_world // d.world_size
+    set_rng_state(rngs[d.rank] if d.rank < len(rngs) else rngs[0])
+    return state
+
+
+def log_setup(run: Run) -> None:
+    """One line on the model and one on the global batch."""
+    t, d = run.cfg.training, run.dist
+    n_params = sum(p.numel() for p in run.stepper.raw.parameters())
+    logger.info(
+        "model: %.2fM parameters | device %s | %d training pairs | run dir %s",
+        n_params / 1e6, run.stepper.device, run.data.n_train, run.run_dir,
+    )  # fmt: skip
+    logger.info(
+        "global batch: up to %d tokens per update = %d per batch x %d rank(s) x %d accumulated"
+        " | %d batches per epoch per rank | schedule %s, peak lr %.2e, warm-up %d",
+        t.max_tokens * d.world_size * t.accumulate, t.max_tokens, d.world_size, t.accumulate,
+        len(run.data.sampler), t.schedule, t.lr, t.warmup_steps,
+    )  # fmt: skip
