@@ -11,7 +11,7 @@ import torch
 
 from mtkit.checkpoint import CheckpointError, find_resume_checkpoint
 from mtkit.config.schema import ExperimentConfig
-from mtkit.data.batching import TokenBatchSampler, lengths, load_prepared
+from mtkit.data.batching import TokenBatchSampler, lengths, load_prepared, load_prepared_text
 from mtkit.data.tokenizer import TokenizerPair
 from mtkit.distributed import Dist
 from mtkit.errors import MtkitError
@@ -107,10 +107,8 @@ def build_run(
 
 def load_data(cfg: ExperimentConfig, prepared: Path, d: Dist) -> Data:
     """This rank's token-budget sampler over train, and the dev split."""
-    from datasets import load_from_disk
-
     encoded = load_prepared(prepared)
-    text = load_from_disk(str(prepared / "text"))
+    text = load_prepared_text(prepared)
     src_len, tgt_len = lengths(encoded["train"])
     sampler = TokenBatchSampler(
         src_len, tgt_len, cfg.training.max_tokens, shuffle=True, seed=cfg.training.seed,
