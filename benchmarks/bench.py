@@ -220,7 +220,7 @@ def arch() -> Arch:
 
 def bench_config(args: argparse.Namespace, **training: Any) -> ExperimentConfig:
     """The fixed benchmark experiment over Multi30k en-de."""
-    from mtkit.config.schema import config_from_dict
+    from mtkit.config.load import config_from_dict
 
     m30k = args.data_dir / "multi30k"
     return config_from_dict({
@@ -579,7 +579,7 @@ def section_prepare(args: argparse.Namespace) -> dict[str, Any]:
     """One `mtkit.data.prepare.prepare` run from scratch: wall time and this process's peak RSS."""
     import datasets
 
-    from mtkit.config.schema import config_from_dict
+    from mtkit.config.load import config_from_dict
     from mtkit.data.prepare import prepare
 
     datasets.disable_progress_bars()

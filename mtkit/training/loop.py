@@ -32,7 +32,8 @@ from mtkit.checkpoint import (
     find_resume_checkpoint,
     save_run_checkpoint,
 )
-from mtkit.config.schema import ExperimentConfig, TrainingConfig, config_to_dict, dump_config
+from mtkit.config.load import config_to_dict, dump_config
+from mtkit.config.schema import ExperimentConfig, TrainingConfig
 from mtkit.data.batching import Batch, TokenBatchSampler, collate_columns, lengths, load_prepared
 from mtkit.data.prepare import prepare
 from mtkit.data.tokenizer import PAD_ID, TokenizerPair

@@ -28,7 +28,8 @@ from mtkit.checkpoint import (
     load_weights,
     resolve_checkpoint,
 )
-from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig, config_from_dict
+from mtkit.config.load import config_from_dict
+from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
 from mtkit.errors import MtkitError
 from mtkit.files import atomic_writer

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mtkit.checkpoint import load_checkpoint
-from mtkit.config.schema import load_config
+from mtkit.config.load import load_config
 from mtkit.data.prepare import prepare
 from mtkit.training import loop as train_mod
 from mtkit.training.average import average_run

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from mtkit.checkpoint import save_checkpoint
 from mtkit.cli.app import app
-from mtkit.config.schema import ExperimentConfig, config_from_dict, config_to_dict
+from mtkit.config.load import config_from_dict, config_to_dict
+from mtkit.config.schema import ExperimentConfig
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair, train_tokenizers
 from mtkit.export.ctranslate2 import build_spec, check_supported, export_ctranslate2
 from mtkit.model.masks import pad_mask

@@ -15,7 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before datasets is imported: nev
 import datasets
 import pytest
 
-from mtkit.config.schema import ConfigError, ExperimentConfig, config_from_dict
+from mtkit.config.load import config_from_dict
+from mtkit.config.schema import ConfigError, ExperimentConfig
 from mtkit.data.prepare import DataError, is_prepared, load_stats, prepare
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, TokenizerPair
 
