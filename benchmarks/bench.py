@@ -53,7 +53,8 @@ if TYPE_CHECKING:
     import torch
 
     from mtkit.config.schema import ExperimentConfig
-    from mtkit.model.transformer import DecoderCache, Transformer
+    from mtkit.model.cache import DecoderCache
+    from mtkit.model.transformer import Transformer
 
 logger = logging.getLogger("bench")
 
@@ -272,8 +273,8 @@ def sentence_lengths(batch: Any) -> tuple[list[int], list[int]]:
 
 def make_stepper(args: argparse.Namespace, cfg: ExperimentConfig, device: torch.device) -> Any:
     from mtkit.distributed import Dist
+    from mtkit.model.transformer import build_model
     from mtkit.training.loop import make_optimizer, wrap_model
-    from mtkit.translation.translator import build_model
 
     model = build_model(cfg, VOCAB, VOCAB).to(device)
     optimizer = make_optimizer(model, cfg.training)
@@ -472,7 +473,7 @@ def load_decode_model(args: argparse.Namespace, device: torch.device) -> tuple[A
     """The benchmark model (trained or random) in eval mode, and how it was made."""
     import torch
 
-    from mtkit.translation.translator import build_model
+    from mtkit.model.transformer import build_model
 
     cfg = bench_config(args)
     torch.manual_seed(0)

@@ -41,7 +41,7 @@ from mtkit.distributed import Dist
 from mtkit.errors import MtkitError
 from mtkit.evaluation.metrics import corpus_scores
 from mtkit.files import atomic_write_bytes
-from mtkit.model.transformer import Transformer
+from mtkit.model.transformer import Transformer, build_model
 from mtkit.runtime import (
     autocast_context,
     check_precision,
@@ -56,7 +56,7 @@ from mtkit.runtime import (
 from mtkit.training.loss import label_smoothed_cross_entropy
 from mtkit.training.run_dir import RunDirError, RunLock, prepare_run_dir
 from mtkit.training.schedule import learning_rate
-from mtkit.translation.translator import DecodeOptions, build_model, translate_ids
+from mtkit.translation.translator import DecodeOptions, translate_ids
 
 logger = logging.getLogger(__name__)
 
@@ -371,7 +371,8 @@ def build_run(
     tokenizers = TokenizerPair.load(prepared)
     data = load_data(cfg, prepared, d)
     seed_everything(t.seed)  # identical initial weights on every rank
-    raw = build_model(cfg, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size).to(device)
+    sizes = tokenizers.src.vocab_size, tokenizers.tgt.vocab_size
+    raw = build_model(cfg, *sizes, pad_id=PAD_ID).to(device)
     optimizer = make_optimizer(raw, t)
     seed_everything(t.seed + d.rank)  # per-rank dropout streams
     stepper = wrap_model(raw, optimizer, t, device, d)

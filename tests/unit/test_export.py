@@ -27,7 +27,7 @@ from mtkit.config.schema import ExperimentConfig
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair, train_tokenizers
 from mtkit.export.ctranslate2 import build_spec, check_supported, export_ctranslate2
 from mtkit.model.masks import pad_mask
-from mtkit.model.transformer import Transformer
+from mtkit.model.transformer import Transformer, build_model
 from mtkit.translation.ctranslate2_engine import (
     INSTALL_HINT,
     CT2Translator,
@@ -36,7 +36,7 @@ from mtkit.translation.ctranslate2_engine import (
     max_length,
     translate_pieces,
 )
-from mtkit.translation.translator import DecodeOptions, Translator, build_model, pad_batch
+from mtkit.translation.translator import DecodeOptions, Translator, pad_batch
 from tests.conftest import DATA
 
 needs_ct2 = pytest.mark.skipif(
