@@ -30,7 +30,7 @@ class DataConfig:
     format: Literal["text", "tsv", "csv", "jsonl", "parquet", "hub"] = "text"
     # text: a path prefix, read as PREFIX.src_lang / PREFIX.tgt_lang. Other formats: a file path.
     # hub: "NAME" or "NAME:SPLIT" (split defaults to train / validation / test).
-    train: str | list[str] = "data/train"  # a list: several corpora, concatenated
+    train: str | list[str] = "data/train"  # A list: several corpora, concatenated.
     valid: str | None = "data/valid"  # None: carve `valid_size` pairs out of train
     test: str | None = "data/test"  # None: no test split (unless test_size/test_fraction carve one)
     valid_size: int = 1000  # pairs carved from train when `valid` is None
