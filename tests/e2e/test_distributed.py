@@ -23,7 +23,8 @@ import torch.multiprocessing as mp
 
 from mtkit import distributed
 from mtkit.checkpoint import load_checkpoint
-from mtkit.config.schema import TrainingConfig, load_config
+from mtkit.config.load import load_config
+from mtkit.config.schema import TrainingConfig
 from mtkit.data.batching import Batch, collate_columns
 from mtkit.data.prepare import prepare
 from mtkit.training.update import Stepper, update, wrap_model

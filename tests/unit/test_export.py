@@ -22,11 +22,12 @@ from typer.testing import CliRunner
 
 from mtkit.checkpoint import save_checkpoint
 from mtkit.cli.app import app
-from mtkit.config.schema import ExperimentConfig, config_from_dict, config_to_dict
+from mtkit.config.load import config_from_dict, config_to_dict
+from mtkit.config.schema import ExperimentConfig
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair, train_tokenizers
 from mtkit.export.ctranslate2 import build_spec, check_supported, export_ctranslate2
 from mtkit.model.masks import pad_mask
-from mtkit.model.transformer import Transformer
+from mtkit.model.transformer import Transformer, build_model
 from mtkit.translation.ctranslate2_engine import (
     INSTALL_HINT,
     CT2Translator,
@@ -35,7 +36,7 @@ from mtkit.translation.ctranslate2_engine import (
     max_length,
     translate_pieces,
 )
-from mtkit.translation.translator import DecodeOptions, Translator, build_model, pad_batch
+from mtkit.translation.translator import DecodeOptions, Translator, pad_batch
 from tests.conftest import DATA
 
 needs_ct2 = pytest.mark.skipif(

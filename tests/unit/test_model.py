@@ -10,15 +10,9 @@ import torch
 from torch import Tensor
 
 from mtkit.config.schema import ModelConfig
+from mtkit.model.layers import MultiHeadAttention, attention, sinusoidal_positions
 from mtkit.model.masks import causal_mask, pad_mask
-from mtkit.model.transformer import (
-    MultiHeadAttention,
-    Transformer,
-    attention,
-    num_parameters,
-    set_fast_attention,
-    sinusoidal_positions,
-)
+from mtkit.model.transformer import Transformer, num_parameters, set_fast_attention
 
 PAD, BOS = 0, 1
 VOCAB = 20
