@@ -94,7 +94,12 @@ def free_port() -> int:
 
 def test_two_ranks_equal_one_process_on_the_union_batch(tmp_path: Path) -> None:
     out = tmp_path / "ddp.pt"
-    mp.spawn(_rank_main, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(
+        _rank_main,  # type: ignore[attr-defined,no-untyped-call]
+        args=(free_port(), str(out)),
+        nprocs=WORLD,
+        join=True,
+    )
     single = tiny_model(seed=0)
     stepper = sgd_stepper(single, distributed.Dist())
     for u in range(UPDATES):

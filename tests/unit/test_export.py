@@ -107,12 +107,13 @@ def reference_log_probs(model: Transformer, src: list[int], tgt: list[int]) -> t
     with torch.inference_mode():
         lp = model(s, pad_mask(s, PAD_ID), t).log_softmax(dim=-1)[0]  # (tgt_len, vocab)
     gold = torch.tensor([*tgt, EOS_ID])  # (tgt_len,)
-    return lp[torch.arange(len(gold)), gold]  # (tgt_len,)
+    picked: torch.Tensor = lp[torch.arange(len(gold)), gold]  # (tgt_len,)
+    return picked
 
 
 # --------------------------------------------------------------------------- conversion
 
-CONVERSIONS = {
+CONVERSIONS: dict[str, tuple[bool, dict[str, Any]]] = {
     "pre-relu-shared": (True, {"norm": "pre", "activation": "relu"}),
     "post-gelu-shared": (True, {"norm": "post", "activation": "gelu"}),
     "pre-gelu-untied": (True, {"share_embeddings": False, "tie_output": False,
@@ -179,9 +180,9 @@ def test_beam_and_options_follow_mtkit(
 
 def test_unsupported_settings_are_named() -> None:
     with pytest.raises(ExportError, match=r"model.activation='swiglu'.*supported: relu, gelu"):
-        check_supported(dataclasses.replace(experiment().model, activation="swiglu"))
+        check_supported(dataclasses.replace(experiment().model, activation="swiglu"))  # type: ignore[arg-type]
     with pytest.raises(ExportError, match=r"model.norm='sandwich'"):
-        check_supported(dataclasses.replace(experiment().model, norm="sandwich"))
+        check_supported(dataclasses.replace(experiment().model, norm="sandwich"))  # type: ignore[arg-type]
     base = type(experiment().model)
     future = dataclasses.make_dataclass("Future", [("rotary", bool, False)], bases=(base,))
     check_supported(future())  # a setting the exporter does not know, left at its default
@@ -287,7 +288,7 @@ def train_small(cfg: ExperimentConfig, tok: TokenizerPair, pairs: Any, steps: in
         logits = model(s, pad_mask(s, PAD_ID), t_in)  # (batch, tgt_len, vocab)
         loss = F.cross_entropy(logits.flatten(0, 1), t_out.flatten(), ignore_index=PAD_ID)
         optimizer.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
     return model.eval()
 
