@@ -68,6 +68,11 @@ class TokenizerConfig:
     character_coverage: float = 1.0  # 0.9995 for languages with large alphabets (ja, zh)
     byte_fallback: bool = False  # spell unknown characters as bytes instead of <unk>
     input_sentence_size: int = 1_000_000  # sample at most this many sentences to train
+    # Reuse a tokenizer instead of training one: a .model file (joint), or a folder holding
+    # spm.model, or spm.src.model + spm.tgt.model (written by `mtkit tokenizer train`, a prepared
+    # dir, a run dir). prepare copies it byte for byte; the keys above are then not used, except
+    # `joint`, which must say what the folder holds.
+    model: str | None = None
 
 
 @dataclass
