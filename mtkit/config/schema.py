@@ -127,6 +127,14 @@ class TrainingConfig:
     patience: int = 0  # stop after this many validations without improvement; 0 = never
     max_bad_steps: int = 5  # NaN/inf updates are skipped; this many in a row stops training
     compile: bool = False  # torch.compile the model (faster on GPUs; slow first steps)
+    # Start from another run: its weights and its tokenizer(s), byte for byte (none is trained).
+    # A run directory (its best.pt, else last.pt) or a checkpoint file. Model keys left out of
+    # this config come from the parent's; shape keys given must agree (`--init-from` on the CLI).
+    init_from: str | None = None
+    init_keep_optimizer: bool = False  # with init_from: also take the parent's Adam moments
+    # with init_from: continue the parent's step count, so the lr schedule (warm-up included)
+    # goes on where it stopped and max_steps counts the parent's updates too; false: start at 0
+    init_keep_schedule: bool = False
 
 
 @dataclass
