@@ -20,6 +20,17 @@ class ConfigError(MtkitError):
 
 
 @dataclass
+class CorpusConfig:
+    """One corpus of `data.train` as a mapping (a plain path: the same without options)."""
+
+    path: str = ""  # what a plain `data.train` entry holds: a text prefix, a file or a hub name
+    # prepended to every source sentence of this corpus (one piece of a trained tokenizer), e.g.
+    # "<BT>" for back-translated pairs (tagged back-translation); null: none
+    tag: str | None = None
+    weight: float = 1.0  # sampling weight: 2 takes every pair twice, 0.5 a seeded half
+
+
+@dataclass
 class DataConfig:
     """Where the parallel text lives and how it is cleaned."""
 
@@ -30,7 +41,9 @@ class DataConfig:
     format: Literal["text", "tsv", "csv", "jsonl", "parquet", "hub"] = "text"
     # text: a path prefix, read as PREFIX.src_lang / PREFIX.tgt_lang. Other formats: a file path.
     # hub: "NAME" or "NAME:SPLIT" (split defaults to train / validation / test).
-    train: str | list[str] = "data/train"  # A list: several corpora, concatenated.
+    # A list: several corpora, concatenated. An entry may be a mapping {path, tag, weight}: tag
+    # is prepended to its source sentences, weight up- or down-samples it (see docs/training.md).
+    train: str | CorpusConfig | list[str | CorpusConfig] = "data/train"
     valid: str | None = "data/valid"  # None: carve `valid_size` pairs out of train
     test: str | None = "data/test"  # None: no test split (unless test_size/test_fraction carve one)
     valid_size: int = 1000  # pairs carved from train when `valid` is None

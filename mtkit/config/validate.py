@@ -11,6 +11,7 @@ from typing import Any
 from mtkit.config.convert import short_repr
 from mtkit.config.schema import (
     ConfigError,
+    CorpusConfig,
     DataConfig,
     DecodingConfig,
     ExperimentConfig,
@@ -115,7 +116,13 @@ def _validate_data(data: DataConfig) -> None:
     carved = data.valid_fraction + data.test_fraction
     _check(carved < 1.0, "data.test_fraction", "less than 1 - data.valid_fraction", carved)
     trains = data.train if isinstance(data.train, list) else [data.train]
-    _check(bool(trains) and all(trains), "data.train", "a path or a list of paths", data.train)
+    _check(bool(trains), "data.train", "a path or a list of paths", data.train)
+    for i, entry in enumerate(trains):
+        key = f"data.train[{i}]" if isinstance(data.train, list) else "data.train"
+        if isinstance(entry, CorpusConfig):
+            _validate_corpus(entry, key)
+        else:
+            _check(bool(entry), key, "a path", entry)
     for name in ("src_column", "tgt_column"):
         v = getattr(data, name)
         ok = v is None or v != "" and not (isinstance(v, int) and v < 0)
@@ -128,3 +135,12 @@ def _validate_data(data: DataConfig) -> None:
         )
     hub = data.hub_config
     _check(hub is None or data.format == "hub", "data.hub_config", "null unless format: hub", hub)
+
+
+def _validate_corpus(corpus: CorpusConfig, key: str) -> None:
+    """A `data.train` entry given as {path, tag, weight}."""
+    _check(bool(corpus.path), f"{key}.path", "a path", corpus.path)
+    _check(corpus.weight > 0, f"{key}.weight", "a positive number", corpus.weight)
+    tag = corpus.tag
+    ok = tag is None or bool(tag) and len(tag.split()) == 1 and tag.strip() == tag
+    _check(ok, f"{key}.tag", "null or a word without spaces, e.g. '<BT>'", tag)

@@ -35,6 +35,7 @@ import numpy as np
 
 from mtkit.config.schema import ConfigError, DataConfig, ExperimentConfig, TokenizerConfig
 from mtkit.data.clean import Cleaner, carve, check_not_empty
+from mtkit.data.corpora import apply_corpus_options, drop_corpus_column
 from mtkit.data.encode import encode_split, log_table
 from mtkit.data.prepared_dir import (
     check_replaceable,
@@ -46,7 +47,7 @@ from mtkit.data.prepared_dir import (
 from mtkit.data.readers import read_split
 from mtkit.data.reused_tokenizer import files_digest, load_reused
 from mtkit.data.rows import DataError, drop_counts, keep, mark
-from mtkit.data.sources import Source, resolve_sources
+from mtkit.data.sources import Source, resolve_sources, tags
 from mtkit.data.tokenizer import TokenizerPair, train_tokenizers
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,9 @@ def build_tokenizers(cfg: ExperimentConfig, out_dir: Path) -> TokenizerPair:
         stats = {"read": len(raw), "dropped": drop_counts(cleaned)}
         train = keep(cleaned, cache, "train-clean")
         check_not_empty("train", train, stats, cfg.data)
-        tokenizers = _train_tokenizers(cfg.tokenizer, cfg.data, train, cache)
+        train, _ = apply_corpus_options(train, sources["train"], cfg.data.seed, cache)
+        symbols = tags(sources["train"])
+        tokenizers = _train_tokenizers(cfg.tokenizer, cfg.data, train, cache, symbols)
         tokenizers.save(out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -160,12 +163,20 @@ def _build(
         stats["train"]["carved"] = carved
         for split, n in carved.items():
             stats[split] = {"read": n, "dropped": {}, "carved_from": "train"}
+            splits[split] = drop_corpus_column(splits[split])
     stats["train"]["dropped"].update(drop_counts(train))
     splits["train"] = keep(train, cache, "train-overlap")
     check_not_empty("train", splits["train"], stats["train"], data)
+    splits["train"], corpora = apply_corpus_options(
+        splits["train"], sources["train"], data.seed, cache
+    )
+    if corpora:
+        stats["train"]["corpora"] = corpora
+    symbols = tags(sources["train"])
     if reused is None:
-        tokenizers = _train_tokenizers(cfg.tokenizer, data, splits["train"], cache)
+        tokenizers = _train_tokenizers(cfg.tokenizer, data, splits["train"], cache, symbols)
     else:
+        check_tags(reused, symbols)
         tokenizers = reused
         logger.info("using the given tokenizer (%s), not training one", _describe(reused))
     tokenizers.save(work)
@@ -187,9 +198,14 @@ def _build(
 
 
 def _train_tokenizers(
-    tok: TokenizerConfig, data: DataConfig, train: datasets.Dataset, cache: Path
+    tok: TokenizerConfig,
+    data: DataConfig,
+    train: datasets.Dataset,
+    cache: Path,
+    symbols: list[str],
 ) -> TokenizerPair:
-    """sentencepiece on the train split, streamed from Arrow.
+    """sentencepiece on the train split, streamed from Arrow; `symbols` (the corpus tags)
+    become single pieces of the source model.
 
     At most `tokenizer.input_sentence_size` sentences per model are sampled here, with
     `data.seed` (a joint model takes both sides of half as many pairs).
@@ -208,11 +224,23 @@ def _train_tokenizers(
             yield from batch[name]
 
     return train_tokenizers(
-        column("src"), column("tgt"), cache, tok, data.src_lang, data.tgt_lang, seed=data.seed
-    )
+        column("src"), column("tgt"), cache, tok, data.src_lang, data.tgt_lang, seed=data.seed,
+        src_symbols=symbols,
+    )  # fmt: skip
 
 
 def _describe(pair: TokenizerPair) -> str:
     """'spm.model sha256 1a2b3c4d5e6f, vocab 8000' for log lines."""
     files = ", ".join(f"{name} sha256 {h[:12]}" for name, h in files_digest(pair).items())
     return f"{files}, vocab {pair.src.vocab_size}/{pair.tgt.vocab_size}"
+
+
+def check_tags(tokenizers: TokenizerPair, symbols: list[str]) -> None:
+    """Warn when a corpus tag is not one piece of a reused tokenizer (it still works, as pieces)."""
+    for tag in symbols:
+        pieces = tokenizers.src.encode_pieces([tag])[0]
+        if tag not in pieces:
+            logger.warning(
+                "tag %s is not one piece of the given tokenizer; it is encoded as %d pieces (%s)",
+                tag, len(pieces), " ".join(pieces),
+            )  # fmt: skip

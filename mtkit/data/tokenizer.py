@@ -11,7 +11,7 @@ import io
 import logging
 import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,9 +180,14 @@ def _lines(source: Iterable[str] | Path) -> Iterator[str]:
 
 
 def train_sentencepiece(
-    sentences: Iterable[str] | Path, cfg: TokenizerConfig, name: str
+    sentences: Iterable[str] | Path,
+    cfg: TokenizerConfig,
+    name: str,
+    symbols: Sequence[str] = (),
 ) -> Tokenizer:
     """Train one sentencepiece model in memory from sentences (an iterable or a text file).
+
+    `symbols` (e.g. a back-translation tag "<BT>") are each kept as one piece.
 
     sentencepiece samples at most `cfg.input_sentence_size` of them (shuffled); its own stderr
     logging is switched off. "Vocabulary size too high" becomes a TokenizerError that names
@@ -207,6 +212,7 @@ def train_sentencepiece(
             bos_id=BOS_ID,
             eos_id=EOS_ID,
             pad_piece="<pad>",
+            user_defined_symbols=list(symbols),
             minloglevel=2,  # quiet: sentencepiece logs every step to stderr by default
             num_threads=1,
         )
@@ -259,22 +265,24 @@ def train_tokenizers(
     tgt_lang: str,
     *,
     seed: int | None = None,
+    src_symbols: Sequence[str] = (),
 ) -> TokenizerPair:
     """Train a joint model (spm.model) or one per side (spm.src.model, spm.tgt.model).
 
     Pass the training split only. sentencepiece samples at most `cfg.input_sentence_size`
     sentences per model (for a joint model, from both sides together). The model files are
     written into `out_dir`. `seed` fixes sentencepiece's sampling (the default: its own seed).
+    `src_symbols` (source tags) are single pieces of the source (or joint) model.
     """
     if seed is not None:
         spm.set_random_generator_seed(seed)
     if cfg.joint:
         both = _chain(_lines(train_src), _lines(train_tgt))
-        tok = train_sentencepiece(both, cfg, name=f"joint {src_lang}+{tgt_lang}")
+        tok = train_sentencepiece(both, cfg, f"joint {src_lang}+{tgt_lang}", src_symbols)
         pair = TokenizerPair(tok, tok)
     else:
         pair = TokenizerPair(
-            train_sentencepiece(train_src, cfg, name=f"source ({src_lang})"),
+            train_sentencepiece(train_src, cfg, f"source ({src_lang})", src_symbols),
             train_sentencepiece(train_tgt, cfg, name=f"target ({tgt_lang})"),
         )
     pair.save(out_dir)
