@@ -69,6 +69,12 @@ class TokenizerConfig:
     character_coverage: float = 1.0  # 0.9995 for languages with large alphabets (ja, zh)
     byte_fallback: bool = False  # spell unknown characters as bytes instead of <unk>
     input_sentence_size: int = 1_000_000  # sample at most this many sentences to train
+    # Subword regularisation of the training batches (valid/test stay deterministic): each
+    # batch's text is re-segmented at random every time it is used. bpe: BPE-dropout
+    # (Provilkov et al. 2020), the probability of skipping each merge, 0.1 typical, below 1.
+    # unigram: sampling from all segmentations (Kudo 2018) with p ~ P(x)^alpha, 0.1-0.5 typical
+    # (smaller = more varied). Does not change the prepared data.
+    sampling_alpha: float = 0.0  # 0 = off (the one deterministic segmentation)
 
 
 @dataclass
@@ -123,6 +129,11 @@ class TrainingConfig:
     patience: int = 0  # stop after this many validations without improvement; 0 = never
     max_bad_steps: int = 5  # NaN/inf updates are skipped; this many in a row stops training
     compile: bool = False  # torch.compile the model (faster on GPUs; slow first steps)
+    # R-Drop (Liang et al. 2021): every batch runs twice (concatenated with itself, so with two
+    # dropout masks); loss = mean of the two cross-entropies + rdrop_alpha / 4 * (KL(p1|p2) +
+    # KL(p2|p1)) over target tokens: the paper's alpha (5 in its IWSLT runs) with fairseq's
+    # normalisation. Each update costs about twice the compute and activation memory.
+    rdrop_alpha: float = 0.0  # 0 = off; needs model dropout > 0 to do anything
 
 
 @dataclass
@@ -149,6 +160,16 @@ class DecodingConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """How BLEU is computed, in validation during training and by `mtkit evaluate`."""
+
+    # sacreBLEU tokenizer for BLEU: 13a (sacreBLEU's default, for detokenized text), intl, char,
+    # zh, ...; none scores text that is already tokenized (the papers' tokenized Multi30k). Also
+    # the default of `mtkit evaluate --tokenize` for this run; the signature shows it (tok:none).
+    tokenize: str = "13a"  # an unknown name fails when training or evaluation starts
+
+
+@dataclass
 class ExperimentConfig:
     """One experiment: the whole YAML file."""
 
@@ -159,6 +180,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)  # BLEU's tokenizer
 
     @property
     def run_path(self) -> Path:
@@ -318,10 +340,11 @@ _POSITIVE = {
 _NON_NEGATIVE = {
     "training": ("warmup_steps", "clip_norm", "max_epochs", "max_time", "threads",
                  "valid_bleu_sentences", "weight_decay", "min_lr", "save_every", "keep_last",
-                 "patience"),
+                 "patience", "rdrop_alpha"),
     "decoding": ("length_penalty", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram",
                  "top_k"),
     "data": ("test_size",),
+    "tokenizer": ("sampling_alpha",),
 }  # fmt: skip
 _FRACTIONS = {  # values in [0, 1)
     "model": ("dropout", "attention_dropout", "activation_dropout"),
@@ -351,6 +374,8 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(tok.vocab_size >= 16, "tokenizer.vocab_size", "at least 16", tok.vocab_size)
     coverage = tok.character_coverage
     _check(0.0 < coverage <= 1.0, "tokenizer.character_coverage", "a value in (0, 1]", coverage)
+    dropout = tok.type != "bpe" or tok.sampling_alpha < 1.0  # 1 would drop every BPE merge
+    _check(dropout, "tokenizer.sampling_alpha", "less than 1 for bpe", tok.sampling_alpha)
     _check(data.max_ratio >= 1.0, "data.max_ratio", "at least 1.0", data.max_ratio)
     other = "a language different from data.src_lang"
     _check(data.src_lang != data.tgt_lang, "data.tgt_lang", other, data.tgt_lang)

@@ -42,10 +42,12 @@ def fingerprint_of(cfg: ExperimentConfig, sources: dict[str, list[Source]]) -> d
                         "mtime_ns": st.st_mtime_ns,
                     }
                 )
+    tokenizer = dataclasses.asdict(cfg.tokenizer)
+    tokenizer.pop("sampling_alpha")  # applied to training batches; the prepared data is the same
     body = {
         "version": FINGERPRINT_VERSION,
         "data": data,
-        "tokenizer": dataclasses.asdict(cfg.tokenizer),
+        "tokenizer": tokenizer,
         "inputs": inputs,
     }
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
