@@ -24,13 +24,13 @@ test-fast: $(STAMP) ## Run the tests without the slow end-to-end ones
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP) ## ruff + mypy
-	$(VENV)/bin/ruff check mtkit tests benchmarks
-	$(VENV)/bin/ruff format --check mtkit tests benchmarks
+	$(VENV)/bin/ruff check mtkit tests benchmarks scripts
+	$(VENV)/bin/ruff format --check mtkit tests benchmarks scripts
 	$(VENV)/bin/mypy
 
 format: $(STAMP) ## Format the code
-	$(VENV)/bin/ruff format mtkit tests benchmarks
-	$(VENV)/bin/ruff check --fix mtkit tests benchmarks
+	$(VENV)/bin/ruff format mtkit tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix mtkit tests benchmarks scripts
 
 demo: $(STAMP) ## prepare → train → translate → evaluate on the bundled data, prints BLEU
 	$(VENV)/bin/mtkit train configs/demo.yaml --overwrite
@@ -41,7 +41,10 @@ bench: $(STAMP) ## Speed and memory benchmarks (not part of make test); BENCH_AR
 	@if [ -f $(CT2_RUN)/best.pt ]; then $(PY) benchmarks/bench_ct2.py $(CT2_RUN) data/test.en; \
 	else echo "skipping mtkit vs CTranslate2 beam-5 speed: no $(CT2_RUN)/best.pt (run make demo first)"; fi
 
+docs: $(STAMP) ## Regenerate docs/config.md from the comments in mtkit/config/schema.py
+	$(PY) scripts/gen_config_doc.py
+
 clean: ## Remove runs, caches and prepared data
 	rm -rf runs prepared .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install test test-fast lint format demo bench clean
+.PHONY: help install test test-fast lint format demo bench docs clean

@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     import torch
 
     from mtkit.config.schema import ExperimentConfig
-    from mtkit.model.transformer import DecoderCache, Transformer
+    from mtkit.model.cache import DecoderCache
+    from mtkit.model.transformer import Transformer
 
 logger = logging.getLogger("bench")
 
@@ -221,7 +222,7 @@ def arch() -> Arch:
 
 def bench_config(args: argparse.Namespace, **training: Any) -> ExperimentConfig:
     """The fixed benchmark experiment over Multi30k en-de."""
-    from mtkit.config.schema import config_from_dict
+    from mtkit.config.load import config_from_dict
 
     m30k = args.data_dir / "multi30k"
     return config_from_dict({
@@ -273,8 +274,8 @@ def sentence_lengths(batch: Any) -> tuple[list[int], list[int]]:
 
 def make_stepper(args: argparse.Namespace, cfg: ExperimentConfig, device: torch.device) -> Any:
     from mtkit.distributed import Dist
+    from mtkit.model.transformer import build_model
     from mtkit.training.update import make_optimizer, wrap_model
-    from mtkit.translation.translator import build_model
 
     model = build_model(cfg, VOCAB, VOCAB).to(device)
     optimizer = make_optimizer(model, cfg.training)
@@ -473,7 +474,7 @@ def load_decode_model(args: argparse.Namespace, device: torch.device) -> tuple[A
     """The benchmark model (trained or random) in eval mode, and how it was made."""
     import torch
 
-    from mtkit.translation.translator import build_model
+    from mtkit.model.transformer import build_model
 
     cfg = bench_config(args)
     torch.manual_seed(0)
@@ -580,7 +581,7 @@ def section_prepare(args: argparse.Namespace) -> dict[str, Any]:
     """One `mtkit.data.prepare.prepare` run from scratch: wall time and this process's peak RSS."""
     import datasets
 
-    from mtkit.config.schema import config_from_dict
+    from mtkit.config.load import config_from_dict
     from mtkit.data.prepare import prepare
 
     datasets.disable_progress_bars()

@@ -142,7 +142,8 @@ def compare_decoding(args: argparse.Namespace, joey: Any) -> dict[str, Any]:
     import torch
 
     from mtkit.model.masks import pad_mask
-    from mtkit.translation.translator import build_model, pad_batch, token_batches
+    from mtkit.model.transformer import build_model
+    from mtkit.translation.translator import pad_batch, token_batches
 
     encoded, cfg = bench.prepared_data(args)
     torch.manual_seed(0)

@@ -27,5 +27,5 @@ def write_half_then_die(f: Any, data: bytes, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    files.write_payload = write_half_then_die  # type: ignore[assignment]
+    files.write_payload = write_half_then_die
     app()

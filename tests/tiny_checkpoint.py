@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from mtkit.checkpoint import save_checkpoint
-from mtkit.config.schema import ExperimentConfig, config_from_dict, config_to_dict
+from mtkit.config.load import config_from_dict, config_to_dict
+from mtkit.config.schema import ExperimentConfig
 from mtkit.data.tokenizer import PAD_ID, TokenizerPair, train_tokenizers
 from mtkit.model.transformer import Transformer
 

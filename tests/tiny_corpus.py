@@ -11,7 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before datasets is imported: nev
 
 import datasets
 
-from mtkit.config.schema import ExperimentConfig, config_from_dict
+from mtkit.config.load import config_from_dict
+from mtkit.config.schema import ExperimentConfig
 from mtkit.data.prepare import load_stats, prepare
 
 EN = "the a cat dog sees runs house tree big small red green walks sleeps old new".split()

@@ -12,9 +12,11 @@ from typing import Any
 import torch
 
 from mtkit.checkpoint import save_checkpoint
-from mtkit.config.schema import ExperimentConfig, config_from_dict, config_to_dict
+from mtkit.config.load import config_from_dict, config_to_dict
+from mtkit.config.schema import ExperimentConfig
 from mtkit.data.tokenizer import TokenizerPair, train_tokenizers
-from mtkit.translation.translator import Translator, build_model
+from mtkit.model.transformer import build_model
+from mtkit.translation.translator import Translator
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -16,7 +16,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from mtkit.config.schema import ConfigError, ExperimentConfig, load_config
+from mtkit.config.load import load_config
+from mtkit.config.schema import ConfigError, ExperimentConfig
 from mtkit.errors import MtkitError
 
 app = typer.Typer(

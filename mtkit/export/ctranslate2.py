@@ -27,16 +27,12 @@ from torch import Tensor, nn
 
 import mtkit
 from mtkit.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from mtkit.config.schema import ModelConfig, config_to_dict
+from mtkit.config.load import config_to_dict
+from mtkit.config.schema import ModelConfig
 from mtkit.data.tokenizer import TokenizerPair
 from mtkit.errors import MtkitError
-from mtkit.model.transformer import (
-    DecoderLayer,
-    EncoderLayer,
-    MultiHeadAttention,
-    Residual,
-    Transformer,
-)
+from mtkit.model.layers import DecoderLayer, EncoderLayer, MultiHeadAttention, Residual
+from mtkit.model.transformer import Transformer
 from mtkit.translation.ctranslate2_engine import (
     EXPORT_CONFIG,
     EXPORT_VERSION,

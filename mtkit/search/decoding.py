@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from mtkit.model.transformer import DecoderCache
+from mtkit.model.cache import DecoderCache
 
 
 class Seq2Seq(Protocol):

@@ -8,7 +8,7 @@ from typing import Any
 
 from mtkit import distributed
 from mtkit.checkpoint import save_run_checkpoint
-from mtkit.config.schema import config_to_dict
+from mtkit.config.load import config_to_dict
 from mtkit.runtime import rng_state
 from mtkit.training.state import Run
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from mtkit import distributed
-from mtkit.config.schema import ExperimentConfig, dump_config
+from mtkit.config.load import dump_config
+from mtkit.config.schema import ExperimentConfig
 from mtkit.data.batching import Batch, collate_columns
 from mtkit.data.prepare import prepare
 from mtkit.data.tokenizer import PAD_ID

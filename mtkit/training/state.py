@@ -17,11 +17,11 @@ from mtkit.data.tokenizer import TokenizerPair
 from mtkit.distributed import Dist
 from mtkit.errors import MtkitError
 from mtkit.files import atomic_write_bytes
+from mtkit.model.transformer import build_model
 from mtkit.runtime import seed_everything, set_rng_state
 from mtkit.training.interrupt import Interrupt
 from mtkit.training.metrics_log import MetricsSink
 from mtkit.training.update import BadSteps, Stepper, make_optimizer, wrap_model
-from mtkit.translation.translator import build_model
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ from typing import Any
 import torch
 import yaml
 
-from mtkit.config.schema import ConfigError, ExperimentConfig, config_from_dict
+from mtkit.config.load import config_from_dict
+from mtkit.config.schema import ConfigError, ExperimentConfig
 from mtkit.data.tokenizer import UNK_ID, Tokenizer, TokenizerPair
 from mtkit.errors import MtkitError
 from mtkit.search.decoding import length_normaliser

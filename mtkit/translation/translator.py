@@ -28,12 +28,13 @@ from mtkit.checkpoint import (
     load_weights,
     resolve_checkpoint,
 )
-from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig, config_from_dict
+from mtkit.config.load import config_from_dict
+from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
 from mtkit.errors import MtkitError
 from mtkit.files import atomic_writer
 from mtkit.model.masks import pad_mask
-from mtkit.model.transformer import Transformer
+from mtkit.model.transformer import Transformer, build_model
 from mtkit.runtime import keep_freed_memory, resolve_device
 from mtkit.search.decoding import LENGTH_NORMS, Hypothesis, beam_search, greedy_search, sample
 
@@ -223,11 +224,6 @@ def translate_ids(
     return [d.hyps[0].tokens for d in translate_nbest(model, src_ids, options, device)]
 
 
-def build_model(cfg: ExperimentConfig, src_vocab: int, tgt_vocab: int) -> Transformer:
-    """The Transformer a config describes, with the given vocabulary sizes."""
-    return Transformer(cfg.model, src_vocab=src_vocab, tgt_vocab=tgt_vocab, pad_id=PAD_ID)
-
-
 def restore(state: dict[str, Any]) -> tuple[ExperimentConfig, TokenizerPair, Transformer]:
     """Config, tokenizers and model of a loaded checkpoint; an MtkitError says what is wrong."""
     if not isinstance(state["config"], dict):
@@ -255,7 +251,7 @@ def restore(state: dict[str, Any]) -> tuple[ExperimentConfig, TokenizerPair, Tra
 
 def _build(cfg: ExperimentConfig, sizes: tuple[int, int]) -> Transformer:
     try:
-        return build_model(cfg, *sizes)
+        return build_model(cfg, *sizes, pad_id=PAD_ID)
     except (ValueError, RuntimeError) as e:  # share_embeddings with two vocabularies, memory
         raise CheckpointError(f"cannot build its model: {e}") from None
 

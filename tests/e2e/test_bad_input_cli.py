@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from mtkit.checkpoint import load_checkpoint, save_checkpoint
 from mtkit.cli.app import app

@@ -23,7 +23,8 @@ import torch.multiprocessing as mp
 
 from mtkit import distributed
 from mtkit.checkpoint import load_checkpoint
-from mtkit.config.schema import TrainingConfig, load_config
+from mtkit.config.load import load_config
+from mtkit.config.schema import TrainingConfig
 from mtkit.data.batching import Batch, collate_columns
 from mtkit.data.prepare import prepare
 from mtkit.training.update import Stepper, update, wrap_model
@@ -93,7 +94,12 @@ def free_port() -> int:
 
 def test_two_ranks_equal_one_process_on_the_union_batch(tmp_path: Path) -> None:
     out = tmp_path / "ddp.pt"
-    mp.spawn(_rank_main, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(
+        _rank_main,  # type: ignore[attr-defined,no-untyped-call]
+        args=(free_port(), str(out)),
+        nprocs=WORLD,
+        join=True,
+    )
     single = tiny_model(seed=0)
     stepper = sgd_stepper(single, distributed.Dist())
     for u in range(UPDATES):

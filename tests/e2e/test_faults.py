@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from mtkit.checkpoint import load_checkpoint
-from mtkit.config.schema import load_config
+from mtkit.config.load import load_config
 from mtkit.training.loop import train
 from mtkit.training.run_dir import RunDirError, prepare_run_dir
 from tests.conftest import mtkit_module, write_tiny_config

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mtkit.config.schema import load_config
+from mtkit.config.load import load_config
 from mtkit.evaluation.metrics import corpus_bleu
 from mtkit.training.loop import train
 from mtkit.translation.translator import Translator

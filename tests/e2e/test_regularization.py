@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from mtkit.checkpoint import load_checkpoint
 from mtkit.cli.app import app
-from mtkit.config.schema import load_config
+from mtkit.config.load import load_config
+from mtkit.evaluation.metrics import corpus_scores
 from mtkit.training import validation as validation_mod
 from mtkit.training.loop import train
 
@@ -64,11 +65,10 @@ def test_validation_bleu_uses_the_configured_tokenizer(
     tmp_path: Path, make_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[str] = []
-    real = validation_mod.corpus_scores
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         seen.append(kwargs["tokenize"])
-        return real(*args, **kwargs)
+        return corpus_scores(*args, **kwargs)
 
     monkeypatch.setattr(validation_mod, "corpus_scores", spy)
     config = make_config(**regularized(max_steps=2, valid_every=2))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mtkit.checkpoint import load_checkpoint
-from mtkit.config.schema import load_config
+from mtkit.config.load import load_config
 from mtkit.data.prepare import prepare
 from mtkit.training import update as update_mod
 from mtkit.training import validation as validation_mod

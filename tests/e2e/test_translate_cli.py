@@ -24,7 +24,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield save(make_translator(tmp_path_factory.mktemp("run")))
 
 
-def run(*args: str, input: str | None = None) -> tuple[int, str, str]:
+def run(*args: str | Path, input: str | None = None) -> tuple[int, str, str]:
     result = CliRunner().invoke(app, [str(a) for a in args], input=input)
     return result.exit_code, result.stdout, result.stderr
 

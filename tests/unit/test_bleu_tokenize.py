@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mtkit.cli.app import app
-from mtkit.config.schema import ConfigError, config_from_dict
+from mtkit.config.load import config_from_dict
+from mtkit.config.schema import ConfigError
 from mtkit.training.loop import train
 from tests.tiny_translator import DATA, head, make_translator, save
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from benchmarks import bench
 from benchmarks.compare_joeynmt_cli import JOEY_EPOCH, joey_config, mtkit_config, parse_args
-from mtkit.config.schema import config_from_dict
+from mtkit.config.load import config_from_dict
 
 
 def test_mtkit_side_validates_and_trains_the_benchmark_model_for_one_epoch(tmp_path: Path) -> None:

@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mtkit.config.schema import (
-    ConfigError,
-    ExperimentConfig,
-    apply_overrides,
-    config_from_dict,
-    dump_config,
-    load_config,
-)
+from mtkit.config.load import apply_overrides, config_from_dict, dump_config, load_config
+from mtkit.config.schema import ConfigError, ExperimentConfig
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,11 +22,12 @@ from typer.testing import CliRunner
 
 from mtkit.checkpoint import save_checkpoint
 from mtkit.cli.app import app
-from mtkit.config.schema import ExperimentConfig, config_from_dict, config_to_dict
+from mtkit.config.load import config_from_dict, config_to_dict
+from mtkit.config.schema import ExperimentConfig
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair, train_tokenizers
 from mtkit.export.ctranslate2 import build_spec, check_supported, export_ctranslate2
 from mtkit.model.masks import pad_mask
-from mtkit.model.transformer import Transformer
+from mtkit.model.transformer import Transformer, build_model
 from mtkit.translation.ctranslate2_engine import (
     INSTALL_HINT,
     CT2Translator,
@@ -35,7 +36,7 @@ from mtkit.translation.ctranslate2_engine import (
     max_length,
     translate_pieces,
 )
-from mtkit.translation.translator import DecodeOptions, Translator, build_model, pad_batch
+from mtkit.translation.translator import DecodeOptions, Translator, pad_batch
 from tests.conftest import DATA
 
 needs_ct2 = pytest.mark.skipif(
@@ -106,12 +107,13 @@ def reference_log_probs(model: Transformer, src: list[int], tgt: list[int]) -> t
     with torch.inference_mode():
         lp = model(s, pad_mask(s, PAD_ID), t).log_softmax(dim=-1)[0]  # (tgt_len, vocab)
     gold = torch.tensor([*tgt, EOS_ID])  # (tgt_len,)
-    return lp[torch.arange(len(gold)), gold]  # (tgt_len,)
+    picked: torch.Tensor = lp[torch.arange(len(gold)), gold]  # (tgt_len,)
+    return picked
 
 
 # --------------------------------------------------------------------------- conversion
 
-CONVERSIONS = {
+CONVERSIONS: dict[str, tuple[bool, dict[str, Any]]] = {
     "pre-relu-shared": (True, {"norm": "pre", "activation": "relu"}),
     "post-gelu-shared": (True, {"norm": "post", "activation": "gelu"}),
     "pre-gelu-untied": (True, {"share_embeddings": False, "tie_output": False,
@@ -178,9 +180,9 @@ def test_beam_and_options_follow_mtkit(
 
 def test_unsupported_settings_are_named() -> None:
     with pytest.raises(ExportError, match=r"model.activation='swiglu'.*supported: relu, gelu"):
-        check_supported(dataclasses.replace(experiment().model, activation="swiglu"))
+        check_supported(dataclasses.replace(experiment().model, activation="swiglu"))  # type: ignore[arg-type]
     with pytest.raises(ExportError, match=r"model.norm='sandwich'"):
-        check_supported(dataclasses.replace(experiment().model, norm="sandwich"))
+        check_supported(dataclasses.replace(experiment().model, norm="sandwich"))  # type: ignore[arg-type]
     base = type(experiment().model)
     future = dataclasses.make_dataclass("Future", [("rotary", bool, False)], bases=(base,))
     check_supported(future())  # a setting the exporter does not know, left at its default
@@ -286,7 +288,7 @@ def train_small(cfg: ExperimentConfig, tok: TokenizerPair, pairs: Any, steps: in
         logits = model(s, pad_mask(s, PAD_ID), t_in)  # (batch, tgt_len, vocab)
         loss = F.cross_entropy(logits.flatten(0, 1), t_out.flatten(), ignore_index=PAD_ID)
         optimizer.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
     return model.eval()
 

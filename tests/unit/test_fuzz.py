@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from mtkit.checkpoint import CheckpointError, load_checkpoint
 from mtkit.cli.app import app
-from mtkit.config.schema import ConfigError, ExperimentConfig, config_from_dict, load_config
+from mtkit.config.load import config_from_dict, load_config
+from mtkit.config.schema import ConfigError, ExperimentConfig
 from mtkit.translation.translator import Translator, interactive
 from tests.tiny_checkpoint import write_tiny_run
 

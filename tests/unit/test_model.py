@@ -10,15 +10,9 @@ import torch
 from torch import Tensor
 
 from mtkit.config.schema import ModelConfig
+from mtkit.model.layers import MultiHeadAttention, attention, sinusoidal_positions
 from mtkit.model.masks import causal_mask, pad_mask
-from mtkit.model.transformer import (
-    MultiHeadAttention,
-    Transformer,
-    attention,
-    num_parameters,
-    set_fast_attention,
-    sinusoidal_positions,
-)
+from mtkit.model.transformer import Transformer, num_parameters, set_fast_attention
 
 PAD, BOS = 0, 1
 VOCAB = 20
@@ -222,7 +216,8 @@ def test_fused_projections_equal_separate_ones(fast: bool) -> None:
         q, k, v = (attn._split(p(t)) for p, t in zip(
             (attn.q_proj, attn.k_proj, attn.v_proj), (query, kv, kv), strict=True))  # fmt: skip
         out = attention(q, k, v, None).transpose(1, 2).reshape(2, query.size(1), 32)
-        return attn.out_proj(out)
+        projected: Tensor = attn.out_proj(out)
+        return projected
 
     self_out = attn(x, key=x, value=x, mask=None)  # fused q/k/v
     cross_out = attn(x, key=memory, value=memory, mask=None)  # fused k/v

@@ -11,8 +11,9 @@ import torch
 from torch import Tensor
 
 from mtkit.config.schema import ModelConfig
+from mtkit.model.cache import DecoderCache
 from mtkit.model.masks import pad_mask
-from mtkit.model.transformer import DecoderCache, Transformer
+from mtkit.model.transformer import Transformer
 from mtkit.search.decoding import Hypothesis, beam_search, gnmt_penalty, greedy_search, sample
 
 PAD, BOS, EOS = 0, 1, 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mtkit.config.schema import load_config
+from mtkit.config.load import load_config
 from mtkit.model.transformer import Transformer, num_parameters
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))

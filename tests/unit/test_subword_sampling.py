@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mtkit.config.schema import ConfigError, config_from_dict
+from mtkit.config.load import config_from_dict
+from mtkit.config.schema import ConfigError
 from mtkit.data.batching import load_prepared, load_prepared_text
 from mtkit.data.prepare import is_prepared
 from mtkit.data.sampling import SubwordSampler, batch_seed

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from mtkit.config.schema import config_from_dict
+from mtkit.config.load import config_from_dict
 from mtkit.data.batching import collate_columns
 from mtkit.runtime import RuntimeConfigError, preserved_rng
 from mtkit.training.interrupt import Interrupt

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from mtkit.config.schema import ConfigError, load_config
+from mtkit.config.load import load_config
+from mtkit.config.schema import ConfigError
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mtkit.model.masks import pad_mask
 from mtkit.search.decoding import beam_search, length_normaliser
