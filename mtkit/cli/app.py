@@ -262,22 +262,55 @@ def _exec_torchrun(
 @handle_errors
 def average(
     run: Annotated[Path, typer.Argument(help="A run directory with step_NNNNNN.pt checkpoints")],
-    last: Annotated[int, typer.Option(help="Average the newest N step checkpoints")] = 5,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Default: RUN/average_last<N>.pt")
+    last: Annotated[
+        list[int] | None,
+        typer.Option(help="Average the newest N step checkpoints; repeat for several averages"),
     ] = None,
+    select_on: Annotated[
+        str | None,
+        typer.Option(
+            help="valid: translate the valid split with each average (the run's decoding "
+            "settings) and rank them by BLEU (the run's evaluation.tokenize)"
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Default: RUN/average_last<N>.pt; with --select-on, a copy of the best average",
+        ),
+    ] = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Average the model weights of a run's last N checkpoints into one checkpoint.
 
     The result translates like any checkpoint (often a little better than each one).
 
-    Example: mtkit average runs/demo --last 5 -o runs/demo/avg5.pt
+    Examples:
+      mtkit average runs/demo --last 5 -o runs/demo/avg5.pt
+      mtkit average runs/demo --last 5 --last 10 --select-on valid -o runs/demo/chosen.pt
     """
     setup_logging()
-    from mtkit.training.average import average_run
+    from mtkit.training.average import average_run, select_average
 
-    out = average_run(run, last, output)
-    typer.echo(f"wrote {out}")
+    lasts = last or [5]
+    if select_on is None:
+        if output is not None and len(lasts) > 1:
+            raise ConfigError("-o names one file: give one --last, or add --select-on valid")
+        for n in lasts:
+            typer.echo(f"wrote {average_run(run, n, output)}")
+        return
+    ranked = select_average(run, lasts, select_on, device)
+    for c in ranked:
+        typer.echo(f"{c.path}: {select_on} {c.bleu.text}\n  signature: {c.bleu.signature}")
+    if output is not None:
+        from mtkit.files import atomic_write_bytes
+
+        atomic_write_bytes(output, ranked[0].path.read_bytes())
+    typer.echo(
+        f"best on {select_on}: {ranked[0].path}" + (f" (copied to {output})" if output else "")
+    )
 
 
 SEARCH = "Search"
@@ -557,12 +590,13 @@ def evaluate(
         str, typer.Option(help="Comma-separated: bleu, chrf, chrf++, ter")
     ] = "bleu,chrf",
     tokenize: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="sacreBLEU tokenizer for BLEU: 13a, intl, char, zh, flores200 (downloads a "
-            "model on first use), ..."
+            help="sacreBLEU tokenizer for BLEU: 13a, intl, char, zh, none (text that is already "
+            "tokenized), flores200 (downloads a model on first use), ... [default: the run's "
+            "evaluation.tokenize; 13a for --hyp]"
         ),
-    ] = "13a",
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -586,8 +620,9 @@ def evaluate(
     from mtkit.evaluation.metrics import make_metric
 
     for name in names:  # a typo fails now, not after translating the whole test set
-        make_metric(name, tokenize)
+        make_metric(name, tokenize or "13a")
     if hyp:
+        tokenize = tokenize or "13a"
         if not ref:
             raise EvaluationError("--hyp needs at least one --ref")
         if run is not None or src is not None or split is not None:
@@ -611,10 +646,22 @@ def evaluate(
         length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
         no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens,
     )  # fmt: skip
+    tokenize = _run_tokenizer(translator, tokenize, names)
     inputs = _eval_inputs(translator, split, src, ref)
     out = output or _default_hyp_path(translator, split, src)
     report = evaluate_model(translator, inputs, options, names, out, tokenize)
     _print_report(report, json_out)
+
+
+def _run_tokenizer(translator: Any, tokenize: str | None, names: list[str]) -> str:
+    """--tokenize, else the run's `evaluation.tokenize` (checked before translating)."""
+    from mtkit.evaluation.metrics import make_metric
+
+    if tokenize is None:
+        tokenize = str(translator.config.evaluation.tokenize)
+        if "bleu" in names:
+            make_metric("bleu", tokenize)
+    return tokenize
 
 
 def _eval_inputs(

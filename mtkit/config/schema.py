@@ -81,6 +81,12 @@ class TokenizerConfig:
     character_coverage: float = 1.0  # 0.9995 for languages with large alphabets (ja, zh)
     byte_fallback: bool = False  # spell unknown characters as bytes instead of <unk>
     input_sentence_size: int = 1_000_000  # sample at most this many sentences to train
+    # Subword regularisation of the training batches (valid/test stay deterministic): each
+    # batch's text is re-segmented at random every time it is used. bpe: BPE-dropout
+    # (Provilkov et al. 2020), the probability of skipping each merge, 0.1 typical, below 1.
+    # unigram: sampling from all segmentations (Kudo 2018) with p ~ P(x)^alpha, 0.1-0.5 typical
+    # (smaller = more varied). Does not change the prepared data.
+    sampling_alpha: float = 0.0  # 0 = off (the one deterministic segmentation)
     # Reuse a tokenizer instead of training one: a .model file (joint), or a folder holding
     # spm.model, or spm.src.model + spm.tgt.model (written by `mtkit tokenizer train`, a prepared
     # dir, a run dir). prepare copies it byte for byte; the keys above are then not used, except
@@ -140,6 +146,11 @@ class TrainingConfig:
     patience: int = 0  # stop after this many validations without improvement; 0 = never
     max_bad_steps: int = 5  # NaN/inf updates are skipped; this many in a row stops training
     compile: bool = False  # torch.compile the model (faster on GPUs; slow first steps)
+    # R-Drop (Liang et al. 2021): every batch runs twice (concatenated with itself, so with two
+    # dropout masks); loss = mean of the two cross-entropies + rdrop_alpha / 4 * (KL(p1|p2) +
+    # KL(p2|p1)) over target tokens: the paper's alpha (5 in its IWSLT runs) with fairseq's
+    # normalisation. Each update costs about twice the compute and activation memory.
+    rdrop_alpha: float = 0.0  # 0 = off; needs model dropout > 0 to do anything
     # Start from another run: its weights and its tokenizer(s), byte for byte (none is trained).
     # A run directory (its best.pt, else last.pt) or a checkpoint file. Model keys left out of
     # this config come from the parent's; shape keys given must agree (`--init-from` on the CLI).
@@ -174,6 +185,16 @@ class DecodingConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """How BLEU is computed, in validation during training and by `mtkit evaluate`."""
+
+    # sacreBLEU tokenizer for BLEU: 13a (sacreBLEU's default, for detokenized text), intl, char,
+    # zh, ...; none scores text that is already tokenized (the papers' tokenized Multi30k). Also
+    # the default of `mtkit evaluate --tokenize` for this run; the signature shows it (tok:none).
+    tokenize: str = "13a"  # an unknown name fails when training or evaluation starts
+
+
+@dataclass
 class ExperimentConfig:
     """One experiment: the whole YAML file."""
 
@@ -184,6 +205,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # the Transformer's shape
     training: TrainingConfig = field(default_factory=TrainingConfig)  # optimisation
     decoding: DecodingConfig = field(default_factory=DecodingConfig)  # search defaults
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)  # BLEU's tokenizer
 
     @property
     def run_path(self) -> Path:

@@ -42,10 +42,11 @@ _POSITIVE = {
 _NON_NEGATIVE = {
     "training": ("warmup_steps", "clip_norm", "max_epochs", "max_time", "threads",
                  "valid_bleu_sentences", "weight_decay", "min_lr", "save_every", "keep_last",
-                 "patience"),
+                 "patience", "rdrop_alpha"),
     "decoding": ("length_penalty", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram",
                  "top_k"),
     "data": ("test_size",),
+    "tokenizer": ("sampling_alpha",),
 }  # fmt: skip
 _FRACTIONS = {  # values in [0, 1)
     "model": ("dropout", "attention_dropout", "activation_dropout"),
@@ -75,6 +76,8 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(tok.vocab_size >= 16, "tokenizer.vocab_size", "at least 16", tok.vocab_size)
     coverage = tok.character_coverage
     _check(0.0 < coverage <= 1.0, "tokenizer.character_coverage", "a value in (0, 1]", coverage)
+    dropout = tok.type != "bpe" or tok.sampling_alpha < 1.0  # 1 would drop every BPE merge
+    _check(dropout, "tokenizer.sampling_alpha", "less than 1 for bpe", tok.sampling_alpha)
     _check(data.max_ratio >= 1.0, "data.max_ratio", "at least 1.0", data.max_ratio)
     other = "a language different from data.src_lang"
     _check(data.src_lang != data.tgt_lang, "data.tgt_lang", other, data.tgt_lang)

@@ -53,6 +53,7 @@ def fingerprint_of(
                 )
     tokenizer = dataclasses.asdict(cfg.tokenizer)
     tokenizer.pop("model")  # absent from older fingerprints: unchanged configs keep their digest
+    tokenizer.pop("sampling_alpha")  # applied to training batches; the prepared data is the same
     body = {
         "version": FINGERPRINT_VERSION,
         "data": data,

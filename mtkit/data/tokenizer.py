@@ -66,6 +66,21 @@ class Tokenizer:
         """Token ids for each line, without BOS/EOS."""
         return [list(ids) for ids in self._sp.encode(list(lines), out_type=int)]
 
+    def encode_sampled(self, lines: list[str], alpha: float, seed: int) -> list[list[int]]:
+        """Randomly segmented token ids (subword regularisation), the same for the same seed.
+
+        BPE models drop each merge with probability `alpha` (BPE-dropout); unigram models
+        sample from all segmentations with p ~ P(x)^alpha (Kudo 2018). The ids decode to the
+        same text as `encode`'s. sentencepiece's generator is process-wide: it is seeded here,
+        right before the one call that uses it (one thread, so the draws are in line order).
+        """
+        spm.set_random_generator_seed(seed)
+        out = self._sp.encode(
+            list(lines), out_type=int, enable_sampling=True, alpha=alpha, nbest_size=-1,
+            num_threads=1,
+        )  # fmt: skip
+        return [list(ids) for ids in out]
+
     def encode_pieces(self, lines: list[str]) -> list[list[str]]:
         """Subword pieces for each line (for inspection and `mtkit tokenizer encode`)."""
         return [list(p) for p in self._sp.encode(list(lines), out_type=str)]

@@ -1,14 +1,20 @@
-"""Checkpoint averaging (fairseq's average_checkpoints): the mean of the last N models' weights."""
+"""Checkpoint averaging (fairseq's average_checkpoints): the mean of the last N models' weights.
+
+`select_average` builds several such averages and scores each on the valid split, so N is
+chosen on validation data (`mtkit average RUN --last 5 --last 10 --select-on valid`).
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mtkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_checkpoints
+from mtkit.evaluation.metrics import MetricResult
 
 logger = logging.getLogger(__name__)
 
@@ -79,3 +85,45 @@ def average_run(run_dir: Path, last: int, output: Path | None = None) -> Path:
     out = output or run_dir / f"average_last{last}.pt"
     save_checkpoint(out, averaged)
     return out
+
+
+@dataclass
+class Candidate:
+    """One average, scored on a split of the run's data."""
+
+    path: Path
+    last: int
+    bleu: MetricResult
+
+
+def select_average(
+    run_dir: Path, lasts: list[int], split: str = "valid", device: str = "auto"
+) -> list[Candidate]:
+    """Average the last N step checkpoints for each N in `lasts`; score each on `split`.
+
+    `split` must be valid (the run's data config; test is for the final choice only). Each
+    average translates the split with the run's `decoding` settings (beam, length
+    penalty) and is scored with BLEU using the run's `evaluation.tokenize`; the hypotheses go
+    next to it (average_lastN.<split>.hyp). Returns the candidates, best BLEU first (ties:
+    fewer checkpoints).
+    """
+    from mtkit.evaluation.evaluate import evaluate_model, split_set
+    from mtkit.translation.translator import Translator
+
+    if split != "valid":
+        raise CheckpointError(
+            f"--select-on: expected valid, got '{split}' (choose on validation data, then "
+            "score the choice on test once with `mtkit evaluate`)"
+        )
+    candidates = []
+    for last in dict.fromkeys(lasts):  # in order, without repeats
+        path = average_run(run_dir, last)
+        translator = Translator.load(path, device=device)
+        inputs = split_set(translator, split)
+        report = evaluate_model(
+            translator, inputs, translator.default_options(), ["bleu"],
+            path.with_suffix(f".{split}.hyp"), tokenize=translator.config.evaluation.tokenize,
+        )  # fmt: skip
+        logger.info("%s: %s BLEU %.2f", path.name, split, report.scores[0].score)
+        candidates.append(Candidate(path, last, report.scores[0]))
+    return sorted(candidates, key=lambda c: (-c.bleu.score, c.last))

@@ -37,7 +37,7 @@ from mtkit.training.schedule import learning_rate
 from mtkit.training.state import Origin, Run, TrainState, build_run, find_origin
 from mtkit.training.tokenizer_guard import check_resume_settings, check_same_tokenizer
 from mtkit.training.update import update
-from mtkit.training.validation import validate
+from mtkit.training.validation import check_bleu_tokenizer, validate
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = Fals
 
     Single process, or one rank of a `torchrun` job (see mtkit/distributed.py).
     """
+    check_bleu_tokenizer(cfg)  # a typo fails now, not at the first validation
     device = resolve_device(cfg.training.device)
     check_precision(cfg.training.precision, device)
     set_threads(cfg.training.threads)
@@ -107,13 +108,18 @@ def micro_batches(run: Run) -> Iterator[Batch]:
 
     The position (epoch, batch_in_epoch) in `run.state` advances as batches are handed out,
     so at every update boundary it says exactly where a resumed run must continue; skipping
-    to it only slices the sampler's index lists (no batch is built).
+    to it only slices the sampler's index lists (no batch is built). With subword sampling the
+    batch is segmented anew, seeded by that same position (data/sampling.py).
     """
     state, sampler, columns = run.state, run.data.sampler, run.data.train_columns
+    resample = run.data.resample
     while True:
         sampler.set_epoch(state.epoch)
         for indices in itertools.islice(sampler, state.batch_in_epoch, None):
             state.batch_in_epoch += 1
+            if resample is not None:
+                yield resample.batch(indices, state.epoch, state.batch_in_epoch, run.dist.rank)
+                continue
             rows = columns[indices]
             yield collate_columns(rows["src_ids"], rows["tgt_ids"], PAD_ID)
         state.epoch += 1

@@ -36,6 +36,10 @@ ARCHITECTURE = (
 )  # fmt: skip
 
 
+# tokenizer keys that change only how training batches are segmented: a child may set its own
+BATCHES_ONLY = ("sampling_alpha",)
+
+
 @dataclass
 class Parent:
     """The run a new run starts from: its checkpoint, loaded, and where it came from."""
@@ -133,7 +137,10 @@ def with_parent_sections(raw: dict[str, Any], parent: Parent) -> dict[str, Any]:
     parent_tok = {**theirs.get("tokenizer", {}), "model": None}
     parent_tok["vocab_size"] = parent.tokenizers.tgt.vocab_size  # what it really has
     for key, value in tokenizer.items():
-        _must_agree(f"tokenizer.{key}", value, parent_tok.get(key, value), parent)
+        if key in BATCHES_ONLY:
+            parent_tok[key] = value
+        else:
+            _must_agree(f"tokenizer.{key}", value, parent_tok.get(key, value), parent)
     parent_model = theirs.get("model", {})
     for key in ARCHITECTURE:
         if key in model:

@@ -14,6 +14,7 @@ import torch
 from mtkit.checkpoint import CheckpointError, find_resume_checkpoint
 from mtkit.config.schema import ExperimentConfig, TrainingConfig
 from mtkit.data.batching import TokenBatchSampler, lengths, load_prepared, load_prepared_text
+from mtkit.data.sampling import SubwordSampler
 from mtkit.data.tokenizer import TokenizerPair
 from mtkit.distributed import Dist
 from mtkit.errors import MtkitError
@@ -58,6 +59,7 @@ class Data:
     valid: Any
     valid_text: Any
     n_train: int
+    resample: SubwordSampler | None = None  # tokenizer.sampling_alpha > 0: batches from text
 
 
 @dataclass
@@ -124,7 +126,7 @@ def build_run(
     t = cfg.training
     prepared = Path(cfg.data.prepared_dir)
     tokenizers = TokenizerPair.load(prepared)
-    data = load_data(cfg, prepared, d)
+    data = load_data(cfg, prepared, d, tokenizers)
     seed_everything(t.seed)  # identical initial weights on every rank
     raw = build_model(cfg, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size).to(device)
     optimizer = make_optimizer(raw, t)
@@ -168,8 +170,12 @@ def log_parent(parent: Parent, t: TrainingConfig) -> None:
     )  # fmt: skip
 
 
-def load_data(cfg: ExperimentConfig, prepared: Path, d: Dist) -> Data:
-    """This rank's token-budget sampler over train, and the dev split."""
+def load_data(cfg: ExperimentConfig, prepared: Path, d: Dist, tokenizers: TokenizerPair) -> Data:
+    """This rank's token-budget sampler over train, and the dev split.
+
+    With `tokenizer.sampling_alpha` > 0, training batches are segmented
+    anew from `text/train` each time (data/sampling.py).
+    """
     encoded = load_prepared(prepared)
     text = load_prepared_text(prepared)
     src_len, tgt_len = lengths(encoded["train"])
@@ -180,7 +186,13 @@ def load_data(cfg: ExperimentConfig, prepared: Path, d: Dist) -> Data:
     if len(sampler) == 0:
         raise MtkitError(f"{prepared}: the training split is empty")
     columns = encoded["train"].select_columns(["src_ids", "tgt_ids"])
-    return Data(sampler, columns, encoded["valid"], text["valid"], len(encoded["train"]))
+    alpha, resample = cfg.tokenizer.sampling_alpha, None
+    if alpha > 0:
+        resample = SubwordSampler(
+            tokenizers, text["train"], alpha, cfg.data.max_len, cfg.training.seed
+        )
+    n_train = len(encoded["train"])
+    return Data(sampler, columns, encoded["valid"], text["valid"], n_train, resample)
 
 
 def restore_state(path: Path, ckpt: dict[str, Any], s: Stepper, d: Dist) -> TrainState:
@@ -222,4 +234,11 @@ def log_setup(run: Run) -> None:
         " | %d batches per epoch per rank | schedule %s, peak lr %.2e, warm-up %d",
         t.max_tokens * d.world_size * t.accumulate, t.max_tokens, d.world_size, t.accumulate,
         len(run.data.sampler), t.schedule, t.lr, t.warmup_steps,
+    )  # fmt: skip
+    extras = [f"R-Drop alpha {t.rdrop_alpha:g}"] if t.rdrop_alpha > 0 else []
+    if run.cfg.tokenizer.sampling_alpha > 0:
+        extras.append(f"subword sampling alpha {run.cfg.tokenizer.sampling_alpha:g}")
+    logger.info(
+        "validation BLEU: sacreBLEU tok:%s | regularisation: dropout %g%s",
+        run.cfg.evaluation.tokenize, run.cfg.model.dropout, "".join(", " + e for e in extras),
     )  # fmt: skip

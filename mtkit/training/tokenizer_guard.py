@@ -19,6 +19,7 @@ from mtkit.config.load import config_from_dict, config_to_dict
 from mtkit.config.schema import ConfigError, ExperimentConfig
 from mtkit.data.prepare import reused_tokenizers
 from mtkit.data.tokenizer import TokenizerPair
+from mtkit.training.parent import BATCHES_ONLY
 
 # data keys applied after the tokenizer is trained (or not at all): they may change on resume
 AFTER_TOKENIZER = ("max_len", "max_ratio", "clean_eval", "num_proc", "prepared_dir")
@@ -29,7 +30,9 @@ def tokenizer_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     """The dotted config keys a trained tokenizer depends on, with their values."""
     plain = config_to_dict(cfg)
     out = {f"data.{k}": v for k, v in plain["data"].items() if k not in AFTER_TOKENIZER}
-    out.update({f"tokenizer.{k}": v for k, v in plain["tokenizer"].items()})
+    out.update(
+        {f"tokenizer.{k}": v for k, v in plain["tokenizer"].items() if k not in BATCHES_ONLY}
+    )
     out["training.init_from"] = plain["training"]["init_from"]
     return out
 

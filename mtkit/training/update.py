@@ -24,6 +24,7 @@ from mtkit.distributed import Dist
 from mtkit.model.transformer import Transformer
 from mtkit.runtime import autocast_context
 from mtkit.training.loss import label_smoothed_cross_entropy
+from mtkit.training.rdrop import doubled, rdrop_objective, symmetric_kl
 
 
 @dataclass
@@ -56,6 +57,26 @@ class UpdateResult:
 def compute_loss(logits: Tensor, target: Tensor, smoothing: float) -> tuple[Tensor, Tensor]:
     """Summed smoothed loss and summed NLL (a seam the fault tests patch to inject NaN)."""
     return label_smoothed_cross_entropy(logits, target, smoothing, PAD_ID)
+
+
+def forward_loss(s: Stepper, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+    """(objective to minimise, summed smoothed CE, summed NLL) of one batch on the device.
+
+    With `training.rdrop_alpha` > 0 the batch runs twice in one forward (R-Drop, rdrop.py);
+    the CE and NLL returned are then the means of the two passes, comparable with a run
+    without R-Drop.
+    """
+    alpha = s.cfg.rdrop_alpha
+    inputs = doubled(batch) if alpha > 0 else batch
+    with autocast_context(s.device, s.cfg.precision):
+        logits = s.model(
+            inputs.src, inputs.src_mask, inputs.tgt_in
+        )  # (batch or 2 * batch, tgt_len, V)
+        loss, nll = compute_loss(logits, inputs.tgt_out, s.cfg.label_smoothing)
+        if alpha == 0:
+            return loss, loss, nll
+        kl = symmetric_kl(logits, batch.tgt_out != PAD_ID)
+    return rdrop_objective(loss, kl, alpha), loss / 2, nll / 2
 
 
 def _device_scalar(value: float, device: torch.device) -> Tensor:
@@ -95,10 +116,8 @@ def update(
             if s.device.type == "cuda":  # pinned: the copy does not wait for the GPU
                 batch = batch.pin_memory()
             batch = batch.to(s.device)
-            with autocast_context(s.device, s.cfg.precision):
-                logits = s.model(batch.src, batch.src_mask, batch.tgt_in)  # (batch, tgt_len, V)
-                loss, nll = compute_loss(logits, batch.tgt_out, s.cfg.label_smoothing)
-            scaled = loss * scale
+            objective, loss, nll = forward_loss(s, batch)
+            scaled = objective * scale
             (s.scaler.scale(scaled) if s.scaler is not None else scaled).backward()
         loss_sum += loss.detach()
         nll_sum += nll

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 
 from mtkit import distributed
-from mtkit.config.schema import TrainingConfig
+from mtkit.config.schema import ConfigError, ExperimentConfig, TrainingConfig
 from mtkit.data.batching import TokenBatchSampler, collate_columns, lengths
 from mtkit.data.tokenizer import PAD_ID
-from mtkit.evaluation.metrics import corpus_scores
+from mtkit.evaluation.metrics import MetricError, corpus_scores, make_metric
 from mtkit.model.transformer import Transformer
 from mtkit.runtime import autocast_context, preserved_rng
 from mtkit.training.state import Run
@@ -45,7 +45,7 @@ def validation_loss(
 
 
 def validation_scores(run: Run) -> tuple[dict[str, float], list[tuple[str, str, str]]]:
-    """Greedy-decode the first N dev sentences; BLEU and chrF with sacreBLEU."""
+    """Greedy-decode the first N dev sentences; BLEU (`evaluation.tokenize`) and chrF."""
     cfg, device = run.cfg, run.stepper.device
     n = min(cfg.training.valid_bleu_sentences, len(run.data.valid))
     if n == 0:
@@ -59,8 +59,17 @@ def validation_scores(run: Run) -> tuple[dict[str, float], list[tuple[str, str, 
     hyps = run.tokenizers.tgt.decode(out)
     rows = run.data.valid_text.select(range(n))
     refs, srcs = list(rows["tgt"]), list(rows["src"])
-    scores = {r.name: r.score for r in corpus_scores(hyps, [refs], ("bleu", "chrf"))}
+    results = corpus_scores(hyps, [refs], ("bleu", "chrf"), tokenize=cfg.evaluation.tokenize)
+    scores = {r.name: r.score for r in results}
     return scores, list(zip(srcs[:3], refs[:3], hyps[:3], strict=True))
+
+
+def check_bleu_tokenizer(cfg: ExperimentConfig) -> None:
+    """Fail before training when `evaluation.tokenize` is not a sacreBLEU tokenizer."""
+    try:
+        make_metric("bleu", cfg.evaluation.tokenize)
+    except MetricError as e:
+        raise ConfigError(f"evaluation.tokenize: {e}") from None
 
 
 def is_improvement(metric: str, value: float, best: float | None) -> bool:
