@@ -125,21 +125,28 @@ class TrainingConfig:
     compile: bool = False  # torch.compile the model (faster on GPUs; slow first steps)
 
 
+LengthNorm = Literal["gnmt", "average", "none"]
+
+
 @dataclass
 class DecodingConfig:
-    """Inference defaults; every key can be overridden on the translate/evaluate command line."""
+    """Inference defaults; every key can be overridden on the translate/evaluate command line.
+
+    This one object travels from the YAML (or a checkpoint) and the CLI flags to the searches;
+    `validate_decoding` checks it once.
+    """
 
     beam_size: int = 5  # 1 means greedy search
     length_penalty: float = 1.0  # GNMT alpha: score / ((5 + len) / 6) ** alpha; 0 = raw log-prob
     # How beam search ranks finished hypotheses of different lengths (len counts EOS):
     # gnmt: log_prob / ((5 + len) / 6) ** length_penalty; average: log_prob / len (per-token
     # mean); none: raw log_prob, which favours short outputs.
-    length_norm: Literal["gnmt", "average", "none"] = "gnmt"
+    length_norm: LengthNorm = "gnmt"
     max_len_a: float = 1.5  # max output length = a * source length + b
     max_len_b: int = 10
     min_len: int = 0  # EOS is forbidden before this many output tokens
     no_repeat_ngram: int = 0  # > 0: beam search never repeats an n-gram of this size
-    nbest: int = 1  # hypotheses returned per sentence (at most beam_size), best first
+    nbest: int = 1  # hypotheses per sentence (at most beam_size; samples when sampling)
     sampling: bool = False  # sample instead of searching (e.g. for back-translation)
     temperature: float = 1.0  # sampling: < 1 sharpens, > 1 flattens the distribution
     top_k: int = 0  # sampling: keep only the k most probable tokens; 0 keeps all
@@ -311,7 +318,6 @@ _POSITIVE = {
         "accumulate",
         "max_bad_steps",
     ),
-    "decoding": ("beam_size", "max_tokens", "nbest", "temperature", "top_p"),
     "data": ("max_len", "num_proc", "valid_size"),
     "tokenizer": ("vocab_size", "input_sentence_size"),
 }
@@ -319,8 +325,6 @@ _NON_NEGATIVE = {
     "training": ("warmup_steps", "clip_norm", "max_epochs", "max_time", "threads",
                  "valid_bleu_sentences", "weight_decay", "min_lr", "save_every", "keep_last",
                  "patience"),
-    "decoding": ("length_penalty", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram",
-                 "top_k"),
     "data": ("test_size",),
 }  # fmt: skip
 _FRACTIONS = {  # values in [0, 1)
@@ -356,7 +360,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(data.src_lang != data.tgt_lang, "data.tgt_lang", other, data.tgt_lang)
     _validate_data(data)
     _validate_training(cfg.training)
-    _validate_decoding(cfg.decoding)
+    validate_decoding(cfg.decoding)
     if m.share_embeddings and not tok.joint:
         raise ConfigError(
             "model.share_embeddings: needs tokenizer.joint: true (one vocabulary for both "
@@ -369,12 +373,25 @@ def validate(cfg: ExperimentConfig) -> None:
         )
 
 
-def _validate_decoding(dec: DecodingConfig) -> None:
-    """Decoding keys that depend on each other."""
-    _check(dec.top_p <= 1.0, "decoding.top_p", "a value in (0, 1]", dec.top_p)
-    if not dec.sampling:
-        need = f"at most decoding.beam_size ({dec.beam_size})"
-        _check(dec.nbest <= dec.beam_size, "decoding.nbest", need, dec.nbest)
+def validate_decoding(dec: DecodingConfig, prefix: str = "decoding.") -> None:
+    """Reject decoding values search cannot honour: the one check of a DecodingConfig, for the
+    config file and for command-line overrides alike. `prefix` starts each key in a message
+    ("" on the command line, where the flags stand for the keys)."""
+    for name in ("beam_size", "max_tokens", "nbest", "temperature"):
+        value = getattr(dec, name)
+        _check(value > 0, prefix + name, "a positive number", value)
+    for name in ("length_penalty", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram", "top_k"):
+        value = getattr(dec, name)
+        _check(value >= 0, prefix + name, "zero or more", value)
+    _check(0.0 < dec.top_p <= 1.0, prefix + "top_p", "a value in (0, 1]", dec.top_p)
+    norms = typing.get_args(LengthNorm)  # the type is not checked on the command line
+    expected = f"one of {', '.join(norms)}"
+    _check(dec.length_norm in norms, prefix + "length_norm", expected, dec.length_norm)
+    if not dec.sampling and dec.nbest > dec.beam_size:
+        raise ConfigError(
+            f"{prefix}nbest ({dec.nbest}) must be at most the beam size ({dec.beam_size}); "
+            f"use a beam of {dec.nbest} or more"
+        )
 
 
 def _validate_training(t: TrainingConfig) -> None:
@@ -500,8 +517,3 @@ def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
 def dump_config(cfg: ExperimentConfig) -> str:
     """YAML text of the resolved config."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-
-
-def model_config_from_dict(raw: dict[str, Any]) -> ModelConfig:
-    """Rebuild a ModelConfig stored in a checkpoint."""
-    return _from_dict(ModelConfig, raw, "model")

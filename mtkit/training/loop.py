@@ -32,7 +32,13 @@ from mtkit.checkpoint import (
     find_resume_checkpoint,
     save_run_checkpoint,
 )
-from mtkit.config.schema import ExperimentConfig, TrainingConfig, config_to_dict, dump_config
+from mtkit.config.schema import (
+    DecodingConfig,
+    ExperimentConfig,
+    TrainingConfig,
+    config_to_dict,
+    dump_config,
+)
 from mtkit.data.batching import Batch, TokenBatchSampler, collate_columns, lengths, load_prepared
 from mtkit.data.prepare import prepare
 from mtkit.data.tokenizer import PAD_ID, TokenizerPair
@@ -55,7 +61,7 @@ from mtkit.runtime import (
 from mtkit.training.loss import label_smoothed_cross_entropy
 from mtkit.training.run_dir import RunDirError, RunLock, prepare_run_dir
 from mtkit.training.schedule import learning_rate
-from mtkit.translation.translator import DecodeOptions, build_model, translate_ids
+from mtkit.translation.translator import build_model, translate_ids
 
 logger = logging.getLogger(__name__)
 
@@ -745,11 +751,11 @@ def validation_scores(run: Run) -> tuple[dict[str, float], list[tuple[str, str, 
     if n == 0:
         return {}, []
     src_ids = run.data.valid.select(range(n))["src_ids"]
-    options = DecodeOptions(
+    greedy = DecodingConfig(
         beam_size=1, max_len_a=cfg.decoding.max_len_a, max_len_b=cfg.decoding.max_len_b,
         max_tokens=cfg.decoding.max_tokens,
     )  # fmt: skip
-    out = translate_ids(run.stepper.raw, src_ids, options, device)
+    out = translate_ids(run.stepper.raw, src_ids, greedy, device)
     hyps = run.tokenizers.tgt.decode(out)
     rows = run.data.valid_text.select(range(n))
     refs, srcs = list(rows["tgt"]), list(rows["src"])

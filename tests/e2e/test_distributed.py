@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -141,8 +142,8 @@ def test_torchrun_resume_translate_and_errors(tmp_path: Path, tiny_corpus: Path)
 
     # The distributed checkpoint translates in one process.
     translator = Translator.load(full / "best.pt", device="cpu")
-    assert len(translator.translate(["Call a policeman.", "Hi."],
-                                    translator.default_options(beam_size=2))) == 2  # fmt: skip
+    beam2 = replace(translator.config.decoding, beam_size=2)
+    assert len(translator.translate(["Call a policeman.", "Hi."], beam2)) == 2
 
     # A user error on rank 0 (the run exists, no --resume): shown once; all ranks exit.
     result = torchrun(str(config))
