@@ -19,7 +19,7 @@ How the figures are made (see README "Performance"):
 - Training times mtkit.training.update.update (forward, loss, backward, clipping, optimizer
   step) plus building the batch from the prepared dataset, i.e. what `mtkit train` does per
   update.
-- Decoding times mtkit.search.decoding over test2016.en in token-budget batches (as translate does).
+- Decoding times mtkit.search over test2016.en in token-budget batches (as translate does).
   Its model is the benchmark model trained for `--model-steps` updates (cached under
   bench_results/): decoding speed depends on output lengths, and a random model stops at
   random. `--decode-model random` uses random weights and forces every output to exactly
@@ -252,11 +252,16 @@ def prepared_data(args: argparse.Namespace) -> tuple[Any, ExperimentConfig]:
 
 def endless_batches(split: Any, max_tokens: int, seed: int) -> Iterator[Any]:
     """Training batches epoch after epoch, as the training loop draws them."""
-    from mtkit.data.batching import batches
+    from mtkit.data.batching import TokenBatchSampler, collate_columns, lengths
 
+    sampler = TokenBatchSampler(*lengths(split), max_tokens, shuffle=True, seed=seed)
+    columns = split.select_columns(["src_ids", "tgt_ids"])
     epoch = 0
     while True:
-        yield from batches(split, max_tokens, shuffle=True, seed=seed, epoch=epoch)
+        sampler.set_epoch(epoch)
+        for indices in sampler:
+            rows = columns[indices]
+            yield collate_columns(rows["src_ids"], rows["tgt_ids"])
         epoch += 1
 
 
@@ -441,29 +446,25 @@ def decode_run(
     forced: int | None,
 ) -> list[list[int]]:
     """Translate `src_ids` in token-budget batches; returns the best output ids."""
+    from mtkit.config.schema import DecodingConfig
+    from mtkit.data.batching import pad, token_batches
     from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
     from mtkit.model.masks import pad_mask
-    from mtkit.search.decoding import beam_search, greedy_search
-    from mtkit.translation.translator import pad_batch, token_batches
+    from mtkit.search.beam import beam_search
+    from mtkit.search.greedy import greedy_search
 
     # a forced length: min_len = max length = `forced`; else the default a * src_len + b
     a, b, min_len = (0.0, forced, forced) if forced is not None else (1.5, 10, 0)
-    length: dict[str, Any] = {"max_len_a": a, "max_len_b": b, "min_len": min_len}
+    dec = DecodingConfig(beam_size=beam, max_len_a=a, max_len_b=b, min_len=min_len)
+    ids: dict[str, Any] = {"bos_id": BOS_ID, "eos_id": EOS_ID, "use_cache": use_cache}
     out: list[list[int]] = [[] for _ in src_ids]
     for index in token_batches([len(s) for s in src_ids], max_tokens):
-        src = pad_batch([src_ids[i] for i in index], device)  # (batch, src_len)
+        src = pad([src_ids[i] for i in index]).to(device)  # (batch, src_len)
         mask = pad_mask(src, PAD_ID)
         if beam == 1:
-            hyps = greedy_search(
-                model, src, mask, bos_id=BOS_ID, eos_id=EOS_ID, use_cache=use_cache, **length
-            )
-            best = [h.tokens for h in hyps]
+            best = [h.tokens for h in greedy_search(model, src, mask, dec, **ids)]
         else:
-            nbest = beam_search(
-                model, src, mask, bos_id=BOS_ID, eos_id=EOS_ID, beam_size=beam,
-                use_cache=use_cache, **length,
-            )  # fmt: skip
-            best = [hs[0].tokens for hs in nbest]
+            best = [hs[0].tokens for hs in beam_search(model, src, mask, dec, **ids)]
         for i, tokens in zip(index, best, strict=True):
             out[i] = tokens
     sync(device)

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def bench_ct2(
     torch.set_num_threads(threads)
     text = source.read_text(encoding="utf-8").splitlines()[:lines]
     mtkit = Translator.load(run, device="cpu")
-    options = mtkit.default_options(beam_size=beam)
+    options = replace(mtkit.config.decoding, beam_size=beam)
     translators: dict[str, Any] = {"mtkit": mtkit}
     with tempfile.TemporaryDirectory(prefix="bench_ct2_") as tmp:
         for quantization in ("float32", "int8"):

@@ -141,9 +141,9 @@ def compare_training(args: argparse.Namespace, joey: Any) -> dict[str, Any]:
 def compare_decoding(args: argparse.Namespace, joey: Any) -> dict[str, Any]:
     import torch
 
+    from mtkit.data.batching import pad, token_batches
     from mtkit.model.masks import pad_mask
     from mtkit.model.transformer import build_model
-    from mtkit.translation.translator import pad_batch, token_batches
 
     encoded, cfg = bench.prepared_data(args)
     torch.manual_seed(0)
@@ -154,7 +154,7 @@ def compare_decoding(args: argparse.Namespace, joey: Any) -> dict[str, Any]:
         theirs.trg_embed.lut.weight[3].zero_()
     src_all = [list(s) for s in encoded["test"]["src_ids"]][: args.sentences]
     batches = [
-        pad_batch([src_all[i] for i in index], torch.device("cpu"))
+        pad([src_all[i] for i in index])
         for index in token_batches([len(s) for s in src_all], args.decode_max_tokens)
     ]
 

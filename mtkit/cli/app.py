@@ -6,6 +6,7 @@ Heavy imports (torch, datasets) happen inside the command bodies so `mtkit --hel
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -17,7 +18,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from mtkit.config.load import load_config
-from mtkit.config.schema import ConfigError, ExperimentConfig
+from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig
+from mtkit.config.validate import validate_decoding
 from mtkit.errors import MtkitError
 
 app = typer.Typer(
@@ -362,18 +364,16 @@ def _load_translator(run: Path, device: str) -> Any:
     return Translator.load(run, device=device)
 
 
-def _decode_options(translator: Any, greedy: bool, **overrides: Any) -> Any:
-    """The run's decoding defaults with the command-line overrides; bad combinations exit 2."""
-    from mtkit.translation.translator import TranslationError
-
+def _decoding(translator: Any, greedy: bool, **flags: Any) -> DecodingConfig:
+    """The run's `decoding` config with the flags that were given (not None) applied, checked
+    once by the config validator; a bad value or combination exits 2."""
     if greedy:
-        overrides["beam_size"] = 1
-    options = translator.default_options(**overrides)
-    try:
-        options.check()
-    except TranslationError as e:
-        raise ConfigError(str(e)) from None
-    return options
+        flags["beam_size"] = 1
+    given = {key: value for key, value in flags.items() if value is not None}
+    run_decoding: DecodingConfig = translator.config.decoding  # PyTorch or CTranslate2 engine
+    dec = dataclasses.replace(run_decoding, **given)
+    validate_decoding(dec, prefix="")  # messages name the keys, as the flags stand for them
+    return dec
 
 
 @app.command()
@@ -459,7 +459,7 @@ def translate(
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{format}'")
     _check_positive("--chunk-size", chunk_size)
     translator = _load_translator(run, device)
-    options = _decode_options(
+    dec = _decoding(
         translator, greedy, beam_size=beam, nbest=nbest, length_penalty=length_penalty,
         length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
         no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens, sampling=sample or None,
@@ -467,15 +467,15 @@ def translate(
     )  # fmt: skip
     if input is None and output is None and attention is None and sys.stdin.isatty():
         typer.echo("Type a sentence and press Enter (Ctrl-D to quit).", err=True)
-        interactive(translator, options, write=typer.echo, fmt=format)
+        interactive(translator, dec, write=typer.echo, fmt=format)
         return
     lines = iter_lines(input) if input is not None else _stdin_lines()
     chunks = stream_translations(
-        translator, lines, options, chunk_size, attention=attention is not None
+        translator, lines, dec, chunk_size, attention=attention is not None
     )
     with open_output(output) as out, _attention_writer(attention) as dump:
         on_chunk = (lambda _i, chunk: dump.write(chunk)) if dump is not None else None
-        n = write_translations(chunks, out, format, on_chunk, nbest=options.nbest > 1)
+        n = write_translations(chunks, out, format, on_chunk, nbest=dec.nbest > 1)
     if output is not None:
         typer.echo(f"wrote {n} translations to {output}", err=True)
     if attention is not None:
@@ -641,7 +641,7 @@ def evaluate(
     if run is None:
         raise EvaluationError("give a run directory/checkpoint to translate, or --hyp")
     translator = _load_translator(run, device)
-    options = _decode_options(
+    dec = _decoding(
         translator, greedy, beam_size=beam, length_penalty=length_penalty,
         length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
         no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens,
@@ -649,7 +649,7 @@ def evaluate(
     tokenize = _run_tokenizer(translator, tokenize, names)
     inputs = _eval_inputs(translator, split, src, ref)
     out = output or _default_hyp_path(translator, split, src)
-    report = evaluate_model(translator, inputs, options, names, out, tokenize)
+    report = evaluate_model(translator, inputs, dec, names, out, tokenize)
     _print_report(report, json_out)
 
 

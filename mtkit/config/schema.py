@@ -161,21 +161,28 @@ class TrainingConfig:
     init_keep_schedule: bool = False
 
 
+LengthNorm = Literal["gnmt", "average", "none"]
+
+
 @dataclass
 class DecodingConfig:
-    """Inference defaults; every key can be overridden on the translate/evaluate command line."""
+    """Inference defaults; every key can be overridden on the translate/evaluate command line.
+
+    This one object travels from the YAML (or a checkpoint) and the CLI flags to the searches;
+    `validate_decoding` checks it once.
+    """
 
     beam_size: int = 5  # 1 means greedy search
     length_penalty: float = 1.0  # GNMT alpha: score / ((5 + len) / 6) ** alpha; 0 = raw log-prob
     # How beam search ranks finished hypotheses of different lengths (len counts EOS):
     # gnmt: log_prob / ((5 + len) / 6) ** length_penalty; average: log_prob / len (per-token
     # mean); none: raw log_prob, which favours short outputs.
-    length_norm: Literal["gnmt", "average", "none"] = "gnmt"
+    length_norm: LengthNorm = "gnmt"
     max_len_a: float = 1.5  # max output length = a * source length + b
     max_len_b: int = 10  # see `max_len_a`
     min_len: int = 0  # EOS is forbidden before this many output tokens
     no_repeat_ngram: int = 0  # > 0: beam search never repeats an n-gram of this size
-    nbest: int = 1  # hypotheses returned per sentence (at most beam_size), best first
+    nbest: int = 1  # hypotheses per sentence (at most beam_size; samples when sampling)
     sampling: bool = False  # sample instead of searching (e.g. for back-translation)
     temperature: float = 1.0  # sampling: < 1 sharpens, > 1 flattens the distribution
     top_k: int = 0  # sampling: keep only the k most probable tokens; 0 keeps all

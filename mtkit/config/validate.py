@@ -6,6 +6,7 @@ naming the key, what was expected and what was given.
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 from mtkit.config.convert import short_repr
@@ -15,6 +16,7 @@ from mtkit.config.schema import (
     DataConfig,
     DecodingConfig,
     ExperimentConfig,
+    LengthNorm,
     TrainingConfig,
 )
 
@@ -35,7 +37,6 @@ _POSITIVE = {
         "accumulate",
         "max_bad_steps",
     ),
-    "decoding": ("beam_size", "max_tokens", "nbest", "temperature", "top_p"),
     "data": ("max_len", "num_proc", "valid_size"),
     "tokenizer": ("vocab_size", "input_sentence_size"),
 }
@@ -43,8 +44,6 @@ _NON_NEGATIVE = {
     "training": ("warmup_steps", "clip_norm", "max_epochs", "max_time", "threads",
                  "valid_bleu_sentences", "weight_decay", "min_lr", "save_every", "keep_last",
                  "patience", "rdrop_alpha"),
-    "decoding": ("length_penalty", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram",
-                 "top_k"),
     "data": ("test_size",),
     "tokenizer": ("sampling_alpha",),
 }  # fmt: skip
@@ -96,12 +95,25 @@ def validate(cfg: ExperimentConfig) -> None:
         )
 
 
-def validate_decoding(dec: DecodingConfig) -> None:
-    """Decoding keys that depend on each other."""
-    _check(dec.top_p <= 1.0, "decoding.top_p", "a value in (0, 1]", dec.top_p)
-    if not dec.sampling:
-        need = f"at most decoding.beam_size ({dec.beam_size})"
-        _check(dec.nbest <= dec.beam_size, "decoding.nbest", need, dec.nbest)
+def validate_decoding(dec: DecodingConfig, prefix: str = "decoding.") -> None:
+    """Reject decoding values search cannot honour: the one check of a DecodingConfig, for the
+    config file and for command-line overrides alike. `prefix` starts each key in a message
+    ("" on the command line, where the flags stand for the keys)."""
+    for name in ("beam_size", "max_tokens", "nbest", "temperature"):
+        value = getattr(dec, name)
+        _check(value > 0, prefix + name, "a positive number", value)
+    for name in ("length_penalty", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram", "top_k"):
+        value = getattr(dec, name)
+        _check(value >= 0, prefix + name, "zero or more", value)
+    _check(0.0 < dec.top_p <= 1.0, prefix + "top_p", "a value in (0, 1]", dec.top_p)
+    norms = typing.get_args(LengthNorm)  # the type is not checked on the command line
+    expected = f"one of {', '.join(norms)}"
+    _check(dec.length_norm in norms, prefix + "length_norm", expected, dec.length_norm)
+    if not dec.sampling and dec.nbest > dec.beam_size:
+        raise ConfigError(
+            f"{prefix}nbest ({dec.nbest}) must be at most the beam size ({dec.beam_size}); "
+            f"use a beam of {dec.nbest} or more"
+        )
 
 
 def _validate_training(t: TrainingConfig) -> None:

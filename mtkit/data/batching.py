@@ -1,29 +1,34 @@
-"""Prepared data -> padded batches: load_prepared, token-budget batching, collate -> Batch.
+"""Prepared data -> padded batches: load_prepared, the token-budget batcher, pad, collate.
 
-Token budget: a batch costs `len(batch) * (max src_len + max tgt_len)`, padding included, where
-src_len counts `src_ids` (with EOS) and tgt_len counts `tgt_in` (= tgt_ids without its last
-token). That is what the encoder plus decoder actually process; it matches
-`training.max_tokens` ("source + target, padding included").
+Token budget, the one cost formula for training, validation and translation: a batch costs
+`len(batch) * (max src_len + max tgt_len)`, padding included, where src_len counts `src_ids`
+(with EOS) and tgt_len counts `tgt_in` (= tgt_ids without its last token). That is what the
+encoder plus decoder actually process; it matches `training.max_tokens` ("source + target,
+padding included"). Translation does not know target lengths before decoding, so it passes
+none (0) and its budget, `decoding.max_tokens`, counts padded source tokens.
+
+`datasets` and `pyarrow` are imported on first use, so translation (which only batches and
+pads) starts without them.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
-import pyarrow.compute as pc  # type: ignore[import-untyped]
 import torch
 from torch import Tensor
 
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.errors import MtkitError
 from mtkit.model.masks import pad_mask
+
+if TYPE_CHECKING:
+    import datasets
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +77,8 @@ class Batch:
 
 def load_prepared(prepared_dir: Path) -> datasets.DatasetDict:
     """The encoded splits (columns src_ids, tgt_ids), memory-mapped from disk."""
+    import datasets
+
     path = Path(prepared_dir) / "encoded"
     if not (path / "dataset_dict.json").is_file():
         raise MtkitError(f"{prepared_dir}: no prepared data found; run `mtkit prepare` first")
@@ -80,14 +87,16 @@ def load_prepared(prepared_dir: Path) -> datasets.DatasetDict:
 
 def load_prepared_text(prepared_dir: Path) -> datasets.DatasetDict:
     """The cleaned text splits (columns src, tgt), row-aligned with `load_prepared`."""
+    import datasets
+
     path = Path(prepared_dir) / "text"
     if not (path / "dataset_dict.json").is_file():
         raise MtkitError(f"{prepared_dir}: no prepared text found; run `mtkit prepare` first")
     return datasets.load_from_disk(str(path))
 
 
-def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> Tensor:
-    """Right-pad int sequences into one long tensor.
+def pad(seqs: Sequence[Sequence[int]], pad_id: int = PAD_ID) -> Tensor:
+    """Right-pad int sequences into one long tensor (on the CPU).
 
     Shapes: -> (batch, max_len)
     """
@@ -98,19 +107,15 @@ def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> Tensor:
     return out
 
 
-def collate(examples: list[dict[str, Any]], pad_id: int = PAD_ID) -> Batch:
-    """Pad a list of {"src_ids": [...], "tgt_ids": [BOS, ..., EOS]} examples into a Batch."""
-    return collate_columns(
-        [e["src_ids"] for e in examples], [e["tgt_ids"] for e in examples], pad_id
-    )
-
-
 def collate_columns(
     src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], pad_id: int = PAD_ID
 ) -> Batch:
-    """`collate` for column-oriented input (as `dataset[indices]` returns it)."""
-    src = _pad(src_ids, pad_id)  # (batch, src_len)
-    tgt = _pad(tgt_ids, pad_id)  # (batch, tgt_len + 1)
+    """Pad encoded pairs (columns, as `dataset[indices]` returns them) into a Batch.
+
+    `tgt_ids` are [BOS, ..., EOS]; src_ids end in EOS.
+    """
+    src = pad(src_ids, pad_id)  # (batch, src_len)
+    tgt = pad(tgt_ids, pad_id)  # (batch, tgt_len + 1)
     tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]  # (batch, tgt_len) each
     src_mask = pad_mask(src, pad_id)  # (batch, src_len)
     return Batch(
@@ -128,10 +133,42 @@ def lengths(split: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
 
     tgt_len is len(tgt_ids) - 1: the length of tgt_in/tgt_out.
     """
+    import pyarrow.compute as pc  # type: ignore[import-untyped]
+
     table = split.with_format("arrow")
     src = pc.list_value_length(table["src_ids"]).to_numpy(zero_copy_only=False)
     tgt = pc.list_value_length(table["tgt_ids"]).to_numpy(zero_copy_only=False) - 1
     return src.astype(np.int64), tgt.astype(np.int64)
+
+
+def _budget_bounds(
+    src_sorted: np.ndarray, tgt_sorted: np.ndarray, max_tokens: int
+) -> list[tuple[int, int]]:
+    """[start, end) slices of length-sorted examples, cut where the next example would push
+    `len(batch) * (max src_len + max tgt_len)` over `max_tokens`; an example that alone
+    exceeds it forms its own batch."""
+    bounds: list[tuple[int, int]] = []
+    start, max_src, max_tgt = 0, 0, 0
+    for i, (s, t) in enumerate(zip(src_sorted.tolist(), tgt_sorted.tolist(), strict=True)):
+        new_src, new_tgt = max(max_src, s), max(max_tgt, t)
+        if i > start and (i - start + 1) * (new_src + new_tgt) > max_tokens:
+            bounds.append((start, i))
+            start, new_src, new_tgt = i, s, t
+        max_src, max_tgt = new_src, new_tgt
+    if len(src_sorted) > start:
+        bounds.append((start, len(src_sorted)))
+    return bounds
+
+
+def token_batches(
+    src_lengths: Sequence[int], max_tokens: int, tgt_lengths: Sequence[int] | None = None
+) -> list[list[int]]:
+    """Indices sorted by (src_len, tgt_len), stable, cut into batches that fit `max_tokens`
+    (the budget of `_budget_bounds`). Translation gives no target lengths: they count as 0."""
+    src = np.asarray(src_lengths, dtype=np.int64).reshape(-1)
+    tgt = np.zeros_like(src) if tgt_lengths is None else np.asarray(tgt_lengths, dtype=np.int64)
+    order = np.lexsort((tgt, src))  # stable: equal lengths keep their input order
+    return [order[a:b].tolist() for a, b in _budget_bounds(src[order], tgt[order], max_tokens)]
 
 
 class TokenBatchSampler:
@@ -182,17 +219,7 @@ class TokenBatchSampler:
 
     def _plan(self, src: np.ndarray, tgt: np.ndarray) -> list[tuple[int, int]]:
         """[start, end) slices of the length-sorted order, one per batch."""
-        bounds: list[tuple[int, int]] = []
-        start, max_src, max_tgt = 0, 0, 0
-        for i, (s, t) in enumerate(zip(src.tolist(), tgt.tolist(), strict=True)):
-            new_src, new_tgt = max(max_src, s), max(max_tgt, t)
-            if i > start and (i - start + 1) * (new_src + new_tgt) > self.max_tokens:
-                bounds.append((start, i))
-                start, new_src, new_tgt = i, s, t
-            max_src, max_tgt = new_src, new_tgt
-        if len(src) > start:
-            bounds.append((start, len(src)))
-        return _even_out(bounds, self.world_size)
+        return _even_out(_budget_bounds(src, tgt, self.max_tokens), self.world_size)
 
     def _batches(self) -> list[np.ndarray]:
         """All ranks' batches for the current epoch, in iteration order."""
@@ -227,28 +254,3 @@ def _even_out(bounds: list[tuple[int, int]], world_size: int) -> list[tuple[int,
         mid = (a + b) // 2
         bounds[i : i + 1] = [(a, mid), (mid, b)]
     return bounds
-
-
-def batches(
-    dataset_split: datasets.Dataset,
-    max_tokens: int,
-    *,
-    shuffle: bool,
-    seed: int,
-    epoch: int,
-    rank: int = 0,
-    world_size: int = 1,
-    pad_id: int = PAD_ID,
-    skip: int = 0,
-) -> Iterator[Batch]:
-    """One epoch of padded batches of an encoded split (this rank's share).
-
-    `skip` leaves out the first batches without reading or padding them (resuming mid-epoch).
-    """
-    src_len, tgt_len = lengths(dataset_split)
-    sampler = TokenBatchSampler(src_len, tgt_len, max_tokens, shuffle, seed, rank, world_size)
-    sampler.set_epoch(epoch)
-    columns = dataset_split.select_columns(["src_ids", "tgt_ids"])
-    for indices in itertools.islice(sampler, skip, None):
-        rows = columns[indices]
-        yield collate_columns(rows["src_ids"], rows["tgt_ids"], pad_id)

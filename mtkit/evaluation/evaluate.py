@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtkit.config.schema import DecodingConfig
 from mtkit.errors import MtkitError
 from mtkit.evaluation.metrics import MetricResult, corpus_scores
 from mtkit.evaluation.significance import (
@@ -19,7 +20,7 @@ from mtkit.evaluation.significance import (
     paired_bootstrap,
 )
 from mtkit.files import atomic_write_bytes
-from mtkit.translation.translator import DecodeOptions, Translator
+from mtkit.translation.translator import Translator
 
 logger = logging.getLogger(__name__)
 
@@ -163,14 +164,14 @@ def split_set(translator: Translator, split: str) -> EvalSet:
 def evaluate_model(
     translator: Translator,
     inputs: EvalSet,
-    options: DecodeOptions,
+    dec: DecodingConfig,
     metrics: Sequence[str],
     out: Path,
     tokenize: str = "13a",
 ) -> Report:
     """Translate the sources, write the hypotheses to `out`, and score them."""
     start = time.monotonic()
-    hypotheses = translator.translate(inputs.sources, options)
+    hypotheses = translator.translate(inputs.sources, dec)
     seconds = time.monotonic() - start
     atomic_write_bytes(out, "".join(h + "\n" for h in hypotheses).encode("utf-8"))
     scores = corpus_scores(hypotheses, inputs.references, metrics, tokenize=tokenize)
@@ -181,7 +182,7 @@ def evaluate_model(
         hypotheses_file=str(out),
         source_file=inputs.source_name,
         checkpoint=str(translator.checkpoint),
-        decoding=asdict(options),
+        decoding=asdict(dec),
         seconds=seconds,
         tokenize=tokenize,
     )

@@ -121,7 +121,7 @@ def select_average(
         translator = Translator.load(path, device=device)
         inputs = split_set(translator, split)
         report = evaluate_model(
-            translator, inputs, translator.default_options(), ["bleu"],
+            translator, inputs, translator.config.decoding, ["bleu"],
             path.with_suffix(f".{split}.hyp"), tokenize=translator.config.evaluation.tokenize,
         )  # fmt: skip
         logger.info("%s: %s BLEU %.2f", path.name, split, report.scores[0].score)

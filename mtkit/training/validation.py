@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from mtkit import distributed
-from mtkit.config.schema import ConfigError, ExperimentConfig, TrainingConfig
+from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig, TrainingConfig
 from mtkit.data.batching import TokenBatchSampler, collate_columns, lengths
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.evaluation.metrics import MetricError, corpus_scores, make_metric
@@ -17,7 +17,7 @@ from mtkit.model.transformer import Transformer
 from mtkit.runtime import autocast_context, preserved_rng
 from mtkit.training.state import Run
 from mtkit.training.update import compute_loss
-from mtkit.translation.translator import DecodeOptions, translate_ids
+from mtkit.translation.translator import translate_ids
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +51,11 @@ def validation_scores(run: Run) -> tuple[dict[str, float], list[tuple[str, str, 
     if n == 0:
         return {}, []
     src_ids = run.data.valid.select(range(n))["src_ids"]
-    options = DecodeOptions(
+    greedy = DecodingConfig(
         beam_size=1, max_len_a=cfg.decoding.max_len_a, max_len_b=cfg.decoding.max_len_b,
         max_tokens=cfg.decoding.max_tokens,
     )  # fmt: skip
-    out = translate_ids(run.stepper.raw, src_ids, options, device)
+    out = translate_ids(run.stepper.raw, src_ids, greedy, device)
     hyps = run.tokenizers.tgt.decode(out)
     rows = run.data.valid_text.select(range(n))
     refs, srcs = list(rows["tgt"]), list(rows["src"])

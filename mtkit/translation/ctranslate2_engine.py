@@ -36,11 +36,12 @@ import torch
 import yaml
 
 from mtkit.config.load import config_from_dict
-from mtkit.config.schema import ConfigError, ExperimentConfig
+from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig
 from mtkit.data.tokenizer import UNK_ID, Tokenizer, TokenizerPair
 from mtkit.errors import MtkitError
-from mtkit.search.decoding import length_normaliser
-from mtkit.translation.translator import MAX_CHARS_PER_TOKEN, Candidate, DecodeOptions, Translation
+from mtkit.search.common import length_normaliser
+from mtkit.search.strategy import uses_beam
+from mtkit.translation.translator import MAX_CHARS_PER_TOKEN, Candidate, Translation
 
 logger = logging.getLogger(__name__)
 
@@ -82,48 +83,42 @@ def vocabulary(tokenizer: Tokenizer) -> list[str]:
 # --------------------------------------------------------------------------- search mapping
 
 
-def max_length(src_len: int, options: DecodeOptions, max_positions: int) -> int:
+def max_length(src_len: int, dec: DecodingConfig, max_positions: int) -> int:
     """int(a * src_len + b) tokens (EOS excluded), capped by the positional table.
 
-    `src_len` counts EOS, like mtkit.search.decoding.max_lengths.
+    `src_len` counts EOS, like mtkit.search.common.max_lengths.
     """
-    limit = int(options.max_len_a * src_len + options.max_len_b)
+    limit = int(dec.max_len_a * src_len + dec.max_len_b)
     return max(0, min(limit, max_positions - 1))
 
 
-def uses_beam(options: DecodeOptions) -> bool:
-    """True where mtkit runs beam search (and length-normalises scores), as in translate.search."""
-    return not options.sampling and (options.beam_size > 1 or options.no_repeat_ngram > 0)
-
-
-def engine_options(options: DecodeOptions, limit: int) -> dict[str, Any]:
+def engine_options(dec: DecodingConfig, limit: int) -> dict[str, Any]:
     """`translate_batch` keyword arguments for one group of sentences sharing `limit`."""
     common: dict[str, Any] = {
         "max_decoding_length": max(limit, 1),  # steps; a hypothesis this long has no EOS
-        "min_decoding_length": min(options.min_len, limit),  # the max length wins a clash
-        "no_repeat_ngram_size": options.no_repeat_ngram,
+        "min_decoding_length": min(dec.min_len, limit),  # the max length wins a clash
+        "no_repeat_ngram_size": dec.no_repeat_ngram,
         "length_penalty": 0.0,  # raw log-probs; `rank` normalises like mtkit
         "return_scores": True,
         "max_input_length": 0,  # inputs are already cut to the positional table
-        "max_batch_size": options.max_tokens,
+        "max_batch_size": dec.max_tokens,
         "batch_type": "tokens",
         "suppress_sequences": [[SPECIAL_PIECES[0]], [SPECIAL_PIECES[2]]],  # PAD, BOS
     }
-    if options.sampling:
+    if dec.sampling:
         return {
-            **common, "beam_size": 1, "num_hypotheses": options.nbest,
-            "sampling_topk": options.top_k, "sampling_topp": options.top_p,
-            "sampling_temperature": options.temperature,
+            **common, "beam_size": 1, "num_hypotheses": dec.nbest, "sampling_topk": dec.top_k,
+            "sampling_topp": dec.top_p, "sampling_temperature": dec.temperature,
         }  # fmt: skip
     # every finished hypothesis comes back, so `rank` can pick as mtkit's beam search would
-    return {**common, "beam_size": options.beam_size, "num_hypotheses": options.beam_size}
+    return {**common, "beam_size": dec.beam_size, "num_hypotheses": dec.beam_size}
 
 
 def rank(
     hypotheses: Sequence[Sequence[str]],
     scores: Sequence[float],
     limit: int,
-    options: DecodeOptions,
+    dec: DecodingConfig,
 ) -> list[tuple[list[str], float]]:
     """(tokens, score) best first, hypotheses cut at `limit` tokens.
 
@@ -133,11 +128,11 @@ def rank(
     cut = [
         (list(tokens[:limit]), float(raw)) for tokens, raw in zip(hypotheses, scores, strict=True)
     ]
-    if not uses_beam(options):
+    if not uses_beam(dec):
         return sorted(cut, key=lambda ts: -ts[1])
     best: dict[tuple[str, ...], float] = {}
     for tokens, raw in cut:
-        norm = length_normaliser(len(tokens) + 1, options.length_penalty, options.length_norm)
+        norm = length_normaliser(len(tokens) + 1, dec.length_penalty, dec.length_norm)
         key = tuple(tokens)
         best[key] = max(raw / norm, best.get(key, -math.inf))
     return sorted(((list(k), s) for k, s in best.items()), key=lambda ks: -ks[1])
@@ -146,25 +141,25 @@ def rank(
 def translate_pieces(
     engine: Any,
     sources: Sequence[Sequence[str]],
-    options: DecodeOptions,
+    dec: DecodingConfig,
     max_positions: int,
 ) -> list[list[tuple[list[str], float]]]:
     """Translate source pieces (without EOS) with a ctranslate2.Translator, mtkit's way.
 
-    Returns per sentence up to `options.nbest` (target pieces, score), best first.
+    Returns per sentence up to `dec.nbest` (target pieces, score), best first.
     """
     groups: dict[int, list[int]] = {}
     for i, src in enumerate(sources):
-        groups.setdefault(max_length(len(src) + 1, options, max_positions), []).append(i)
+        groups.setdefault(max_length(len(src) + 1, dec, max_positions), []).append(i)
     out: list[list[tuple[list[str], float]]] = [[] for _ in sources]
     for limit, index in sorted(groups.items()):
         batch = [list(sources[i]) for i in index]
-        results = engine.translate_batch(batch, **engine_options(options, limit))
+        results = engine.translate_batch(batch, **engine_options(dec, limit))
         scores = [list(r.scores) for r in results]
-        if not options.sampling:
-            _score_cut(engine, batch, results, scores, limit, options)
+        if not dec.sampling:
+            _score_cut(engine, batch, results, scores, limit, dec)
         for i, result, raw in zip(index, results, scores, strict=True):
-            out[i] = rank(result.hypotheses, raw, limit, options)[: options.nbest]
+            out[i] = rank(result.hypotheses, raw, limit, dec)[: dec.nbest]
     return out
 
 
@@ -174,7 +169,7 @@ def _score_cut(
     results: Sequence[Any],
     scores: list[list[float]],
     limit: int,
-    options: DecodeOptions,
+    dec: DecodingConfig,
 ) -> None:
     """Give hypotheses that reached `limit` without EOS mtkit's forced EOS and its log-prob.
 
@@ -192,7 +187,7 @@ def _score_cut(
     rescored = engine.score_batch(
         [list(sources[r]) for r, _ in cut],
         [list(results[r].hypotheses[h][:limit]) for r, h in cut],
-        max_batch_size=options.max_tokens,
+        max_batch_size=dec.max_tokens,
         batch_type="tokens",
         max_input_length=0,
     )
@@ -265,19 +260,14 @@ class CT2Translator:
         )  # fmt: skip
         return cls(engine, tokenizers, cfg, where, path / MODEL_FILE, info)
 
-    def default_options(self, **overrides: Any) -> DecodeOptions:
-        """The export's decoding defaults with any non-None overrides applied."""
-        options = DecodeOptions.from_config(self.config.decoding)
-        return replace(options, **{k: v for k, v in overrides.items() if v is not None})
-
-    def translate(self, lines: Sequence[str], options: DecodeOptions) -> list[str]:
+    def translate(self, lines: Sequence[str], dec: DecodingConfig) -> list[str]:
         """Translate lines; an empty (or whitespace-only) line gives an empty line."""
-        return [t.text for t in self.translate_full(lines, options)]
+        return [t.text for t in self.translate_full(lines, dec)]
 
-    def translate_full(self, lines: Sequence[str], options: DecodeOptions) -> list[Translation]:
+    def translate_full(self, lines: Sequence[str], dec: DecodingConfig) -> list[Translation]:
         """n-best lists with scores, like Translator.translate_full (log_prob unknown: None)."""
         start = time.perf_counter()
-        found, truncated = self._translate(lines, options)
+        found, truncated = self._translate(lines, dec)
         seconds = (time.perf_counter() - start) / max(1, len(lines))
         out = [
             Translation(line, seconds=seconds, truncated=cut)
@@ -289,16 +279,15 @@ class CT2Translator:
         return out
 
     def translate_nbest(
-        self, lines: Sequence[str], options: DecodeOptions, nbest: int
+        self, lines: Sequence[str], dec: DecodingConfig, nbest: int
     ) -> list[list[tuple[str, float]]]:
         """Up to `nbest` (text, score) per line, best first; an empty line gives [("", 0.0)]."""
-        return self._translate(lines, replace(options, nbest=nbest))[0]
+        return self._translate(lines, replace(dec, nbest=nbest))[0]
 
     def _translate(
-        self, lines: Sequence[str], options: DecodeOptions
+        self, lines: Sequence[str], dec: DecodingConfig
     ) -> tuple[list[list[tuple[str, float]]], list[bool]]:
         """n-best (text, score) lists and which sources were truncated."""
-        options.check()
         limit = self.config.model.max_positions - 1
         cap = limit * MAX_CHARS_PER_TOKEN  # longer text is cut before encoding, as in translate
         keep = [i for i, line in enumerate(lines) if line.strip()]
@@ -310,10 +299,10 @@ class CT2Translator:
             logger.warning(
                 "%d input line(s) longer than %d tokens were truncated", sum(truncated), limit
             )
-        if options.sampling:
-            require_ctranslate2().set_random_seed(options.seed)
+        if dec.sampling:
+            require_ctranslate2().set_random_seed(dec.seed)
         sources = [p[:limit] for p in pieces]
-        found = translate_pieces(self.engine, sources, options, limit + 1)
+        found = translate_pieces(self.engine, sources, dec, limit + 1)
         outputs: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in lines]
         texts = iter(self.tokenizers.tgt.decode([self._ids(t) for hyps in found for t, _ in hyps]))
         for i, hyps in zip(keep, found, strict=True):
@@ -326,17 +315,17 @@ class CT2Translator:
         return [self._piece_ids.get(p, UNK_ID) for p in pieces]
 
     def translate_stream(
-        self, lines: Iterable[str], options: DecodeOptions, chunk_size: int = 500
+        self, lines: Iterable[str], dec: DecodingConfig, chunk_size: int = 500
     ) -> Iterator[str]:
         """Translate an iterable chunk by chunk, yielding outputs in input order."""
         chunk: list[str] = []
         for line in lines:
             chunk.append(line.rstrip("\n").rstrip("\r"))
             if len(chunk) >= chunk_size:
-                yield from self.translate(chunk, options)
+                yield from self.translate(chunk, dec)
                 chunk = []
         if chunk:
-            yield from self.translate(chunk, options)
+            yield from self.translate(chunk, dec)
 
 
 def _one_line(text: str) -> str:

@@ -1,8 +1,10 @@
 """Load a trained model from a run directory or checkpoint and translate lines of text.
 
-`Translator.translate(lines, options)` gives one string per line. `Translator.stream` reads any
-iterable of lines chunk by chunk and yields `Translation`s (n-best lists with scores, timing,
-optional cross-attention) as each chunk finishes, so memory does not grow with the input.
+`Translator.translate(lines, dec)` gives one string per line, searching as the DecodingConfig
+`dec` says (the run's `config.decoding`, or a `dataclasses.replace` of it that
+`validate_decoding` accepted). `Translator.stream` reads any iterable of lines chunk by chunk
+and yields `Translation`s (n-best lists with scores, timing, optional cross-attention) as each
+chunk finishes, so memory does not grow with the input.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,13 +32,15 @@ from mtkit.checkpoint import (
 )
 from mtkit.config.load import config_from_dict
 from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig
+from mtkit.data.batching import pad, token_batches
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
 from mtkit.errors import MtkitError
 from mtkit.files import atomic_writer
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer, build_model
 from mtkit.runtime import keep_freed_memory, resolve_device
-from mtkit.search.decoding import LENGTH_NORMS, Hypothesis, beam_search, greedy_search, sample
+from mtkit.search.common import Hypothesis
+from mtkit.search.strategy import search
 
 logger = logging.getLogger(__name__)
 
@@ -48,55 +52,7 @@ EOS_PIECE = "</s>"
 
 
 class TranslationError(MtkitError):
-    """Decoding options that cannot work together; the message names the option."""
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How to search; defaults come from the run's `decoding` config section (same keys)."""
-
-    beam_size: int = 5  # 1 = greedy
-    length_penalty: float = 1.0  # GNMT alpha (length_norm "gnmt")
-    max_len_a: float = 1.5  # max output length = a * src_len + b
-    max_len_b: int = 10
-    max_tokens: int = 4000  # source tokens per batch
-    length_norm: str = "gnmt"  # gnmt | average | none
-    min_len: int = 0  # no EOS before this many tokens
-    no_repeat_ngram: int = 0  # > 0: beam search never repeats an n-gram of this size
-    nbest: int = 1  # hypotheses per sentence (samples per sentence when sampling)
-    sampling: bool = False  # ancestral sampling instead of search
-    temperature: float = 1.0
-    top_k: int = 0  # 0 = no top-k filter
-    top_p: float = 1.0  # 1 = no nucleus filter
-    seed: int = 1234  # sampling seed
-
-    @classmethod
-    def from_config(cls, cfg: DecodingConfig) -> DecodeOptions:
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
-
-    def check(self) -> None:
-        """Raise TranslationError for values or combinations search cannot honour."""
-        positive = {"beam_size": self.beam_size, "max_tokens": self.max_tokens, "nbest": self.nbest}
-        for name, value in positive.items():
-            if value < 1:
-                raise TranslationError(f"{name}: expected a positive number, got {value}")
-        if self.length_norm not in LENGTH_NORMS:
-            raise TranslationError(
-                f"length_norm: expected one of {', '.join(LENGTH_NORMS)}, got {self.length_norm!r}"
-            )
-        if min(self.min_len, self.no_repeat_ngram, self.top_k) < 0 or self.max_len_a < 0:
-            raise TranslationError("min_len, no_repeat_ngram, top_k, max_len_a: expected >= 0")
-        if self.sampling:
-            if self.temperature <= 0 or not 0 < self.top_p <= 1:
-                raise TranslationError(
-                    f"sampling needs temperature > 0 and top_p in (0, 1], got "
-                    f"temperature={self.temperature}, top_p={self.top_p}"
-                )
-        elif self.nbest > self.beam_size:
-            raise TranslationError(
-                f"nbest ({self.nbest}) must be at most the beam size ({self.beam_size}); "
-                f"use a beam of {self.nbest} or more"
-            )
+    """A translation request that cannot be served (output format, attention on an export)."""
 
 
 @dataclass
@@ -108,67 +64,6 @@ class Decoded:
     attention: npt.NDArray[np.float32] | None = None  # (output + EOS, source + EOS)
 
 
-def token_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length whose padded size fits `max_tokens`."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    out: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        longest_if_added = max(longest, lengths[i])
-        if current and longest_if_added * (len(current) + 1) > max_tokens:
-            out.append(current)
-            current, longest_if_added = [], lengths[i]
-        current.append(i)
-        longest = longest_if_added
-    if current:
-        out.append(current)
-    return out
-
-
-def pad_batch(id_lists: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
-    """Right-pad lists of ids into one tensor. Shapes: -> (batch, max_len)."""
-    width = max(len(ids) for ids in id_lists)
-    out = torch.full((len(id_lists), width), PAD_ID, dtype=torch.long)  # (batch, max_len)
-    for row, ids in enumerate(id_lists):
-        out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return out.to(device)
-
-
-def search(
-    model: Transformer,
-    src: torch.Tensor,
-    src_mask: torch.Tensor,
-    options: DecodeOptions,
-    generator: torch.Generator | None = None,
-) -> list[list[Hypothesis]]:
-    """The search `options` ask for; per sentence up to `nbest` hypotheses, best first.
-
-    Greedy when beam_size is 1 (unless an n-gram ban or n-best list needs the beam code).
-    Shapes: src (batch, src_len), src_mask (batch, src_len) bool.
-    """
-    common: dict[str, Any] = {
-        "bos_id": BOS_ID, "eos_id": EOS_ID, "max_len_a": options.max_len_a,
-        "max_len_b": options.max_len_b, "min_len": options.min_len,
-    }  # fmt: skip
-    if options.sampling:
-        k = options.nbest
-        rows = torch.arange(src.size(0), device=src.device).repeat_interleave(k)  # (batch*k,)
-        samples = sample(
-            model, src[rows], src_mask[rows], temperature=options.temperature,
-            top_k=options.top_k, top_p=options.top_p, generator=generator, **common,
-        )  # fmt: skip
-        groups = [samples[i : i + k] for i in range(0, len(samples), k)]
-        return [sorted(g, key=lambda h: -h.score) for g in groups]
-    if options.beam_size == 1 and options.no_repeat_ngram == 0:
-        return [[h] for h in greedy_search(model, src, src_mask, **common)]
-    return beam_search(
-        model, src, src_mask, beam_size=options.beam_size, nbest=options.nbest,
-        length_penalty=options.length_penalty, length_norm=options.length_norm,
-        no_repeat_ngram=options.no_repeat_ngram, **common,
-    )  # fmt: skip
-
-
 def best_attention(
     model: Transformer, src: torch.Tensor, src_mask: torch.Tensor, outputs: Sequence[list[int]]
 ) -> list[npt.NDArray[np.float32]]:
@@ -177,7 +72,7 @@ def best_attention(
     Shapes: src/src_mask (batch, src_len) -> per sentence (len(output) + 1, real src_len); row t
     is the attention while producing output token t (the last row: EOS).
     """
-    tgt_in = pad_batch([[BOS_ID, *tokens] for tokens in outputs], src.device)  # (batch, tgt)
+    tgt_in = pad([[BOS_ID, *tokens] for tokens in outputs]).to(src.device)  # (batch, tgt)
     weights = model.cross_attention(src, src_mask, tgt_in)[-1].mean(dim=1)  # (batch, tgt, src)
     src_lens = src_mask.sum(dim=1).tolist()
     return [
@@ -190,7 +85,7 @@ def best_attention(
 def translate_nbest(
     model: Transformer,
     src_ids: Sequence[Sequence[int]],
-    options: DecodeOptions,
+    dec: DecodingConfig,
     device: torch.device,
     *,
     attention: bool = False,
@@ -200,11 +95,11 @@ def translate_nbest(
     results come back in input order."""
     model.eval()
     results: list[Decoded] = [Decoded([], 0.0) for _ in src_ids]
-    for index in token_batches([len(s) for s in src_ids], options.max_tokens):
+    for index in token_batches([len(s) for s in src_ids], dec.max_tokens):
         start = time.perf_counter()
-        src = pad_batch([src_ids[i] for i in index], device)  # (batch, src_len)
+        src = pad([src_ids[i] for i in index]).to(device)  # (batch, src_len)
         src_mask = pad_mask(src, PAD_ID)  # (batch, src_len)
-        nbest = search(model, src, src_mask, options, generator)
+        nbest = search(model, src, src_mask, dec, bos_id=BOS_ID, eos_id=EOS_ID, generator=generator)
         weights: Sequence[npt.NDArray[np.float32] | None] = [None] * len(index)
         if attention:
             weights = best_attention(model, src, src_mask, [hs[0].tokens for hs in nbest])
@@ -217,11 +112,11 @@ def translate_nbest(
 def translate_ids(
     model: Transformer,
     src_ids: Sequence[Sequence[int]],
-    options: DecodeOptions,
+    dec: DecodingConfig,
     device: torch.device,
 ) -> list[list[int]]:
     """Best output ids per encoded source (each ending in EOS), in input order."""
-    return [d.hyps[0].tokens for d in translate_nbest(model, src_ids, options, device)]
+    return [d.hyps[0].tokens for d in translate_nbest(model, src_ids, dec, device)]
 
 
 def restore(state: dict[str, Any]) -> tuple[ExperimentConfig, TokenizerPair, Transformer]:
@@ -339,19 +234,14 @@ class Translator:
         model.to(torch_device).eval()
         return cls(model, tokenizers, cfg, torch_device, ckpt_path)
 
-    def default_options(self, **overrides: Any) -> DecodeOptions:
-        """The run's decoding config with any non-None overrides applied."""
-        options = DecodeOptions.from_config(self.config.decoding)
-        return replace(options, **{k: v for k, v in overrides.items() if v is not None})
-
-    def translate(self, lines: Sequence[str], options: DecodeOptions) -> list[str]:
+    def translate(self, lines: Sequence[str], dec: DecodingConfig) -> list[str]:
         """Translate lines; an empty (or whitespace-only) line gives an empty line."""
-        return [t.text for t in self.translate_full(lines, options)]
+        return [t.text for t in self.translate_full(lines, dec)]
 
     def translate_full(
         self,
         lines: Sequence[str],
-        options: DecodeOptions,
+        dec: DecodingConfig,
         *,
         attention: bool = False,
         generator: torch.Generator | None = None,
@@ -361,7 +251,6 @@ class Translator:
 
         Sources longer than the model's maximum are truncated; `warn` logs how many.
         """
-        options.check()
         lines = [_valid_text(line) for line in lines]
         limit = self.config.model.max_positions - 1
         cap = limit * MAX_CHARS_PER_TOKEN  # longer text is cut first: encoding it all is slow
@@ -374,10 +263,10 @@ class Translator:
         too_long = sum(t.truncated for t in out)
         if warn and too_long:
             logger.warning("%d input line(s) longer than %d tokens were truncated", too_long, limit)
-        if generator is None and options.sampling:
-            generator = self.generator(options.seed)
+        if generator is None and dec.sampling:
+            generator = self.generator(dec.seed)
         decoded = translate_nbest(
-            self.model, src_ids, options, self.device, attention=attention, generator=generator
+            self.model, src_ids, dec, self.device, attention=attention, generator=generator
         )
         tgt = self.tokenizers.tgt
         for i, ids, d in zip(keep, src_ids, decoded, strict=True):
@@ -399,19 +288,18 @@ class Translator:
     def stream(
         self,
         lines: Iterable[str],
-        options: DecodeOptions,
+        dec: DecodingConfig,
         chunk_size: int = 500,
         *,
         attention: bool = False,
     ) -> Iterator[list[Translation]]:
         """Translate an iterable chunk by chunk; each chunk's results are yielded (in input
         order) as soon as it is done, before the next chunk is read."""
-        options.check()
-        generator = self.generator(options.seed) if options.sampling else None
+        generator = self.generator(dec.seed) if dec.sampling else None
         truncated = total = 0
         for chunk in _chunk_lines(lines, chunk_size):
             result = self.translate_full(
-                chunk, options, attention=attention, generator=generator, warn=False
+                chunk, dec, attention=attention, generator=generator, warn=False
             )
             truncated += sum(t.truncated for t in result)
             total += len(result)
@@ -424,10 +312,10 @@ class Translator:
             )  # fmt: skip
 
     def translate_stream(
-        self, lines: Iterable[str], options: DecodeOptions, chunk_size: int = 500
+        self, lines: Iterable[str], dec: DecodingConfig, chunk_size: int = 500
     ) -> Iterator[str]:
         """Translate an iterable chunk by chunk, yielding outputs in input order."""
-        for chunk in self.stream(lines, options, chunk_size):
+        for chunk in self.stream(lines, dec, chunk_size):
             yield from (t.text for t in chunk)
 
 
@@ -517,7 +405,7 @@ def write_translations(
 
 def interactive(
     translator: Any,
-    options: DecodeOptions,
+    dec: DecodingConfig,
     read: Callable[[str], str] = input,
     write: Callable[[str], None] = print,
     fmt: str = "text",
@@ -535,29 +423,29 @@ def interactive(
         except UnicodeDecodeError:  # a terminal that sent bytes that are not UTF-8
             logger.warning("that line was not valid UTF-8; please type it again")
             continue
-        for chunk in stream_translations(translator, [line], options):
-            write(format_translation(chunk[0], fmt, n, options.nbest > 1).rstrip("\n"))
+        for chunk in stream_translations(translator, [line], dec):
+            write(format_translation(chunk[0], fmt, n, dec.nbest > 1).rstrip("\n"))
         n += 1
 
 
 def stream_translations(
     translator: Any,
     lines: Iterable[str],
-    options: DecodeOptions,
+    dec: DecodingConfig,
     chunk_size: int = 500,
     *,
     attention: bool = False,
 ) -> Iterator[list[Translation]]:
-    """`translator.stream(...)`, or for an engine with only `translate_nbest(lines, options,
+    """`translator.stream(...)`, or for an engine with only `translate_nbest(lines, dec,
     nbest) -> [[(text, score)]]` (CTranslate2), the same chunks without log-probs/attention."""
     if isinstance(translator, Translator):
-        yield from translator.stream(lines, options, chunk_size, attention=attention)
+        yield from translator.stream(lines, dec, chunk_size, attention=attention)
         return
     if attention:
         raise TranslationError("--attention needs the PyTorch model, not an exported one")
     for chunk in _chunk_lines(lines, chunk_size):
         start = time.perf_counter()
-        found = translator.translate_nbest(chunk, options, options.nbest)
+        found = translator.translate_nbest(chunk, dec, dec.nbest)
         seconds = (time.perf_counter() - start) / len(chunk)
         yield [
             Translation(

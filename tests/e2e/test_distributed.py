@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -94,8 +95,8 @@ def free_port() -> int:
 
 def test_two_ranks_equal_one_process_on_the_union_batch(tmp_path: Path) -> None:
     out = tmp_path / "ddp.pt"
-    mp.spawn(
-        _rank_main,  # type: ignore[attr-defined,no-untyped-call]
+    mp.spawn(  # type: ignore[attr-defined,no-untyped-call]
+        _rank_main,
         args=(free_port(), str(out)),
         nprocs=WORLD,
         join=True,
@@ -147,8 +148,8 @@ def test_torchrun_resume_translate_and_errors(tmp_path: Path, tiny_corpus: Path)
 
     # The distributed checkpoint translates in one process.
     translator = Translator.load(full / "best.pt", device="cpu")
-    assert len(translator.translate(["Call a policeman.", "Hi."],
-                                    translator.default_options(beam_size=2))) == 2  # fmt: skip
+    beam2 = replace(translator.config.decoding, beam_size=2)
+    assert len(translator.translate(["Call a policeman.", "Hi."], beam2)) == 2
 
     # A user error on rank 0 (the run exists, no --resume): shown once; all ranks exit.
     result = torchrun(str(config))

@@ -7,6 +7,7 @@ BLEU far below 90.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,6 @@ def test_overfits_fifty_pairs(tmp_path: Path) -> None:
     )  # fmt: skip
     run = train(load_config(config))
     translator = Translator.load(run)
-    hyps = translator.translate(src, translator.default_options(beam_size=1))
+    hyps = translator.translate(src, replace(translator.config.decoding, beam_size=1))
     bleu = corpus_bleu(hyps, tgt)
     assert bleu > 90, list(zip(src, tgt, hyps, strict=True))[:5]

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +199,7 @@ def test_average_last_checkpoints_translates(config_for: Callable[..., Path]) ->
     for name in averaged:
         torch.testing.assert_close(averaged[name], (a[name] + b[name]) / 2)
     translator = Translator.load(out)
-    hyp = translator.translate(["How are you?"], translator.default_options(beam_size=1))
+    hyp = translator.translate(["How are you?"], replace(translator.config.decoding, beam_size=1))
     assert isinstance(hyp[0], str)
 
 

@@ -1,4 +1,5 @@
-"""Batching: token budget, coverage, epoch/seed order, rank sharding, collate shapes and shift."""
+"""Batching: token budget, coverage, epoch/seed order, rank sharding, padding, collate shapes
+and shift."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ import torch
 from mtkit.data.batching import (
     Batch,
     TokenBatchSampler,
-    batches,
-    collate,
+    collate_columns,
     lengths,
     load_prepared,
     load_prepared_text,
+    pad,
+    token_batches,
 )
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mtkit.errors import MtkitError
@@ -124,15 +126,42 @@ def test_bad_arguments() -> None:
         TokenBatchSampler(SRC_LEN, TGT_LEN[:-1], 300)
 
 
+# --------------------------------------------------------------------------- translation batches
+
+
+def test_token_batches_cover_every_index_once_within_budget() -> None:
+    src = [5, 1, 9, 3, 3, 7, 2, 8]
+    got = token_batches(src, max_tokens=16)
+    assert sorted(i for b in got for i in b) == list(range(len(src)))
+    for b in got:
+        assert len(b) == 1 or max(src[i] for i in b) * len(b) <= 16
+    flat_lengths = [src[i] for b in got for i in b]
+    assert flat_lengths == sorted(flat_lengths)  # sorted by source length
+    assert got[0] == [1, 6, 3, 4]  # equal lengths (3 and 4) keep their input order
+
+
+def test_token_batches_are_the_samplers_batches() -> None:
+    """One cost formula: translation's batches are the unshuffled sampler's batches."""
+    sampler = TokenBatchSampler(SRC_LEN, TGT_LEN, max_tokens=300, shuffle=False)
+    assert token_batches(SRC_LEN.tolist(), 300, TGT_LEN.tolist()) == list(sampler)
+    no_tgt = TokenBatchSampler(SRC_LEN, np.zeros_like(SRC_LEN), max_tokens=300, shuffle=False)
+    assert token_batches(SRC_LEN.tolist(), 300) == list(no_tgt)
+    assert token_batches([], 300) == []
+
+
+def test_pad_right_pads_with_the_pad_id() -> None:
+    out = pad([[5, 6, 7], [8]])
+    assert out.dtype == torch.long and out.tolist() == [[5, 6, 7], [8, PAD_ID, PAD_ID]]
+    assert pad([[5], [6, 7]], pad_id=9).tolist() == [[5, 9], [6, 7]]
+
+
 # --------------------------------------------------------------------------- collate
 
 
 def test_collate_shapes_padding_and_shift() -> None:
-    examples = [
-        {"src_ids": [5, 6, 7, EOS_ID], "tgt_ids": [BOS_ID, 8, 9, EOS_ID]},
-        {"src_ids": [5, EOS_ID], "tgt_ids": [BOS_ID, 8, 9, 10, 11, EOS_ID]},
-    ]
-    b = collate(examples)
+    b = collate_columns(
+        [[5, 6, 7, EOS_ID], [5, EOS_ID]], [[BOS_ID, 8, 9, EOS_ID], [BOS_ID, 8, 9, 10, 11, EOS_ID]]
+    )
     assert b.src.shape == (2, 4) and b.src.dtype == torch.long
     assert b.tgt_in.shape == b.tgt_out.shape == (2, 5)
     assert b.src[1].tolist() == [5, EOS_ID, PAD_ID, PAD_ID]
@@ -147,13 +176,13 @@ def test_collate_shapes_padding_and_shift() -> None:
 
 
 def test_collate_uses_the_given_pad_id() -> None:
-    b = collate([{"src_ids": [5], "tgt_ids": [2, 3]}, {"src_ids": [5, 6], "tgt_ids": [2, 7, 3]}], 9)
+    b = collate_columns([[5], [5, 6]], [[2, 3], [2, 7, 3]], 9)
     assert b.src[0].tolist() == [5, 9] and b.src_mask[0].tolist() == [True, False]
     assert b.tgt_out[0].tolist() == [3, 9] and b.n_tgt_tokens == 3
 
 
 def test_batch_to_moves_every_tensor() -> None:
-    b = collate([{"src_ids": [5, 3], "tgt_ids": [2, 5, 3]}])
+    b = collate_columns([[5, 3]], [[2, 5, 3]])
     moved = b.to("meta")
     assert isinstance(moved, Batch)
     assert {t.device.type for t in (moved.src, moved.src_mask, moved.tgt_in, moved.tgt_out)} == {
@@ -187,29 +216,27 @@ def test_lengths_come_from_arrow(prepared: Path) -> None:
     assert tgt_len.tolist() == [len(x) - 1 for x in train["tgt_ids"]]
 
 
+def epoch_batches(split: datasets.Dataset, rank: int = 0, world_size: int = 1) -> list[Batch]:
+    """One shuffled epoch of a split's padded batches, drawn as the training loop draws them."""
+    src_len, tgt_len = lengths(split)
+    sampler = TokenBatchSampler(src_len, tgt_len, 200, seed=0, rank=rank, world_size=world_size)
+    sampler.set_epoch(1)
+    rows = [split[indices] for indices in sampler]
+    return [collate_columns(r["src_ids"], r["tgt_ids"]) for r in rows]
+
+
 def test_batches_cover_the_split_within_budget(prepared: Path) -> None:
     train = load_prepared(prepared)["train"]
     src_rows = {tuple(x) for x in train["src_ids"]}
     n = 0
-    for b in batches(train, 200, shuffle=True, seed=0, epoch=1):
+    for b in epoch_batches(train):
         assert b.src.numel() + b.tgt_in.numel() <= 200
         for row, mask in zip(b.src.tolist(), b.src_mask.tolist(), strict=True):
             assert tuple(t for t, m in zip(row, mask, strict=True) if m) in src_rows
         n += len(b)
     assert n == len(train)
-    ranks = [
-        list(batches(train, 200, shuffle=True, seed=0, epoch=1, rank=r, world_size=2))
-        for r in range(2)
-    ]
+    ranks = [epoch_batches(train, rank=r, world_size=2) for r in range(2)]
     assert len(ranks[0]) == len(ranks[1]) and sum(len(b) for r in ranks for b in r) == 120
-
-
-def test_skip_resumes_mid_epoch(prepared: Path) -> None:
-    train = load_prepared(prepared)["train"]
-    full = list(batches(train, 200, shuffle=True, seed=5, epoch=2))
-    rest = list(batches(train, 200, shuffle=True, seed=5, epoch=2, skip=3))
-    assert len(rest) == len(full) - 3
-    assert all(torch.equal(a.src, b.src) for a, b in zip(full[3:], rest, strict=True))
 
 
 def test_load_prepared_errors_name_the_directory(tmp_path: Path, prepared: Path) -> None:

@@ -92,7 +92,7 @@ def test_evaluate_model_writes_hypotheses_and_report(
     src = write(tmp_path / "src.en", ["Hi.", "", "Tom is here."])
     ref = write(tmp_path / "ref.de", ["Hallo.", "", "Tom ist hier."])
     out = tmp_path / "out" / "hyp.de"
-    options = translator.default_options(beam_size=2)
+    options = replace(translator.config.decoding, beam_size=2)
     report = evaluate_model(translator, file_set(src, [ref]), options, ["bleu", "chrf"], out)
     hyps = read_lines(out)
     assert len(hyps) == 3 and hyps[1] == ""

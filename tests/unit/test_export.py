@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from mtkit.checkpoint import save_checkpoint
 from mtkit.cli.app import app
 from mtkit.config.load import config_from_dict, config_to_dict
-from mtkit.config.schema import ExperimentConfig
+from mtkit.config.schema import DecodingConfig, ExperimentConfig
+from mtkit.data.batching import pad
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair, train_tokenizers
 from mtkit.export.ctranslate2 import build_spec, check_supported, export_ctranslate2
 from mtkit.model.masks import pad_mask
@@ -36,7 +37,7 @@ from mtkit.translation.ctranslate2_engine import (
     max_length,
     translate_pieces,
 )
-from mtkit.translation.translator import DecodeOptions, Translator, pad_batch
+from mtkit.translation.translator import Translator
 from tests.conftest import DATA
 
 needs_ct2 = pytest.mark.skipif(
@@ -147,7 +148,7 @@ def test_conversion_matches_mtkit(
 
     # 2) greedy search picks the same tokens
     lines = short_pairs(30)[0]
-    options = DecodeOptions(beam_size=1, max_len_a=0.5, max_len_b=4)
+    options = DecodingConfig(beam_size=1, max_len_a=0.5, max_len_b=4)
     ours = Translator.load(tmp_path / "m.pt", device="cpu").translate(lines, options)
     theirs = CT2Translator.load(out, device="cpu", threads=1).translate(lines, options)
     assert sum(a == b for a, b in zip(ours, theirs, strict=True)) >= 0.95 * len(lines)
@@ -163,7 +164,7 @@ def test_beam_and_options_follow_mtkit(
     out = export_ctranslate2(save_run(tmp_path / "m.pt", cfg, tok, model), tmp_path / "ct2")
     ours = Translator.load(tmp_path / "m.pt", device="cpu")
     theirs = CT2Translator.load(out, device="cpu", threads=1)
-    options = ours.default_options(beam_size=4, nbest=3, min_len=2)
+    options = dataclasses.replace(ours.config.decoding, beam_size=4, nbest=3, min_len=2)
     sources = tok.src.encode_pieces(short_pairs(20)[0])
     found = translate_pieces(theirs.engine, sources, options, max_positions=64)
     for src, hyps in zip(sources, found, strict=True):
@@ -279,12 +280,12 @@ def train_small(cfg: ExperimentConfig, tok: TokenizerPair, pairs: Any, steps: in
     order = sorted(range(len(src)), key=lambda i: len(src[i]))
     batches = [order[i : i + 48] for i in range(0, len(order), 48)]
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
-    rng, cpu = random.Random(0), torch.device("cpu")
+    rng = random.Random(0)
     for _ in range(steps):
         batch = rng.choice(batches)
-        s = pad_batch([src[i] for i in batch], cpu)  # (batch, src_len)
-        t_in = pad_batch([[BOS_ID, *tgt[i]] for i in batch], cpu)  # (batch, tgt_len)
-        t_out = pad_batch([[*tgt[i], EOS_ID] for i in batch], cpu)  # (batch, tgt_len)
+        s = pad([src[i] for i in batch])  # (batch, src_len)
+        t_in = pad([[BOS_ID, *tgt[i]] for i in batch])  # (batch, tgt_len)
+        t_out = pad([[*tgt[i], EOS_ID] for i in batch])  # (batch, tgt_len)
         logits = model(s, pad_mask(s, PAD_ID), t_in)  # (batch, tgt_len, vocab)
         loss = F.cross_entropy(logits.flatten(0, 1), t_out.flatten(), ignore_index=PAD_ID)
         optimizer.zero_grad()
@@ -320,7 +321,7 @@ def test_trained_model_translates_alike(
     def bleu(hyps: list[str]) -> float:
         return float(sacrebleu.corpus_bleu(hyps, [ref]).score)
 
-    greedy = mtkit.default_options(beam_size=1, max_len_a=1.5, max_len_b=10)
+    greedy = dataclasses.replace(mtkit.config.decoding, beam_size=1, max_len_a=1.5, max_len_b=10)
     ours, theirs = (
         mtkit.translate(src, greedy),
         engines["float32"].translate(src, greedy),

@@ -151,7 +151,7 @@ def test_translate_gives_one_line_per_input_line(
     translators: list[Translator], batch: list[str], greedy: bool
 ) -> None:
     for translator in translators:
-        options = translator.default_options(beam_size=1 if greedy else 2)
+        options = dataclasses.replace(translator.config.decoding, beam_size=1 if greedy else 2)
         out = translator.translate(batch, options)
         assert len(out) == len(batch)
         for source, text in zip(batch, out, strict=True):
@@ -162,7 +162,7 @@ def test_translate_gives_one_line_per_input_line(
 
 def test_lone_surrogates_become_replacement_characters(translators: list[Translator]) -> None:
     translator = translators[0]
-    out = translator.translate_full(["caf\udce9", "a \ud800"], translator.default_options())
+    out = translator.translate_full(["caf\udce9", "a \ud800"], translator.config.decoding)
     assert out[0].source == "caf\ufffd"  # the byte 0xe9 that surrogateescape had kept
     assert out[1].source.startswith("a \ufffd")
     assert all(t.source.encode("utf-8") and "\n" not in t.text for t in out)
@@ -183,7 +183,7 @@ def test_prompt_survives_a_line_that_is_not_utf8(
 
     shown: list[str] = []
     translator = translators[0]
-    assert interactive(translator, translator.default_options(), read, shown.append) == 1
+    assert interactive(translator, translator.config.decoding, read, shown.append) == 1
     assert len(shown) == 1 and "not valid UTF-8" in caplog.text
 
 
@@ -194,7 +194,7 @@ def test_a_decoded_newline_does_not_split_the_output(
     translator = translators[0]
     tgt = translator.tokenizers.tgt
     monkeypatch.setattr(tgt, "decode", lambda ids: ["a\nb\r\nc" for _ in ids])
-    assert translator.translate(["x", "", "y"], translator.default_options()) == [
+    assert translator.translate(["x", "", "y"], translator.config.decoding) == [
         "a b  c",
         "",
         "a b  c",

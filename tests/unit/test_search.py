@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor
 
-from mtkit.config.schema import ModelConfig
+from mtkit.config.schema import DecodingConfig, ModelConfig
 from mtkit.model.cache import DecoderCache
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer
-from mtkit.search.decoding import Hypothesis, beam_search, gnmt_penalty, greedy_search, sample
+from mtkit.search.beam import beam_search
+from mtkit.search.common import Hypothesis, gnmt_penalty
+from mtkit.search.greedy import greedy_search, sample
 
 PAD, BOS, EOS = 0, 1, 2
 VOCAB = 20
+IDS: dict[str, Any] = {"bos_id": BOS, "eos_id": EOS}
 
 
 def tiny_model(vocab: int = VOCAB, seed: int = 0) -> Transformer:
@@ -96,17 +100,17 @@ def no_repeated_ngram(tokens: list[int], n: int) -> bool:
 
 def test_greedy_cached_equals_uncached(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
     src, mask = batch
-    a = greedy_search(model, src, mask, bos_id=BOS, eos_id=EOS, use_cache=True)
-    b = greedy_search(model, src, mask, bos_id=BOS, eos_id=EOS, use_cache=False)
+    a = greedy_search(model, src, mask, DecodingConfig(), **IDS, use_cache=True)
+    b = greedy_search(model, src, mask, DecodingConfig(), **IDS, use_cache=False)
     assert [h.tokens for h in a] == [h.tokens for h in b]
     assert [h.log_prob for h in a] == pytest.approx([h.log_prob for h in b], abs=1e-4)
 
 
 def test_beam_cached_equals_uncached(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
     src, mask = batch
-    kw: dict[str, Any] = {"bos_id": BOS, "eos_id": EOS, "beam_size": 4, "nbest": 3}
-    a = beam_search(model, src, mask, use_cache=True, **kw)
-    b = beam_search(model, src, mask, use_cache=False, **kw)
+    dec = DecodingConfig(beam_size=4, nbest=3)
+    a = beam_search(model, src, mask, dec, **IDS, use_cache=True)
+    b = beam_search(model, src, mask, dec, **IDS, use_cache=False)
     for ha, hb in zip(a, b, strict=True):
         assert [h.tokens for h in ha] == [h.tokens for h in hb]
         assert [h.score for h in ha] == pytest.approx([h.score for h in hb], abs=1e-4)
@@ -114,8 +118,8 @@ def test_beam_cached_equals_uncached(model: Transformer, batch: tuple[Tensor, Te
 
 def test_beam_one_equals_greedy(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
     src, mask = batch
-    greedy = greedy_search(model, src, mask, bos_id=BOS, eos_id=EOS)
-    beam = beam_search(model, src, mask, bos_id=BOS, eos_id=EOS, beam_size=1, length_penalty=0.0)
+    greedy = greedy_search(model, src, mask, DecodingConfig(), **IDS)
+    beam = beam_search(model, src, mask, DecodingConfig(beam_size=1, length_penalty=0.0), **IDS)
     assert [h.tokens for h in greedy] == [hs[0].tokens for hs in beam]
     assert [h.log_prob for h in greedy] == pytest.approx([hs[0].log_prob for hs in beam], abs=1e-4)
 
@@ -128,8 +132,8 @@ def test_batched_equals_one_at_a_time(
 
     def run(s: Tensor, m: Tensor) -> list[Hypothesis]:
         if search == "greedy":
-            return greedy_search(model, s, m, bos_id=BOS, eos_id=EOS)
-        return [hs[0] for hs in beam_search(model, s, m, bos_id=BOS, eos_id=EOS, beam_size=3)]
+            return greedy_search(model, s, m, DecodingConfig(), **IDS)
+        return [hs[0] for hs in beam_search(model, s, m, DecodingConfig(beam_size=3), **IDS)]
 
     batched = run(src, mask)
     for i in range(src.size(0)):
@@ -142,8 +146,8 @@ def test_batched_equals_one_at_a_time(
 # --------------------------------------------------------------------------- beam search
 
 
-@pytest.mark.parametrize("alpha", [0.0, 1.0])
-def test_wide_beam_matches_exhaustive_enumeration(alpha: float) -> None:
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_wide_beam_matches_exhaustive_enumeration(length_penalty: float) -> None:
     model = tiny_model(vocab=5, seed=3)  # pad, bos, eos + two real tokens
     src = torch.tensor([[3, 4, 4]])
     max_len = 3
@@ -151,20 +155,20 @@ def test_wide_beam_matches_exhaustive_enumeration(alpha: float) -> None:
     for length in range(max_len + 1):
         for tokens in itertools.product([3, 4], repeat=length):
             lp = sequence_log_prob(model, src, list(tokens))
-            score = lp / gnmt_penalty(length + 1, alpha)
+            score = lp / gnmt_penalty(length + 1, length_penalty)
             if score > best_score:
                 best_score, best_tokens = score, list(tokens)
-    (hyps,) = beam_search(
-        model, src, pad_mask(src, PAD), bos_id=BOS, eos_id=EOS, beam_size=16,
-        length_penalty=alpha, max_len_a=0.0, max_len_b=max_len,
-    )  # fmt: skip
+    dec = DecodingConfig(
+        beam_size=16, length_penalty=length_penalty, max_len_a=0.0, max_len_b=max_len
+    )
+    (hyps,) = beam_search(model, src, pad_mask(src, PAD), dec, **IDS)
     assert hyps[0].tokens == best_tokens
     assert hyps[0].score == pytest.approx(best_score, abs=1e-5)
 
 
 def test_nbest_sorted_and_distinct(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
     src, mask = batch
-    nbest = beam_search(model, src, mask, bos_id=BOS, eos_id=EOS, beam_size=5, nbest=4)
+    nbest = beam_search(model, src, mask, DecodingConfig(beam_size=5, nbest=4), **IDS)
     for hyps in nbest:
         assert len(hyps) == 4
         scores = [h.score for h in hyps]
@@ -185,15 +189,9 @@ def test_length_penalty_changes_the_choice() -> None:
         ]
     )
     src, mask = stub_src()
-    kw: dict[str, Any] = {
-        "bos_id": BOS,
-        "eos_id": EOS,
-        "beam_size": 3,
-        "max_len_a": 0.0,
-        "max_len_b": 3,
-    }
-    (raw,) = beam_search(stub, src, mask, length_penalty=0.0, **kw)
-    (gnmt,) = beam_search(stub, src, mask, length_penalty=1.0, **kw)
+    dec = DecodingConfig(beam_size=3, max_len_a=0.0, max_len_b=3)
+    (raw,) = beam_search(stub, src, mask, replace(dec, length_penalty=0.0), **IDS)
+    (gnmt,) = beam_search(stub, src, mask, replace(dec, length_penalty=1.0), **IDS)
     assert raw[0].tokens == []
     assert raw[0].score == pytest.approx(math.log(0.3), abs=1e-5)
     assert gnmt[0].tokens == [3, 3, 3]
@@ -210,27 +208,20 @@ def test_min_len_prevents_early_eos(search: str) -> None:
     stub = StubModel(EOS_EAGER)
     src, mask = stub_src()
     for min_len, expected in [(0, []), (2, [3, 3])]:
+        dec = DecodingConfig(beam_size=2, min_len=min_len)
         if search == "greedy":
-            (h,) = greedy_search(stub, src, mask, bos_id=BOS, eos_id=EOS, min_len=min_len)
+            (h,) = greedy_search(stub, src, mask, dec, **IDS)
         else:
-            ((h, *_),) = beam_search(
-                stub, src, mask, bos_id=BOS, eos_id=EOS, beam_size=2, min_len=min_len
-            )
+            ((h, *_),) = beam_search(stub, src, mask, dec, **IDS)
         assert h.tokens == expected
 
 
 def test_no_repeat_ngram_blocks_a_repeat() -> None:
     stub = StubModel([[1e-9, 1e-9, 0.01, 0.9, 0.09]])  # A (3) always wins, EOS unlikely
     src, mask = stub_src()
-    kw: dict[str, Any] = {
-        "bos_id": BOS,
-        "eos_id": EOS,
-        "beam_size": 2,
-        "max_len_a": 0.0,
-        "max_len_b": 4,
-    }
-    ((free, *_),) = beam_search(stub, src, mask, **kw)
-    ((blocked, *_),) = beam_search(stub, src, mask, no_repeat_ngram=2, **kw)
+    dec = DecodingConfig(beam_size=2, max_len_a=0.0, max_len_b=4)
+    ((free, *_),) = beam_search(stub, src, mask, dec, **IDS)
+    ((blocked, *_),) = beam_search(stub, src, mask, replace(dec, no_repeat_ngram=2), **IDS)
     assert free.tokens == [3, 3, 3, 3]
     assert no_repeated_ngram(blocked.tokens, 2)
     assert blocked.tokens[:2] == [3, 3]
@@ -238,7 +229,7 @@ def test_no_repeat_ngram_blocks_a_repeat() -> None:
 
 def test_no_repeat_ngram_on_real_model(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
     src, mask = batch
-    out = beam_search(model, src, mask, bos_id=BOS, eos_id=EOS, nbest=3, no_repeat_ngram=1)
+    out = beam_search(model, src, mask, DecodingConfig(nbest=3, no_repeat_ngram=1), **IDS)
     assert all(no_repeated_ngram(h.tokens, 1) for hyps in out for h in hyps)
 
 
@@ -247,13 +238,13 @@ def test_max_length_respected(
     model: Transformer, batch: tuple[Tensor, Tensor], search: str
 ) -> None:
     src, mask = batch
-    kw: dict[str, Any] = {"bos_id": BOS, "eos_id": EOS, "max_len_a": 0.5, "max_len_b": 1}
+    dec = DecodingConfig(max_len_a=0.5, max_len_b=1)
     if search == "greedy":
-        hyps = greedy_search(model, src, mask, **kw)
+        hyps = greedy_search(model, src, mask, dec, **IDS)
     elif search == "beam":
-        hyps = [hs[0] for hs in beam_search(model, src, mask, **kw)]
+        hyps = [hs[0] for hs in beam_search(model, src, mask, dec, **IDS)]
     else:
-        hyps = sample(model, src, mask, generator=torch.Generator().manual_seed(0), **kw)
+        hyps = sample(model, src, mask, dec, **IDS, generator=torch.Generator().manual_seed(0))
     for h, n in zip(hyps, mask.sum(1).tolist(), strict=True):
         assert len(h.tokens) <= int(0.5 * n + 1)
 
@@ -261,8 +252,9 @@ def test_max_length_respected(
 def test_max_length_reached_when_eos_never_wins() -> None:
     stub = StubModel([[1e-9, 1e-9, 1e-6, 0.5, 0.5]])
     src, mask = stub_src()  # 2 source tokens: max length int(1.5 * 2 + 1) = 4
-    (g,) = greedy_search(stub, src, mask, bos_id=BOS, eos_id=EOS, max_len_a=1.5, max_len_b=1)
-    ((b, *_),) = beam_search(stub, src, mask, bos_id=BOS, eos_id=EOS, max_len_a=1.5, max_len_b=1)
+    dec = DecodingConfig(max_len_a=1.5, max_len_b=1)
+    (g,) = greedy_search(stub, src, mask, dec, **IDS)
+    ((b, *_),) = beam_search(stub, src, mask, dec, **IDS)
     assert len(g.tokens) == 4
     assert len(b.tokens) == 4
 
@@ -272,9 +264,9 @@ def test_max_length_reached_when_eos_never_wins() -> None:
 
 def test_sampling_top_k_one_equals_greedy(model: Transformer, batch: tuple[Tensor, Tensor]) -> None:
     src, mask = batch
-    greedy = greedy_search(model, src, mask, bos_id=BOS, eos_id=EOS)
+    greedy = greedy_search(model, src, mask, DecodingConfig(), **IDS)
     sampled = sample(
-        model, src, mask, bos_id=BOS, eos_id=EOS, top_k=1, temperature=1.3,
+        model, src, mask, DecodingConfig(top_k=1, temperature=1.3), **IDS,
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     assert [h.tokens for h in sampled] == [h.tokens for h in greedy]
@@ -286,7 +278,7 @@ def test_sampling_reproducible_with_seed(model: Transformer, batch: tuple[Tensor
 
     def run(seed: int) -> list[list[int]]:
         gen = torch.Generator().manual_seed(seed)
-        hyps = sample(model, src, mask, bos_id=BOS, eos_id=EOS, top_p=0.9, generator=gen)
+        hyps = sample(model, src, mask, DecodingConfig(top_p=0.9), **IDS, generator=gen)
         return [h.tokens for h in hyps]
 
     assert run(7) == run(7)
@@ -305,13 +297,7 @@ def test_stopping_bound_accounts_for_length_penalty() -> None:
         ]
     )
     src, mask = stub_src()
-    kw: dict[str, Any] = {
-        "bos_id": BOS,
-        "eos_id": EOS,
-        "beam_size": 2,
-        "max_len_a": 0.0,
-        "max_len_b": 3,
-    }
-    ((best, *_),) = beam_search(stub, src, mask, length_penalty=1.0, **kw)
+    dec = DecodingConfig(beam_size=2, length_penalty=1.0, max_len_a=0.0, max_len_b=3)
+    ((best, *_),) = beam_search(stub, src, mask, dec, **IDS)
     assert best.tokens == [3, 3, 3]
     assert best.score == pytest.approx(math.log(0.6 * 0.5) / 1.5, abs=1e-4)

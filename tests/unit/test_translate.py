@@ -7,20 +7,25 @@ import io
 import json
 import logging
 import math
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from mtkit.config.load import load_config
-from mtkit.config.schema import ConfigError
+from mtkit.config.schema import ConfigError, DecodingConfig
+from mtkit.config.validate import validate_decoding
+from mtkit.data.batching import pad
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mtkit.model.masks import pad_mask
-from mtkit.search.decoding import beam_search, length_normaliser
+from mtkit.search.beam import beam_search
+from mtkit.search.common import length_normaliser
 from mtkit.translation.attention_dump import (
     AttentionError,
     AttentionWriter,
@@ -28,7 +33,6 @@ from mtkit.translation.attention_dump import (
     read_attention,
 )
 from mtkit.translation.translator import (
-    DecodeOptions,
     Translation,
     TranslationError,
     Translator,
@@ -36,8 +40,6 @@ from mtkit.translation.translator import (
     interactive,
     iter_lines,
     open_output,
-    pad_batch,
-    token_batches,
     translate_nbest,
     write_translations,
 )
@@ -51,21 +53,12 @@ def translator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Translator]
     yield make_translator(tmp_path_factory.mktemp("tiny"))
 
 
-def opts(translator: Translator, **kw: object) -> DecodeOptions:
-    return replace(translator.default_options(), **kw)
+def opts(translator: Translator, **kw: Any) -> DecodingConfig:
+    """The run's decoding config with `kw` replaced (as the CLI does with its flags)."""
+    return replace(translator.config.decoding, **kw)
 
 
 # --------------------------------------------------------------------------- batching, order
-
-
-def test_token_batches_cover_every_index_once_within_budget() -> None:
-    lengths = [5, 1, 9, 3, 3, 7, 2, 8]
-    batches = token_batches(lengths, max_tokens=16)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for b in batches:
-        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 16
-    flat = [lengths[i] for b in batches for i in b]
-    assert flat == sorted(flat)  # sorted by source length
 
 
 def test_batched_translation_matches_one_by_one(translator: Translator) -> None:
@@ -111,11 +104,18 @@ def test_nbest_hypotheses_are_distinct_token_sequences(translator: Translator) -
 @pytest.mark.parametrize("norm", ["gnmt", "average", "none"])
 def test_length_norm_ranks_by_the_chosen_normaliser(translator: Translator, norm: str) -> None:
     ids = [[*x, EOS_ID] for x in translator.tokenizers.src.encode(SOURCES[:3])]
-    src = pad_batch(ids, torch.device("cpu"))
+    src = pad(ids)
+    dec = DecodingConfig(
+        beam_size=4,
+        nbest=4,
+        length_penalty=0.8,
+        length_norm=norm,  # type: ignore[arg-type]
+        max_len_a=0.5,
+        max_len_b=4,
+    )
     nbest = beam_search(
-        translator.model, src, pad_mask(src, PAD_ID), bos_id=BOS_ID, eos_id=EOS_ID,
-        beam_size=4, nbest=4, length_penalty=0.8, length_norm=norm, max_len_a=0.5, max_len_b=4,
-    )  # fmt: skip
+        translator.model, src, pad_mask(src, PAD_ID), dec, bos_id=BOS_ID, eos_id=EOS_ID
+    )
     for hyps in nbest:
         for h in hyps:
             expected = h.log_prob / length_normaliser(len(h.tokens) + 1, 0.8, norm)
@@ -156,15 +156,17 @@ def test_sampling_is_seeded_and_gives_k_samples(translator: Translator) -> None:
         ({"nbest": 5, "beam_size": 2}, "nbest (5) must be at most the beam size (2)"),
         ({"beam_size": 0}, "beam_size: expected a positive number"),
         ({"length_norm": "bogus"}, "length_norm: expected one of gnmt, average, none"),
-        ({"sampling": True, "top_p": 0.0}, "top_p in (0, 1]"),
-        ({"sampling": True, "temperature": 0.0}, "temperature > 0"),
+        ({"sampling": True, "top_p": 0.0}, "top_p: expected a value in (0, 1]"),
+        ({"sampling": True, "temperature": 0.0}, "temperature: expected a positive number"),
+        ({"min_len": -1}, "min_len: expected zero or more"),
     ],
 )
-def test_bad_options_are_rejected(
+def test_bad_overrides_are_rejected(
     translator: Translator, kw: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(TranslationError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        translator.translate(["hi"], opts(translator, **kw))
+    """The command line's check: the config validator, its messages naming the bare keys."""
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        validate_decoding(opts(translator, **kw), prefix="")
 
 
 def test_decoding_config_validates_new_keys(tmp_path: Path) -> None:
@@ -175,7 +177,7 @@ def test_decoding_config_validates_new_keys(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="decoding.top_p"):
         load_config(None, ["decoding.top_p=1.5"])
     cfg = load_config(None, ["decoding.sampling=true", "decoding.nbest=8", "decoding.beam_size=1"])
-    assert DecodeOptions.from_config(cfg.decoding).nbest == 8
+    assert cfg.decoding.nbest == 8
 
 
 # --------------------------------------------------------------------------- streaming
@@ -297,7 +299,7 @@ def test_open_output_leaves_no_partial_file(tmp_path: Path) -> None:
 
 def test_cross_attention_model_path_matches_forward(translator: Translator) -> None:
     model = translator.model
-    src = pad_batch([[5, 6, 7, EOS_ID], [8, EOS_ID]], torch.device("cpu"))
+    src = pad([[5, 6, 7, EOS_ID], [8, EOS_ID]])
     mask = pad_mask(src, PAD_ID)
     tgt = torch.tensor([[BOS_ID, 9, 10], [BOS_ID, 11, 12]])
     with torch.no_grad():
