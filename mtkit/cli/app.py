@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import os
 import sys
@@ -41,6 +42,13 @@ SetOpt = Annotated[
 ]
 RunArg = Annotated[
     Path, typer.Argument(help="A run directory (uses its best.pt) or a checkpoint file")
+]
+RunsArg = Annotated[
+    list[Path],
+    typer.Argument(
+        help="A run directory (uses its best.pt) or a checkpoint file; several: an ensemble",
+        show_default=False,
+    ),
 ]
 
 
@@ -201,6 +209,16 @@ def train(
     nproc: Annotated[
         int, typer.Option(help="Processes (GPUs) on this machine: hands over to torchrun")
     ] = 1,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(help="Start from this run's (or checkpoint's) weights and tokenizer"),
+    ] = None,
+    keep_optimizer: Annotated[
+        bool, typer.Option(help="With --init-from: keep its Adam moments")
+    ] = False,
+    keep_schedule: Annotated[
+        bool, typer.Option(help="With --init-from: continue its step count and lr schedule")
+    ] = False,
 ) -> None:
     """Train a model (preparing the data first if needed); writes runs/<name>/.
 
@@ -209,17 +227,20 @@ def train(
     Examples:
       mtkit train configs/demo.yaml --set model.encoder_layers=4 --set training.lr=7e-4
       mtkit train runs/demo --resume
+      mtkit train configs/indomain.yaml --init-from runs/demo
       torchrun --nproc_per_node=4 -m mtkit train configs/demo.yaml
     """
     from mtkit.distributed import env_rank
 
     rank = env_rank()
-    overrides = list(overrides or [])
+    overrides = list(overrides or []) + _init_overrides(init_from, keep_optimizer, keep_schedule)
     if config.is_dir():  # a run directory: its resolved config, and it stays the run directory
         overrides.insert(0, f"run_dir={config}")
         config = config / "config.yaml"
     try:
-        cfg = _load(config, overrides)
+        from mtkit.training.parent import load_train_config
+
+        cfg = load_train_config(config, overrides, resume=resume)
         if nproc > 1 and "WORLD_SIZE" not in os.environ:
             _exec_torchrun(nproc, config, overrides, resume, overwrite)
         # Only rank 0 logs (and writes train.log); other ranks report warnings only.
@@ -246,6 +267,13 @@ def train(
         typer.echo(
             f"run directory: {run_dir}" + (f" (best checkpoint: {best})" if best.exists() else "")
         )
+
+
+def _init_overrides(init_from: Path | None, keep_optimizer: bool, keep_schedule: bool) -> list[str]:
+    """--init-from, --keep-optimizer and --keep-schedule as `training.*` overrides."""
+    out = [f"training.init_from={json.dumps(str(init_from))}"] if init_from is not None else []
+    out += ["training.init_keep_optimizer=true"] * keep_optimizer
+    return out + ["training.init_keep_schedule=true"] * keep_schedule
 
 
 def _exec_torchrun(
@@ -353,15 +381,19 @@ BatchTokensOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda")]
 
 
-def _load_translator(run: Path, device: str) -> Any:
-    """A CTranslate2 export (`mtkit export`) runs on CTranslate2; anything else on PyTorch."""
+def _load_translator(runs: list[Path], device: str) -> Any:
+    """A CTranslate2 export (`mtkit export`) runs on CTranslate2; anything else on PyTorch;
+    several runs are an ensemble."""
     from mtkit.translation.ctranslate2_engine import CT2Translator, is_export
 
-    if is_export(run):
-        return CT2Translator.load(run, device=device)
-    from mtkit.translation.translator import Translator
+    if len(runs) == 1 and is_export(runs[0]):
+        return CT2Translator.load(runs[0], device=device)
+    exports = [str(r) for r in runs if is_export(r)]
+    if exports:
+        raise ConfigError(f"{exports[0]}: an ensemble needs PyTorch checkpoints, not an export")
+    from mtkit.translation.ensemble import load_ensemble
 
-    return Translator.load(run, device=device)
+    return load_ensemble(runs, device=device)
 
 
 def _decoding(translator: Any, greedy: bool, **flags: Any) -> DecodingConfig:
@@ -379,7 +411,7 @@ def _decoding(translator: Any, greedy: bool, **flags: Any) -> DecodingConfig:
 @app.command()
 @handle_errors
 def translate(
-    run: RunArg,
+    run: RunsArg,
     input: Annotated[
         Path | None, typer.Option("--input", "-i", help="Source file (default: stdin)")
     ] = None,
@@ -444,6 +476,7 @@ def translate(
       echo "How are you?" | mtkit translate runs/demo --greedy
       mtkit translate runs/demo -i data/test.en --nbest 3 --format jsonl
       mtkit translate runs/demo -i mono.en --sample --top-p 0.9 -o back.de
+      mtkit translate runs/seed1 runs/seed2 -i data/test.en -o hyp.de    # an ensemble
     """
     setup_logging()
     from mtkit.translation.translator import (
@@ -551,7 +584,10 @@ def plot_attention(
 @handle_errors
 def evaluate(
     run: Annotated[
-        Path | None, typer.Argument(help="A run directory or checkpoint to translate with")
+        list[Path] | None,
+        typer.Argument(
+            help="A run directory or checkpoint to translate with; several: an ensemble"
+        ),
     ] = None,
     split: Annotated[
         str | None, typer.Option(help="A split of the run's data config: test or valid")
@@ -607,8 +643,10 @@ def evaluate(
       mtkit evaluate runs/demo --src data/test.en --ref data/test.de --beam 5 --json
       mtkit evaluate --hyp hyp.de --ref data/test.de --metrics bleu,chrf++,ter
       mtkit evaluate --hyp greedy.de --hyp beam5.de --ref data/test.de --paired-bs
+      mtkit evaluate runs/seed1 runs/seed2 --split test    # an ensemble
     """
     setup_logging()
+    run = run or None  # no run given: None (or an empty list)
     from mtkit.evaluation.evaluate import (
         EvaluationError,
         compare_files,

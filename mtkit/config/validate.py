@@ -119,6 +119,9 @@ def validate_decoding(dec: DecodingConfig, prefix: str = "decoding.") -> None:
 def _validate_training(t: TrainingConfig) -> None:
     """Training keys that depend on each other."""
     _check(t.min_lr <= t.lr, "training.min_lr", f"at most training.lr ({t.lr})", t.min_lr)
+    for name in ("init_keep_optimizer", "init_keep_schedule"):
+        if getattr(t, name) and t.init_from is None:
+            raise ConfigError(f"training.{name}: needs training.init_from (--init-from RUN)")
     if t.best_metric != "loss" and t.valid_bleu_sentences == 0:
         raise ConfigError(
             f"training.best_metric: '{t.best_metric}' needs training.valid_bleu_sentences > 0 "

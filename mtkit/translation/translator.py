@@ -40,7 +40,9 @@ from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer, build_model
 from mtkit.runtime import keep_freed_memory, resolve_device
 from mtkit.search.common import Hypothesis
+from mtkit.search.ensemble import Ensemble
 from mtkit.search.strategy import search
+from mtkit.translation.compatibility import check_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ def best_attention(
 
 @torch.inference_mode()
 def translate_nbest(
-    model: Transformer,
+    model: Transformer | Ensemble,
     src_ids: Sequence[Sequence[int]],
     dec: DecodingConfig,
     device: torch.device,
@@ -102,6 +104,8 @@ def translate_nbest(
         nbest = search(model, src, src_mask, dec, bos_id=BOS_ID, eos_id=EOS_ID, generator=generator)
         weights: Sequence[npt.NDArray[np.float32] | None] = [None] * len(index)
         if attention:
+            if isinstance(model, Ensemble):
+                raise TranslationError("--attention needs one model, not an ensemble")
             weights = best_attention(model, src, src_mask, [hs[0].tokens for hs in nbest])
         seconds = (time.perf_counter() - start) / len(index)
         for i, hyps, w in zip(index, nbest, weights, strict=True):
@@ -110,7 +114,7 @@ def translate_nbest(
 
 
 def translate_ids(
-    model: Transformer,
+    model: Transformer | Ensemble,
     src_ids: Sequence[Sequence[int]],
     dec: DecodingConfig,
     device: torch.device,
@@ -137,6 +141,7 @@ def restore(state: dict[str, Any]) -> tuple[ExperimentConfig, TokenizerPair, Tra
         raise CheckpointError(
             f"its vocabulary sizes do not match its tokenizers ({sizes[0]}/{sizes[1]} pieces)"
         )
+    check_vocabulary(state["model"], tokenizers)
     with torch.device("meta"):  # shapes only: nothing is allocated before they are checked
         check_weights(_build(cfg, sizes).state_dict(), state["model"])
     model = _build(cfg, sizes)
@@ -212,9 +217,10 @@ def _pieces(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
 
 @dataclass
 class Translator:
-    """A model, its tokenizers and its decoding defaults, ready to translate text."""
+    """A model (or an ensemble: translation/ensemble.py), its tokenizers and its decoding
+    defaults, ready to translate text."""
 
-    model: Transformer
+    model: Transformer | Ensemble
     tokenizers: TokenizerPair
     config: ExperimentConfig
     device: torch.device

@@ -24,6 +24,7 @@ from mtkit.config.validate import validate_decoding
 from mtkit.data.batching import pad
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mtkit.model.masks import pad_mask
+from mtkit.model.transformer import Transformer
 from mtkit.search.beam import beam_search
 from mtkit.search.common import length_normaliser
 from mtkit.translation.attention_dump import (
@@ -299,6 +300,7 @@ def test_open_output_leaves_no_partial_file(tmp_path: Path) -> None:
 
 def test_cross_attention_model_path_matches_forward(translator: Translator) -> None:
     model = translator.model
+    assert isinstance(model, Transformer)
     src = pad([[5, 6, 7, EOS_ID], [8, EOS_ID]])
     mask = pad_mask(src, PAD_ID)
     tgt = torch.tensor([[BOS_ID, 9, 10], [BOS_ID, 11, 12]])
