@@ -93,10 +93,11 @@ class Origin:
     def tokenizers(self, cfg: ExperimentConfig) -> TokenizerPair | None:
         """The tokenizer(s) prepare must use as they are (None: tokenizer.model or train one).
 
-        A run that started from a parent keeps encoding with its own, i.e. the parent's.
+        A resumed run that took its tokenizer from elsewhere (a parent, tokenizer.model) keeps
+        encoding with its own copy, even where the original has gone.
         """
         if self.resumed is not None:
-            if cfg.training.init_from is None:
+            if cfg.training.init_from is None and cfg.tokenizer.model is None:
                 return None
             return TokenizerPair.from_model_files(self.resumed[1]["tokenizer"])
         return self.parent.tokenizers if self.parent is not None else None

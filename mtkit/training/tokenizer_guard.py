@@ -46,6 +46,8 @@ def check_resume_settings(cfg: ExperimentConfig, checkpoint: Path, state: dict[s
     if cfg.training.init_from is not None:
         return
     if cfg.tokenizer.model is not None:
+        if not Path(cfg.tokenizer.model).exists():
+            return  # gone: the run goes on with its own copy
         given = reused_tokenizers(cfg)
         if given is not None and given.model_files() != state["tokenizer"]:
             raise ConfigError(

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 from mtkit.checkpoint import load_checkpoint
 from mtkit.cli.app import app
 from mtkit.config.load import load_config
+from mtkit.config.schema import ConfigError
 from mtkit.data.batching import collate_columns, load_prepared
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.training.loop import train
@@ -24,6 +26,7 @@ from mtkit.training.loss import label_smoothed_cross_entropy
 from mtkit.training.parent import load_train_config
 from mtkit.translation.translator import Translator
 from tests.conftest import DATA, copy_head, write_tiny_config
+from tests.tiny_checkpoint import train_tiny_tokenizers
 
 pytestmark = pytest.mark.slow
 
@@ -199,3 +202,25 @@ def test_unchanged_resume_still_works_after_prepared_data_is_rebuilt(
     assert load_checkpoint(resumed / "last.pt")["train_state"]["step"] == 31
     # the prepared dir was rebuilt from scratch, with the same tokenizer
     assert (tmp_path / "p" / "spm.model").read_bytes() == (parent / "spm.model").read_bytes()
+
+
+def test_a_run_with_a_reused_tokenizer_resumes_after_the_original_is_gone(
+    parent: Path, tmp_path: Path
+) -> None:
+    spm = tmp_path / "spm.model"
+    spm.write_bytes((parent / "spm.model").read_bytes())
+    config = load_config(
+        parent / "config.yaml",
+        [f"run_dir={tmp_path / 'run'}", f"data.prepared_dir={tmp_path / 'p'}",
+         f"tokenizer.model={spm}", "training.max_steps=2", "training.valid_every=2"],
+    )  # fmt: skip
+    run = train(config)
+    spm.unlink()  # moved away: the run keeps its own copy
+    resumed = train(replace(config, training=replace(config.training, max_steps=3)), resume=True)
+    assert load_checkpoint(resumed / "last.pt")["train_state"]["step"] == 3
+    assert (run / "spm.model").read_bytes() == (parent / "spm.model").read_bytes()
+    other = train_tiny_tokenizers(tmp_path / "other")  # another tokenizer named: refused
+    moved = replace(config.tokenizer, model=str(tmp_path / "other" / "spm.model"))
+    with pytest.raises(ConfigError, match="is not its tokenizer"):
+        train(replace(config, tokenizer=moved), resume=True)
+    assert other.src.vocab_size == 60
