@@ -84,7 +84,7 @@ def _train(
         try:
             origin = find_origin(cfg, resume)
             if origin.resumed is not None:  # before anything is written
-                check_resume_settings(cfg, *origin.resumed)
+                check_resume_settings(cfg, origin.resumed[1])
             lock = prepare_run_dir(run_dir, dump_config(cfg), resume=resume, overwrite=overwrite)
             prepared = prepare(cfg, tokenizers=origin.tokenizers(cfg))
             if origin.resumed is not None:

@@ -37,8 +37,9 @@ def tokenizer_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     return out
 
 
-def check_resume_settings(cfg: ExperimentConfig, checkpoint: Path, state: dict[str, Any]) -> None:
-    """Refuse to resume from `checkpoint` when `cfg` would give the run another tokenizer.
+def check_resume_settings(cfg: ExperimentConfig, state: dict[str, Any]) -> None:
+    """Refuse to resume from the checkpoint `state` when `cfg` would give the run another
+    tokenizer.
 
     A run that reuses a tokenizer (init_from, tokenizer.model) keeps its own on resume, so only
     a `tokenizer.model` naming other files is refused; data keys may change then.
