@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 
 
 def test_train_encode_decode_round_trip(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from tests.tiny_translator import DATA, head, make_translator, save
 
 SOURCES = head(DATA / "test.en", 6)
