@@ -2,32 +2,102 @@
 
 The commands live in one module per group (`*_commands.py`); importing them registers them
 on `app`, which `mtkit.cli.main` does. Heavy imports (torch, datasets) happen inside the
-command bodies so `mtkit --help` is fast.
+command bodies so `mtkit --help` is fast. Help follows the usual conventions: `-h` or
+`--help`, `RUN` (not `{run}`) in usage lines, no type column on flags.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+from typer.models import CommandFunctionType
 
 from mtkit.config.schema import ConfigError
 from mtkit.errors import MtkitError
 
-app = typer.Typer(
+F = TypeVar("F", bound=Callable[..., Any])
+HELP_OPTIONS = {"help_option_names": ["--help", "-h"]}
+
+
+def _clean_metavars(params: list[Any]) -> list[Any]:
+    """Arguments show as RUN, not run; flags (--help included) show no `<bool>` type."""
+    for param in params:
+        if isinstance(param, TyperArgument) and param.metavar is None:
+            param.metavar = (param.name or "").upper()
+        elif isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """A command whose help reads like a conventional CLI's (see `_clean_metavars`)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _clean_metavars(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """`[OPTIONS] RUN` rather than Typer's `[OPTIONS] {RUN}` for a required argument."""
+        pieces = super().collect_usage_pieces(ctx)
+        return [re.sub(r"^\{(.*)\}(\.\.\.)?$", r"\1\2", piece) for piece in pieces]
+
+
+class Group(TyperGroup):
+    """A command group with the same help conventions as `Command`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _clean_metavars(super().get_params(ctx))
+
+
+class Typer(typer.Typer):
+    """`typer.Typer` whose commands are `Command`s unless told otherwise."""
+
+    def command(
+        self, *args: Any, **kwargs: Any
+    ) -> Callable[[CommandFunctionType], CommandFunctionType]:
+        kwargs.setdefault("cls", Command)
+        return super().command(*args, **kwargs)
+
+
+app = Typer(
     name="mtkit",
     help="Train machine-translation Transformers: raw parallel text → tokenizer → model → BLEU.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    cls=Group,
+    context_settings=HELP_OPTIONS,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
+
+def _show_version(value: bool) -> None:
+    if value:
+        from mtkit.cli.version import version_text
+
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            help="Show the versions of mtkit and torch, and the devices torch can use; exit",
+            callback=_show_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    pass  # options of `mtkit` itself; --version acts in its callback
 
 
 def handle_errors(func: F) -> F:

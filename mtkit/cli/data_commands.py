@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mtkit.cli.app import app, handle_errors, setup_logging
+from mtkit.cli.app import Group, Typer, app, handle_errors, setup_logging
 from mtkit.cli.options import ConfigArg, SetOpt
 from mtkit.config.load import load_config
 
 ModelArg = Annotated[Path, typer.Argument(help="A sentencepiece .model file")]
+StreamOutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Output file (default: stdout)")
+]
 
 
 @app.command()
@@ -35,8 +39,10 @@ def prepare(
     typer.echo(f"prepared data in {path}")
 
 
-tokenizer_app = typer.Typer(
-    help="Train sentencepiece models and inspect how they segment text.", no_args_is_help=True
+tokenizer_app = Typer(
+    help="Train sentencepiece models and inspect how they segment text.",
+    no_args_is_help=True,
+    cls=Group,
 )
 app.add_typer(tokenizer_app, name="tokenizer")
 
@@ -68,32 +74,59 @@ def tokenizer_train(
 @handle_errors
 def tokenizer_encode(
     model: ModelArg,
-    input: Annotated[Path, typer.Option("--input", "-i", help="Text file, one sentence a line")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output file")],
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Text file, one sentence a line (default: stdin)"),
+    ] = None,
+    output: StreamOutputOpt = None,
     ids: Annotated[bool, typer.Option(help="Write token ids instead of pieces")] = False,
 ) -> None:
-    """Segment a text file into sentencepiece pieces (or ids), one line per line.
+    """Segment text into sentencepiece pieces (or ids), one line per line.
 
-    Example: mtkit tokenizer encode prepared/demo/spm.model -i data/test.en -o test.pieces.en
+    Examples:
+      mtkit tokenizer encode prepared/demo/spm.model -i data/test.en -o test.pieces.en
+      echo "How are you?" | mtkit tokenizer encode prepared/demo/spm.model
     """
-    from mtkit.data.tokenizer import Tokenizer, encode_file
+    from mtkit.data.tokenizer import Tokenizer, encode_lines
+    from mtkit.translation.input_lines import stdin_lines
+    from mtkit.translation.output import open_output
 
-    n = encode_file(Tokenizer.load(model), input, output, as_ids=ids)
-    typer.echo(f"encoded {n} lines to {output}", err=True)
+    tokenizer = Tokenizer.load(model)
+    with open_output(output) as out:
+        n = encode_lines(
+            tokenizer, input or stdin_lines(), out, as_ids=ids, batch_lines=_batch(input)
+        )
+    if output is not None:
+        typer.echo(f"encoded {n} lines to {output}", err=True)
 
 
 @tokenizer_app.command("decode")
 @handle_errors
 def tokenizer_decode(
     model: ModelArg,
-    input: Annotated[Path, typer.Option("--input", "-i", help="Pieces or ids, one line each")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output file")],
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Pieces or ids, one line each (default: stdin)"),
+    ] = None,
+    output: StreamOutputOpt = None,
 ) -> None:
     """Turn pieces (or ids) back into text, one line per line.
 
-    Example: mtkit tokenizer decode prepared/demo/spm.model -i test.pieces.en -o test.txt
+    Examples:
+      mtkit tokenizer decode prepared/demo/spm.model -i test.pieces.en -o test.txt
+      mtkit tokenizer encode spm.model -i test.en | mtkit tokenizer decode spm.model
     """
-    from mtkit.data.tokenizer import Tokenizer, decode_file
+    from mtkit.data.tokenizer import Tokenizer, decode_lines
+    from mtkit.translation.input_lines import stdin_lines
+    from mtkit.translation.output import open_output
 
-    n = decode_file(Tokenizer.load(model), input, output)
-    typer.echo(f"decoded {n} lines to {output}", err=True)
+    tokenizer = Tokenizer.load(model)
+    with open_output(output) as out:
+        n = decode_lines(tokenizer, input or stdin_lines(), out, batch_lines=_batch(input))
+    if output is not None:
+        typer.echo(f"decoded {n} lines to {output}", err=True)
+
+
+def _batch(input: Path | None) -> int:
+    """Lines per batch: one at a time from a terminal (each answer as it is typed)."""
+    return 1 if input is None and sys.stdin.isatty() else 10_000

@@ -32,11 +32,14 @@ SplitOpt = Annotated[
 ]
 SrcOpt = Annotated[Path | None, typer.Option(help="Source file to translate")]
 RefOpt = Annotated[
-    list[Path] | None, typer.Option(help="Reference file (repeat for several references)")
+    list[Path] | None,
+    typer.Option(help="Reference file (repeat for several references)", metavar="FILE"),
 ]
 HypOpt = Annotated[
     list[Path] | None,
-    typer.Option(help="Score this hypothesis file as it is (repeat with --paired-bs)"),
+    typer.Option(
+        help="Score this hypothesis file as it is (repeat with --paired-bs)", metavar="FILE"
+    ),
 ]
 PairedBsOpt = Annotated[
     bool,

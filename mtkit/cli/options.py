@@ -18,13 +18,19 @@ from mtkit.config.validate import validate_decoding
 
 SEARCH = "Search"
 SAMPLING = "Sampling"
+SAMPLING_ONLY = ("temperature", "top_k", "top_p", "seed")  # DecodingConfig keys used only to sample
 
 ConfigArg = Annotated[
     Path, typer.Argument(help="Experiment YAML file, e.g. configs/demo.yaml", show_default=False)
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a config key: --set model.d_model=512 (repeatable)"),
+    typer.Option(
+        "--set",
+        "-s",
+        help="Override a config key: --set model.d_model=512 (repeatable)",
+        metavar="KEY=VALUE",
+    ),
 ]
 RunArg = Annotated[
     Path, typer.Argument(help="A run directory (uses its best.pt) or a checkpoint file")
@@ -72,7 +78,12 @@ SampleOpt = Annotated[
     bool,
     typer.Option("--sample", help="Sample instead of searching", rich_help_panel=SAMPLING),
 ]
-TemperatureOpt = Annotated[float | None, typer.Option(rich_help_panel=SAMPLING)]
+TemperatureOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Divide the logits by this: < 1 sharpens, > 1 flattens", rich_help_panel=SAMPLING
+    ),
+]
 TopKOpt = Annotated[
     int | None, typer.Option(help="Sample from the k best tokens", rich_help_panel=SAMPLING)
 ]
@@ -114,6 +125,11 @@ class SearchFlags:
         if self.greedy:
             given["beam_size"] = 1
         dec = dataclasses.replace(run_decoding, **given)
+        if not dec.sampling:  # a sampling flag without sampling would be silently ignored
+            for name in SAMPLING_ONLY:
+                if name in given:
+                    flag = "--" + name.replace("_", "-")
+                    raise ConfigError(f"{flag} only applies when sampling: add --sample")
         validate_decoding(dec, prefix="")
         return dec
 

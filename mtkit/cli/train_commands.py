@@ -30,6 +30,13 @@ OverwriteOpt = Annotated[
 NprocOpt = Annotated[
     int, typer.Option(help="Processes (GPUs) on this machine: hands over to torchrun")
 ]
+TrainDeviceOpt = Annotated[
+    str | None, typer.Option(help="auto, cpu or cuda (short for --set training.device=...)")
+]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(help="float32, bfloat16 or float16 (short for --set training.precision=...)"),
+]
 
 
 @app.command()
@@ -40,6 +47,8 @@ def train(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     nproc: NprocOpt = 1,
+    device: TrainDeviceOpt = None,
+    precision: PrecisionOpt = None,
 ) -> None:
     """Train a model (preparing the data first if needed); writes runs/<name>/.
 
@@ -48,12 +57,16 @@ def train(
     Examples:
       mtkit train configs/demo.yaml --set model.encoder_layers=4 --set training.lr=7e-4
       mtkit train runs/demo --resume
+      mtkit train configs/demo.yaml --device cuda --precision bfloat16
       torchrun --nproc_per_node=4 -m mtkit train configs/demo.yaml
     """
     from mtkit.distributed import env_rank, is_peer_failure
 
     rank = env_rank()
     overrides = list(overrides or [])
+    overrides += [
+        f"training.{k}={v}" for k, v in [("device", device), ("precision", precision)] if v
+    ]
     if config.is_dir():  # a run directory: its resolved config, and it stays the run directory
         overrides.insert(0, f"run_dir={config}")
         config = config / "config.yaml"
@@ -109,7 +122,9 @@ AverageRunArg = Annotated[
 ]
 LastOpt = Annotated[
     list[int] | None,
-    typer.Option(help="Average the newest N step checkpoints; repeat for several averages"),
+    typer.Option(
+        help="Average the newest N step checkpoints; repeat for several averages", metavar="N"
+    ),
 ]
 SelectOnOpt = Annotated[
     str | None,

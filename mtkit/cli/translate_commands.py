@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,7 +30,7 @@ from mtkit.cli.options import (
     TopPOpt,
     check_positive,
 )
-from mtkit.config.schema import ConfigError
+from mtkit.config.schema import ConfigError, DecodingConfig
 
 InputOpt = Annotated[
     Path | None, typer.Option("--input", "-i", help="Source file (default: stdin)")
@@ -96,8 +96,7 @@ def translate(
     """
     setup_logging()
     from mtkit.translation.engine import load_engine
-    from mtkit.translation.input_lines import iter_lines, stdin_lines
-    from mtkit.translation.output import FORMATS, interactive, translate_to_output
+    from mtkit.translation.output import FORMATS
 
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{format}'")
@@ -109,6 +108,22 @@ def translate(
         no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens, sampling=sample or None,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
     ).apply(translator.config.decoding)  # fmt: skip
+    _translate(translator, dec, input, output, format, chunk_size, attention)
+
+
+def _translate(
+    translator: Any,
+    dec: DecodingConfig,
+    input: Path | None,
+    output: Path | None,
+    format: str,
+    chunk_size: int,
+    attention: Path | None,
+) -> None:
+    """A prompt on a terminal; otherwise the input file or stdin to the output file or stdout."""
+    from mtkit.translation.input_lines import iter_lines, stdin_lines
+    from mtkit.translation.output import interactive, translate_to_output
+
     if input is None and output is None and attention is None and sys.stdin.isatty():
         typer.echo("Type a sentence and press Enter (Ctrl-D to quit).", err=True)
         interactive(translator, dec, write=typer.echo, fmt=format)

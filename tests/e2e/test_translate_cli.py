@@ -83,6 +83,19 @@ def test_output_file_sampling_and_errors(ckpt: Path, tmp_path: Path) -> None:
     assert code == 2 and "--format" in err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--top-k", "5"), ("--top-p", "0.9"), ("--temperature", "0.7"), ("--seed", "3")],
+)
+def test_sampling_flags_need_sampling(ckpt: Path, flag: str, value: str) -> None:
+    """A flag that would do nothing in the chosen mode is an error, not silently ignored."""
+    code, out, err = run("translate", ckpt, flag, value, input="Hi.\n")
+    assert code == 2 and out == ""
+    assert err == f"error: {flag} only applies when sampling: add --sample\n"
+    code, out, err = run("translate", ckpt, flag, value, "--sample", input="Hi.\n")
+    assert code == 0, err
+
+
 def test_attention_dump_and_plot(ckpt: Path, tmp_path: Path) -> None:
     att = tmp_path / "att.jsonl"
     code, out, err = run("translate", ckpt, "--attention", att, input="Hi.\n\nTom is here.\n")
