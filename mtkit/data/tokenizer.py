@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import sentencepiece as spm
 
@@ -331,37 +331,63 @@ def encode_file(
 
     Reads in batches, so large files stream. Lines are split on "\\n" only.
     """
-    n = 0
     with atomic_writer(Path(dst)) as out:
-        for batch in _batched(_lines(Path(src)), batch_lines):
-            if as_ids:
-                rows = [" ".join(map(str, ids)) for ids in tokenizer.encode(batch)]
-            else:
-                rows = [" ".join(p) for p in tokenizer.encode_pieces(batch)]
-            out.writelines(r + "\n" for r in rows)
-            n += len(rows)
+        return encode_lines(tokenizer, Path(src), out, as_ids=as_ids, batch_lines=batch_lines)
+
+
+def encode_lines(
+    tokenizer: Tokenizer,
+    lines: Iterable[str] | Path,
+    out: TextIO,
+    *,
+    as_ids: bool = False,
+    batch_lines: int = 10_000,
+) -> int:
+    """`encode_file` from any lines (a file, stdin) to any text stream, flushed per batch."""
+    n = 0
+    for batch in _batched(_lines(lines), batch_lines):
+        if as_ids:
+            rows = [" ".join(map(str, ids)) for ids in tokenizer.encode(batch)]
+        else:
+            rows = [" ".join(p) for p in tokenizer.encode_pieces(batch)]
+        out.writelines(r + "\n" for r in rows)
+        out.flush()
+        n += len(rows)
     return n
 
 
 def decode_file(tokenizer: Tokenizer, src: Path, dst: Path, *, batch_lines: int = 10_000) -> int:
     """Inverse of `encode_file`: pieces or integer ids per line back to text; returns lines."""
-    n = 0
     with atomic_writer(Path(dst)) as out:
-        for batch in _batched(_lines(Path(src)), batch_lines):
-            tokens = [line.split() for line in batch]
-            if all(t.isdigit() for row in tokens for t in row):
-                ids = [[int(t) for t in row] for row in tokens]
-                for i, row in enumerate(ids):
-                    if any(x >= tokenizer.vocab_size for x in row):
-                        raise TokenizerError(
-                            f"{src}:{n + i + 1}: id out of range (the model has "
-                            f"{tokenizer.vocab_size} pieces)"
-                        )
-                rows = tokenizer.decode(ids)
-            else:
-                rows = tokenizer.decode_pieces(tokens)
-            out.writelines(r + "\n" for r in rows)
-            n += len(rows)
+        return decode_lines(tokenizer, Path(src), out, batch_lines=batch_lines)
+
+
+def decode_lines(
+    tokenizer: Tokenizer,
+    lines: Iterable[str] | Path,
+    out: TextIO,
+    *,
+    batch_lines: int = 10_000,
+) -> int:
+    """`decode_file` from any lines (a file, stdin) to any text stream, flushed per batch."""
+    where = str(lines) if isinstance(lines, Path) else "stdin"  # names a line out of range
+    n = 0
+    for batch in _batched(_lines(lines), batch_lines):
+        tokens = [line.split() for line in batch]
+        if all(t.isdigit() for row in tokens for t in row):
+            ids = [[int(t) for t in row] for row in tokens]
+            for i, row in enumerate(ids):
+                if any(x >= tokenizer.vocab_size for x in row):
+                    raise TokenizerError(
+                        f"{where}:{n + i + 1}: id out of range (the model has "
+                        f"{tokenizer.vocab_size} pieces)"
+                    )
+            rows = tokenizer.decode(ids)
+        else:
+            rows = tokenizer.decode_pieces(tokens)
+        out.writelines(r + "\n" for r in rows)
+        out.flush()
+        n += len(rows)
     return n
 
 

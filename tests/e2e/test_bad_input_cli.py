@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner, Result
 
 from mtkit.checkpoint import load_checkpoint, save_checkpoint
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.data.prepare import load_stats
 from tests.tiny_checkpoint import (
     checkpoint_state,

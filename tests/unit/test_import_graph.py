@@ -98,7 +98,7 @@ def test_imports_go_one_way() -> None:
 @pytest.mark.parametrize(
     ("file", "line"),
     [
-        ("model/transformer.py", "from mtkit.cli.app import app"),
+        ("model/transformer.py", "from mtkit.cli.main import app"),
         ("model/transformer.py", "from mtkit.data.tokenizer import PAD_ID"),
         ("search/beam.py", "import sentencepiece"),
         ("files.py", "from mtkit.config.schema import ExperimentConfig"),

@@ -33,16 +33,18 @@ from mtkit.translation.attention_dump import (
     plot_attention,
     read_attention,
 )
+from mtkit.translation.input_lines import iter_lines
+from mtkit.translation.output import (
+    format_translation,
+    interactive,
+    open_output,
+    write_translations,
+)
 from mtkit.translation.translator import (
     Translation,
     TranslationError,
     Translator,
-    format_translation,
-    interactive,
-    iter_lines,
-    open_output,
     translate_nbest,
-    write_translations,
 )
 from tests.tiny_translator import DATA, head, make_translator
 
