@@ -66,6 +66,19 @@ def read_lines(path: Path, what: str = "input file") -> Iterator[str]:
         yield text
 
 
+def count_lines(path: Path) -> int | None:
+    """How many lines `numbered_lines(path)` gives, by one fast pass over the bytes (for a
+    progress ETA); None when `path` is not a regular file (reading it names the problem)."""
+    if not path.is_file():
+        return None
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
 # --------------------------------------------------------------------------- writing
 
 

@@ -140,13 +140,29 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to `sys.stderr` as it is at each record, so that while a progress bar is live
+    (it stands in for sys.stderr then) log lines print above the bar instead of through it."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
     """Log lines to stderr (and a file); stdout stays clean for translations and scores."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     fmt = logging.Formatter("%(asctime)s | %(levelname)s | %(message)s", "%H:%M:%S")
-    stream = logging.StreamHandler(sys.stderr)
+    stream = _StderrHandler()
     stream.setFormatter(fmt)
     root.addHandler(stream)
     if log_file is not None:

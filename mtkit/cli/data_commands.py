@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mtkit.cli.app import Group, Typer, app, handle_errors, setup_logging
-from mtkit.cli.options import ConfigArg, SetOpt
+from mtkit.cli.options import ConfigArg, ProgressOpt, SetOpt
 from mtkit.config.load import load_config
 
 ModelArg = Annotated[Path, typer.Argument(help="A sentencepiece .model file")]
@@ -26,6 +26,7 @@ def prepare(
     force: Annotated[
         bool, typer.Option(help="Rebuild even if the prepared data is current")
     ] = False,
+    progress: ProgressOpt = None,
 ) -> None:
     """Train the sentencepiece model(s), clean and encode the corpus, save it to disk.
 
@@ -34,8 +35,9 @@ def prepare(
     cfg = load_config(config, overrides or [])
     setup_logging()
     from mtkit.data.prepare import prepare as run_prepare
+    from mtkit.progress import Progress
 
-    path = run_prepare(cfg, force=force)
+    path = run_prepare(cfg, force=force, progress=Progress.on_stderr(progress))
     typer.echo(f"prepared data in {path}")
 
 
@@ -55,6 +57,7 @@ def tokenizer_train(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Directory for the .model file(s)")
     ] = None,
+    progress: ProgressOpt = None,
 ) -> None:
     """Train the sentencepiece model(s) of a config on its (cleaned) training split.
 
@@ -63,9 +66,10 @@ def tokenizer_train(
     cfg = load_config(config, overrides or [])
     setup_logging()
     from mtkit.data.prepare import build_tokenizers
+    from mtkit.progress import Progress
 
     out = output or Path(cfg.data.prepared_dir) / "tokenizer"
-    pair = build_tokenizers(cfg, out)
+    pair = build_tokenizers(cfg, out, Progress.on_stderr(progress))
     names = ", ".join(sorted(pair.model_files()))
     typer.echo(f"wrote {names} to {out} (vocabulary {pair.src.vocab_size})")
 

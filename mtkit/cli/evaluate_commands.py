@@ -19,6 +19,7 @@ from mtkit.cli.options import (
     MaxLenBOpt,
     MinLenOpt,
     NoRepeatOpt,
+    ProgressOpt,
     SearchFlags,
     check_positive,
 )
@@ -94,6 +95,7 @@ def evaluate(
     tokenize: TokenizeOpt = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = "auto",
+    progress: ProgressOpt = None,
 ) -> None:
     """Score translations with sacreBLEU (BLEU, chrF, chrF++, TER) and print their signatures.
 
@@ -106,6 +108,7 @@ def evaluate(
     setup_logging()
     from mtkit.evaluation import inputs
     from mtkit.evaluation.evaluate import evaluate_model
+    from mtkit.progress import Progress
     from mtkit.translation.engine import load_engine
 
     names = inputs.metric_names(metrics, tokenize)
@@ -125,7 +128,8 @@ def evaluate(
     tokenize = inputs.run_tokenize(translator, tokenize, names)
     eval_set = inputs.eval_inputs(translator, split, src, ref)
     out = output or inputs.default_hyp_path(translator, split, src)
-    print_report(evaluate_model(translator, eval_set, dec, names, out, tokenize), json_out)
+    shown = Progress.on_stderr(progress)
+    print_report(evaluate_model(translator, eval_set, dec, names, out, tokenize, shown), json_out)
 
 
 def _score_files(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mtkit.cli.app import app, handle_errors, setup_logging
-from mtkit.cli.options import RunArg
+from mtkit.cli.options import ProgressOpt, RunArg
 from mtkit.config.schema import ConfigError
 
 
@@ -27,6 +27,7 @@ def export(
         ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an earlier export in --output")] = False,
+    progress: ProgressOpt = None,
 ) -> None:
     """Export a trained model to a self-contained CTranslate2 folder (needs `ctranslate2`).
 
@@ -41,6 +42,9 @@ def export(
     if format != "ctranslate2":
         raise ConfigError(f"--format: expected ctranslate2, got '{format}'")
     from mtkit.export.ctranslate2 import export_ctranslate2
+    from mtkit.progress import Progress
 
-    path = export_ctranslate2(run, output, quantization=quantization, force=force)
+    path = export_ctranslate2(
+        run, output, quantization=quantization, force=force, progress=Progress.on_stderr(progress)
+    )
     typer.echo(f"exported to {path}; translate with: mtkit translate {path} -i SOURCE")

@@ -43,6 +43,14 @@ RunsArg = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda")]
+ProgressOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress",
+        help="Show progress (count, rate, ETA) on stderr [default: when stderr is a terminal]",
+        show_default=False,
+    ),
+]
 
 BeamOpt = Annotated[
     int | None, typer.Option(help="Beam size (default: the run's)", rich_help_panel=SEARCH)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from mtkit.cli.app import app, handle_errors, setup_logging
-from mtkit.cli.options import DeviceOpt, SetOpt
+from mtkit.cli.options import DeviceOpt, ProgressOpt, SetOpt
 from mtkit.config.schema import ConfigError
 from mtkit.errors import MtkitError
 
@@ -62,6 +62,7 @@ def train(
     init_from: InitFromOpt = None,
     keep_optimizer: KeepOptimizerOpt = False,
     keep_schedule: KeepScheduleOpt = False,
+    progress: ProgressOpt = None,
 ) -> None:
     """Train a model (preparing the data first if needed); writes runs/<name>/.
 
@@ -85,7 +86,7 @@ def train(
         overrides.insert(0, f"run_dir={config}")
         config = config / "config.yaml"
     try:
-        run_dir = _train(config, overrides, resume, overwrite, nproc, rank)
+        run_dir = _train(config, overrides, resume, overwrite, nproc, rank, progress)
     except (MtkitError, KeyboardInterrupt):
         if rank != 0:  # rank 0 shows the error once; the other ranks just exit
             raise typer.Exit(1) from None
@@ -104,9 +105,16 @@ def train(
 
 
 def _train(
-    config: Path, overrides: list[str], resume: bool, overwrite: bool, nproc: int, rank: int
+    config: Path,
+    overrides: list[str],
+    resume: bool,
+    overwrite: bool,
+    nproc: int,
+    rank: int,
+    progress: bool | None,
 ) -> Path:
-    """Load the config, hand over to torchrun if asked, set up logging and train."""
+    """Load the config, hand over to torchrun if asked, set up logging and train (`progress`:
+    of preparing the data)."""
     from mtkit.training.parent import load_train_config
 
     cfg = load_train_config(config, overrides, resume=resume)
@@ -116,9 +124,11 @@ def _train(
     setup_logging(log_file=cfg.run_path / "train.log" if rank == 0 else None)
     if rank != 0:
         logging.getLogger().setLevel(logging.ERROR)
+    from mtkit.progress import Progress
     from mtkit.training.loop import train as run_train
 
-    return run_train(cfg, resume=resume, overwrite=overwrite)
+    shown = Progress.on_stderr(progress if rank == 0 else False)
+    return run_train(cfg, resume=resume, overwrite=overwrite, progress=shown)
 
 
 def _init_overrides(init_from: Path | None, keep_optimizer: bool, keep_schedule: bool) -> list[str]:
@@ -174,6 +184,7 @@ def average(
     select_on: SelectOnOpt = None,
     output: AverageOutputOpt = None,
     device: DeviceOpt = "auto",
+    progress: ProgressOpt = None,
 ) -> None:
     """Average the model weights of a run's last N checkpoints into one checkpoint.
 
@@ -184,16 +195,17 @@ def average(
       mtkit average runs/demo --last 5 --last 10 --select-on valid -o runs/demo/chosen.pt
     """
     setup_logging()
+    from mtkit.progress import Progress
     from mtkit.training.average import average_run, select_average
 
-    lasts = last or [5]
+    lasts, shown = last or [5], Progress.on_stderr(progress)
     if select_on is None:
         if output is not None and len(lasts) > 1:
             raise ConfigError("-o names one file: give one --last, or add --select-on valid")
         for n in lasts:
-            typer.echo(f"wrote {average_run(run, n, output)}")
+            typer.echo(f"wrote {average_run(run, n, output, shown)}")
         return
-    ranked = select_average(run, lasts, select_on, device)
+    ranked = select_average(run, lasts, select_on, device, shown)
     for c in ranked:
         typer.echo(f"{c.path}: {select_on} {c.bleu.text}\n  signature: {c.bleu.signature}")
     if output is not None:

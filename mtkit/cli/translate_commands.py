@@ -21,6 +21,7 @@ from mtkit.cli.options import (
     MinLenOpt,
     NbestOpt,
     NoRepeatOpt,
+    ProgressOpt,
     RunsArg,
     SampleOpt,
     SearchFlags,
@@ -82,11 +83,14 @@ def translate(
     top_p: TopPOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
+    progress: ProgressOpt = None,
 ) -> None:
     """Translate one sentence per line, from a file or stdin, to a file or stdout.
 
     Outputs are written chunk by chunk as they are translated; empty lines stay empty.
     Without --input, a terminal on stdin gets a prompt: one translation per line typed.
+    Progress goes to stderr when it is a terminal (and translations do not go to the same
+    terminal), or with --progress.
 
     Examples:
       mtkit translate runs/demo -i data/test.en -o hyp.de --beam 5
@@ -108,7 +112,9 @@ def translate(
         no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens, sampling=sample or None,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
     ).apply(translator.config.decoding)  # fmt: skip
-    _translate(translator, dec, input, output, format, chunk_size, attention)
+    if progress is None and output is None and sys.stdout.isatty():
+        progress = False  # a bar would be drawn over the translations
+    _translate(translator, dec, input, output, format, chunk_size, attention, progress)
 
 
 def _translate(
@@ -119,8 +125,11 @@ def _translate(
     format: str,
     chunk_size: int,
     attention: Path | None,
+    show_progress: bool | None,
 ) -> None:
     """A prompt on a terminal; otherwise the input file or stdin to the output file or stdout."""
+    from mtkit.files import count_lines
+    from mtkit.progress import Progress
     from mtkit.translation.input_lines import iter_lines, stdin_lines
     from mtkit.translation.output import interactive, translate_to_output
 
@@ -129,7 +138,11 @@ def _translate(
         interactive(translator, dec, write=typer.echo, fmt=format)
         return
     lines = iter_lines(input) if input is not None else stdin_lines()
-    n = translate_to_output(translator, lines, dec, output, format, chunk_size, attention)
+    progress = Progress.on_stderr(show_progress)
+    total = count_lines(input) if input is not None and progress.enabled else None
+    n = translate_to_output(
+        translator, lines, dec, output, format, chunk_size, attention, progress, total
+    )
     if output is not None:
         typer.echo(f"wrote {n} translations to {output}", err=True)
     if attention is not None:

@@ -19,6 +19,7 @@ from mtkit.config.schema import DataConfig
 from mtkit.data.clean import check_not_empty
 from mtkit.data.rows import CODE, drop_counts, keep, mark
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer, TokenizerPair
+from mtkit.progress import QUIET, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -96,24 +97,33 @@ def encode_split(
     data: DataConfig,
     stats: dict[str, Any],
     cache: Path,
+    progress: Progress = QUIET,
 ) -> datasets.Dataset:
-    """Add src_ids/tgt_ids; drop (train) or truncate (valid/test) over-long pairs."""
-    enc = mark(
-        ds,
-        encode_batch,
-        cache,
-        f"{split}-encode",
-        fn_kwargs={
-            "src_tok": tokenizers.src,
-            "tgt_tok": tokenizers.tgt,
-            "max_len": data.max_len,
-            "max_ratio": data.max_ratio,
-            "filter_lengths": split == "train" or data.clean_eval,
-        },
-        features=ENCODED_FEATURES,
-        # worker start-up costs more than it saves on small splits
-        num_proc=data.num_proc if len(ds) >= 10_000 * data.num_proc else None,
-    )
+    """Add src_ids/tgt_ids; drop (train) or truncate (valid/test) over-long pairs.
+
+    `progress` counts the pairs encoded (in one process; with several, it shows elapsed time).
+    """
+    # worker start-up costs more than it saves on small splits
+    num_proc = data.num_proc if len(ds) >= 10_000 * data.num_proc else None
+    with progress.task(f"encoding {split}", total=len(ds), unit="pairs") as task:
+        enc = mark(
+            ds,
+            encode_batch,
+            cache,
+            f"{split}-encode",
+            advance=task.advance if num_proc is None else None,  # workers cannot report
+            fn_kwargs={
+                "src_tok": tokenizers.src,
+                "tgt_tok": tokenizers.tgt,
+                "max_len": data.max_len,
+                "max_ratio": data.max_ratio,
+                "filter_lengths": split == "train" or data.clean_eval,
+            },
+            features=ENCODED_FEATURES,
+            num_proc=num_proc,
+        )
+        if num_proc is not None:
+            task.advance(len(ds))
     counts = drop_counts(enc)
     stats["dropped"].update({k: counts[k] for k in ("too_long", "ratio") if k in counts})
     enc = keep(enc, cache, f"{split}-encode")

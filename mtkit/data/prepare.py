@@ -22,6 +22,7 @@ truncated to `data.max_len` instead (text/ keeps the full sentence for BLEU), so
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -49,18 +50,23 @@ from mtkit.data.reused_tokenizer import files_digest, load_reused
 from mtkit.data.rows import DataError, drop_counts, keep, mark
 from mtkit.data.sources import Source, resolve_sources, tags
 from mtkit.data.tokenizer import TokenizerPair, train_tokenizers
+from mtkit.progress import QUIET, Progress
 
 logger = logging.getLogger(__name__)
 
 
 def prepare(
-    cfg: ExperimentConfig, force: bool = False, tokenizers: TokenizerPair | None = None
+    cfg: ExperimentConfig,
+    force: bool = False,
+    tokenizers: TokenizerPair | None = None,
+    progress: Progress = QUIET,
 ) -> Path:
     """Build (or reuse) `cfg.data.prepared_dir`; returns it as a Path.
 
     Unchanged inputs (size + mtime of every file) and data/tokenizer config reuse the existing
     result; `force` rebuilds it anyway. `tokenizers` (a parent run's) are used as they are,
-    like a `tokenizer.model`: no tokenizer is trained then.
+    like a `tokenizer.model`: no tokenizer is trained then. `progress` shows each stage
+    (reading, cleaning, tokenizer training, encoding, saving).
     """
     out = Path(cfg.data.prepared_dir)
     reused = tokenizers if tokenizers is not None else reused_tokenizers(cfg)
@@ -74,7 +80,8 @@ def prepare(
     work = out.parent / f".{out.name}.tmp-{os.getpid()}"
     work.mkdir(parents=True)
     try:
-        stats = _build(cfg, sources, work, reused)
+        with quiet_datasets():
+            stats = _build(cfg, sources, work, reused, progress)
         (work / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
         (work / "fingerprint.json").write_text(json.dumps(fingerprint, indent=2) + "\n")
         shutil.rmtree(work / ".cache", ignore_errors=True)
@@ -85,7 +92,9 @@ def prepare(
     return out
 
 
-def build_tokenizers(cfg: ExperimentConfig, out_dir: Path) -> TokenizerPair:
+def build_tokenizers(
+    cfg: ExperimentConfig, out_dir: Path, progress: Progress = QUIET
+) -> TokenizerPair:
     """Train only the sentencepiece model(s), on the cleaned train split, into `out_dir`.
 
     This is what `mtkit tokenizer train` runs; `prepare` does the same as its first step.
@@ -102,14 +111,12 @@ def build_tokenizers(cfg: ExperimentConfig, out_dir: Path) -> TokenizerPair:
     cache = work / ".cache"
     cache.mkdir(parents=True)
     try:
-        raw = read_split(cfg.data, sources["train"], work)
-        cleaned = mark(raw, Cleaner(cfg.data, True), cache, "train-clean")
-        stats = {"read": len(raw), "dropped": drop_counts(cleaned)}
-        train = keep(cleaned, cache, "train-clean")
-        check_not_empty("train", train, stats, cfg.data)
-        train, _ = apply_corpus_options(train, sources["train"], cfg.data.seed, cache)
-        symbols = tags(sources["train"])
-        tokenizers = _train_tokenizers(cfg.tokenizer, cfg.data, train, cache, symbols)
+        with quiet_datasets():
+            train, stats = _read_clean(cfg.data, "train", sources["train"], work, progress)
+            check_not_empty("train", train, stats, cfg.data)
+            train, _ = apply_corpus_options(train, sources["train"], cfg.data.seed, cache)
+            symbols = tags(sources["train"])
+            tokenizers = _train_tokenizers(cfg.tokenizer, cfg.data, train, cache, symbols, progress)
         tokenizers.save(out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -138,11 +145,38 @@ def load_stats(prepared_dir: Path) -> dict[str, Any]:
     return dict(json.loads((Path(prepared_dir) / "stats.json").read_text(encoding="utf-8")))
 
 
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """No `datasets` progress bars (tqdm) meanwhile: prepare shows its own, through
+    mtkit.progress, only where asked."""
+    was_on = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            datasets.enable_progress_bars()
+
+
+def _read_clean(
+    data: DataConfig, split: str, sources: list[Source], work: Path, progress: Progress
+) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """One split read and cleaned (full cleaning for train, or with `data.clean_eval`), and
+    its stats so far (read, dropped)."""
+    raw = read_split(data, sources, work, progress)
+    full = split == "train" or data.clean_eval
+    with progress.task(f"cleaning {split}", total=len(raw), unit="pairs") as task:
+        cleaned = mark(raw, Cleaner(data, full), work / ".cache", f"{split}-clean", task.advance)
+    stats = {"read": len(raw), "dropped": drop_counts(cleaned)}
+    return keep(cleaned, work / ".cache", f"{split}-clean"), stats
+
+
 def _build(
     cfg: ExperimentConfig,
     sources: dict[str, list[Source]],
     work: Path,
     reused: TokenizerPair | None,
+    progress: Progress,
 ) -> dict[str, Any]:
     """Read, clean, carve, train (or take) the tokenizer, encode, save; returns the stats table."""
     data = cfg.data
@@ -151,11 +185,7 @@ def _build(
     stats: dict[str, dict[str, Any]] = {}
     splits: dict[str, datasets.Dataset] = {}
     for split, srcs in sources.items():
-        raw = read_split(data, srcs, work)
-        full = split == "train" or data.clean_eval
-        cleaned = mark(raw, Cleaner(data, full), cache, f"{split}-clean")
-        stats[split] = {"read": len(raw), "dropped": drop_counts(cleaned)}
-        splits[split] = keep(cleaned, cache, f"{split}-clean")
+        splits[split], stats[split] = _read_clean(data, split, srcs, work, progress)
         check_not_empty(split, splits[split], stats[split], data)
     train = carve(data, splits["train"], splits, cache)
     carved = {k: len(v) for k, v in splits.items() if k not in stats}
@@ -174,22 +204,25 @@ def _build(
         stats["train"]["corpora"] = corpora
     symbols = tags(sources["train"])
     if reused is None:
-        tokenizers = _train_tokenizers(cfg.tokenizer, data, splits["train"], cache, symbols)
+        tokenizers = _train_tokenizers(
+            cfg.tokenizer, data, splits["train"], cache, symbols, progress
+        )
     else:
         check_tags(reused, symbols)
         tokenizers = reused
         logger.info("using the given tokenizer (%s), not training one", _describe(reused))
     tokenizers.save(work)
     encoded = {
-        split: encode_split(split, ds, tokenizers, data, stats[split], cache)
+        split: encode_split(split, ds, tokenizers, data, stats[split], cache, progress)
         for split, ds in splits.items()
     }
     text = datasets.DatasetDict({k: v.select_columns(["src", "tgt"]) for k, v in encoded.items()})
     ids = datasets.DatasetDict(
         {k: v.select_columns(["src_ids", "tgt_ids"]) for k, v in encoded.items()}
     )
-    text.save_to_disk(str(work / "text"))
-    ids.save_to_disk(str(work / "encoded"))
+    with progress.stage("saving the prepared data"):
+        text.save_to_disk(str(work / "text"))
+        ids.save_to_disk(str(work / "encoded"))
     log_table(stats)
     return {
         "splits": stats,
@@ -203,6 +236,7 @@ def _train_tokenizers(
     train: datasets.Dataset,
     cache: Path,
     symbols: list[str],
+    progress: Progress = QUIET,
 ) -> TokenizerPair:
     """sentencepiece on the train split, streamed from Arrow; `symbols` (the corpus tags)
     become single pieces of the source model.
@@ -223,10 +257,11 @@ def _train_tokenizers(
         for batch in train.select_columns([name]).iter(batch_size=10_000):
             yield from batch[name]
 
-    return train_tokenizers(
-        column("src"), column("tgt"), cache, tok, data.src_lang, data.tgt_lang, seed=data.seed,
-        src_symbols=symbols,
-    )  # fmt: skip
+    with progress.stage(f"training the {tok.type} tokenizer (sentencepiece)"):
+        return train_tokenizers(
+            column("src"), column("tgt"), cache, tok, data.src_lang, data.tgt_lang,
+            seed=data.seed, src_symbols=symbols,
+        )  # fmt: skip
 
 
 def _describe(pair: TokenizerPair) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,18 @@ from mtkit.data.corpora import add_corpus_column
 from mtkit.data.loaders import load_with_datasets, select_columns
 from mtkit.data.rows import CODE, FEATURES, DataError
 from mtkit.data.sources import Source, has_corpus_options
-from mtkit.files import numbered_lines
+from mtkit.files import count_lines, numbered_lines
+from mtkit.progress import QUIET, Progress
 
 logger = logging.getLogger(__name__)
 
 
-def read_split(data: DataConfig, sources: list[Source], work: Path) -> datasets.Dataset:
+def read_split(
+    data: DataConfig, sources: list[Source], work: Path, progress: Progress = QUIET
+) -> datasets.Dataset:
     """All corpora of one split as one Dataset(src, tgt, drop); with per-corpus tags or
     weights, a `corpus` column says which corpus each row came from (corpora.py)."""
-    parts = [_read_source(data, s, work, i) for i, s in enumerate(sources)]
+    parts = [_read_source(data, s, work, i, progress) for i, s in enumerate(sources)]
     if has_corpus_options(sources):
         parts = add_corpus_column(parts)
     if len(parts) == 1:
@@ -38,15 +41,20 @@ def read_split(data: DataConfig, sources: list[Source], work: Path) -> datasets.
     return datasets.concatenate_datasets(parts)
 
 
-def _read_source(data: DataConfig, source: Source, work: Path, index: int) -> datasets.Dataset:
+def _read_source(
+    data: DataConfig, source: Source, work: Path, index: int, progress: Progress
+) -> datasets.Dataset:
     cache = str(work / ".cache")
     if data.format in ("text", "tsv", "csv"):
         reader = {"text": _text_rows, "tsv": _tsv_rows, "csv": _csv_rows}[data.format]
-        kwargs = {"data": data, "source": source}
+        total = count_lines(source.files[0]) if progress.enabled else None
         try:
-            ds = datasets.Dataset.from_generator(
-                reader, features=FEATURES, cache_dir=cache, gen_kwargs=kwargs
-            )
+            with progress.task(f"reading {source.spec}", total=total, unit="pairs") as task:
+                kwargs = {"reader": reader, "data": data, "source": source, "advance": task.advance}
+                ds = datasets.Dataset.from_generator(
+                    _counted_rows, features=FEATURES, cache_dir=cache, gen_kwargs=kwargs,
+                    fingerprint=f"{source.split}-{index}-read",  # fresh cache: nothing to hash
+                )  # fmt: skip
         except datasets.exceptions.DatasetGenerationError as e:
             if isinstance(e.__cause__, DataError):
                 raise e.__cause__ from None
@@ -56,9 +64,25 @@ def _read_source(data: DataConfig, source: Source, work: Path, index: int) -> da
                 raise
             raise DataError(f"{source.key}: {source.spec} has no rows (only a header?)") from None
         return ds
-    raw, unreadable = load_with_datasets(data, source, work, cache)
-    cache_file = work / ".cache" / f"{source.split}-{index}.arrow"
-    return select_columns(data, source, raw, cache_file, unreadable)
+    with progress.stage(f"reading {source.spec}"):
+        raw, unreadable = load_with_datasets(data, source, work, cache)
+        cache_file = work / ".cache" / f"{source.split}-{index}.arrow"
+        return select_columns(data, source, raw, cache_file, unreadable)
+
+
+def _counted_rows(
+    reader: Callable[[DataConfig, Source], Iterator[dict[str, Any]]],
+    data: DataConfig,
+    source: Source,
+    advance: Callable[[int], None],
+) -> Iterator[dict[str, Any]]:
+    """The rows of `reader`, telling `advance` about every 10,000 (and the rest at the end)."""
+    n = 0
+    for n, row in enumerate(reader(data, source), start=1):
+        yield row
+        if n % 10_000 == 0:
+            advance(10_000)
+    advance(n % 10_000)
 
 
 def _text_rows(data: DataConfig, source: Source) -> Iterator[dict[str, Any]]:

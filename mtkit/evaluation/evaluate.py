@@ -20,6 +20,7 @@ from mtkit.evaluation.significance import (
     paired_bootstrap,
 )
 from mtkit.files import atomic_write_bytes
+from mtkit.progress import QUIET, Progress
 from mtkit.translation.translator import Translator
 
 logger = logging.getLogger(__name__)
@@ -168,10 +169,16 @@ def evaluate_model(
     metrics: Sequence[str],
     out: Path,
     tokenize: str = "13a",
+    progress: Progress = QUIET,
 ) -> Report:
     """Translate the sources, write the hypotheses to `out`, and score them."""
     start = time.monotonic()
-    hypotheses = translator.translate(inputs.sources, dec)
+    with progress.task("translating", total=len(inputs.sources), unit="lines") as task:
+        if isinstance(translator, Translator):
+            hypotheses = translator.translate(inputs.sources, dec, advance=task.advance)
+        else:  # a CTranslate2 export translates the whole set at once
+            hypotheses = translator.translate(inputs.sources, dec)
+            task.advance(len(hypotheses))
     seconds = time.monotonic() - start
     atomic_write_bytes(out, "".join(h + "\n" for h in hypotheses).encode("utf-8"))
     scores = corpus_scores(hypotheses, inputs.references, metrics, tokenize=tokenize)

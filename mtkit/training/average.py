@@ -15,6 +15,7 @@ import torch
 
 from mtkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_checkpoints
 from mtkit.evaluation.metrics import MetricResult
+from mtkit.progress import QUIET, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +50,14 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torc
     return out
 
 
-def average_run(run_dir: Path, last: int, output: Path | None = None) -> Path:
+def average_run(
+    run_dir: Path, last: int, output: Path | None = None, progress: Progress = QUIET
+) -> Path:
     """Average the newest `last` step_NNNNNN.pt of a run into a new, translatable checkpoint.
 
     The result keeps the newest checkpoint's config and tokenizer, drops optimizer and RNG
-    state (it is for translating, not for resuming) and lists its sources.
+    state (it is for translating, not for resuming) and lists its sources. `progress` counts
+    the checkpoints read.
     """
     if last < 1:
         raise CheckpointError(f"--last: expected a positive number, got {last}")
@@ -67,9 +71,11 @@ def average_run(run_dir: Path, last: int, output: Path | None = None) -> Path:
         )
     chosen = [path for _, path in found[-last:]]
     states: list[dict[str, Any]] = []
-    for path in chosen:
-        states.append(load_checkpoint(path))
-        logger.info("averaging %s", path.name)
+    with progress.task(f"reading {last} checkpoints", total=last, unit="checkpoints") as task:
+        for path in chosen:
+            states.append(load_checkpoint(path))
+            logger.info("averaging %s", path.name)
+            task.advance()
     newest = states[-1]
     for path, state in zip(chosen, states, strict=True):
         if state["tokenizer"] != newest["tokenizer"]:
@@ -97,7 +103,11 @@ class Candidate:
 
 
 def select_average(
-    run_dir: Path, lasts: list[int], split: str = "valid", device: str = "auto"
+    run_dir: Path,
+    lasts: list[int],
+    split: str = "valid",
+    device: str = "auto",
+    progress: Progress = QUIET,
 ) -> list[Candidate]:
     """Average the last N step checkpoints for each N in `lasts`; score each on `split`.
 
@@ -117,12 +127,13 @@ def select_average(
         )
     candidates = []
     for last in dict.fromkeys(lasts):  # in order, without repeats
-        path = average_run(run_dir, last)
+        path = average_run(run_dir, last, progress=progress)
         translator = Translator.load(path, device=device)
         inputs = split_set(translator, split)
         report = evaluate_model(
             translator, inputs, translator.config.decoding, ["bleu"],
             path.with_suffix(f".{split}.hyp"), tokenize=translator.config.evaluation.tokenize,
+            progress=progress,
         )  # fmt: skip
         logger.info("%s: %s BLEU %.2f", path.name, split, report.scores[0].score)
         candidates.append(Candidate(path, last, report.scores[0]))

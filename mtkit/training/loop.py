@@ -28,10 +28,11 @@ from mtkit.data.prepare import prepare
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.distributed import Dist
 from mtkit.errors import MtkitError
+from mtkit.progress import QUIET, Progress, format_duration
 from mtkit.runtime import check_precision, keep_freed_memory, resolve_device, set_threads
 from mtkit.training.checkpoints import save
 from mtkit.training.interrupt import Interrupt
-from mtkit.training.progress import Window, format_duration, report_progress
+from mtkit.training.progress import Window, compile_finished, compile_started, report_progress
 from mtkit.training.run_dir import RunDirError, RunLock, prepare_run_dir
 from mtkit.training.schedule import learning_rate
 from mtkit.training.state import Origin, Run, TrainState, build_run, find_origin
@@ -48,10 +49,17 @@ class TrainingDiverged(MtkitError):
     """Too many updates in a row had a NaN/inf loss or gradient."""
 
 
-def train(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
+def train(
+    cfg: ExperimentConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Progress = QUIET,
+) -> Path:
     """Prepare data if needed, train, validate and checkpoint; return the run directory.
 
-    Single process, or one rank of a `torchrun` job (see mtkit/distributed.py).
+    Single process, or one rank of a `torchrun` job (see mtkit/distributed.py). `progress`
+    shows the stages of preparing the data (training itself logs its own progress lines).
     """
     check_bleu_tokenizer(cfg)  # a typo fails now, not at the first validation
     device = resolve_device(cfg.training.device)
@@ -60,7 +68,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = Fals
     keep_freed_memory()  # large per-step tensors reuse the heap instead of fresh pages
     dist_info, device = distributed.init_from_env(device)
     try:
-        run_dir = _train(cfg, dist_info, device, Interrupt(), resume, overwrite)
+        run_dir = _train(cfg, dist_info, device, Interrupt(), resume, overwrite, progress)
     except BaseException:
         distributed.close(dist_info)  # a failing rank must not wait for peers that may be gone
         raise
@@ -75,6 +83,7 @@ def _train(
     interrupt: Interrupt,
     resume: bool,
     overwrite: bool,
+    progress: Progress,
 ) -> Path:
     run_dir = cfg.run_path
     lock: RunLock | None = None
@@ -86,7 +95,7 @@ def _train(
             if origin.resumed is not None:  # before anything is written
                 check_resume_settings(cfg, origin.resumed[1])
             lock = prepare_run_dir(run_dir, dump_config(cfg), resume=resume, overwrite=overwrite)
-            prepared = prepare(cfg, tokenizers=origin.tokenizers(cfg))
+            prepared = prepare(cfg, tokenizers=origin.tokenizers(cfg), progress=progress)
             if origin.resumed is not None:
                 check_same_tokenizer(cfg, prepared, origin.resumed[1])
         except Exception as e:
@@ -160,6 +169,7 @@ def loop(run: Run) -> None:
     window = new_window()
     reason = stop_reason(run)
     validated = False
+    compiling = compile_started(run)
     while reason is None:
         lr = learning_rate(
             state.step + 1, schedule=t.schedule, peak=t.lr, warmup=t.warmup_steps,
@@ -167,6 +177,9 @@ def loop(run: Run) -> None:
         )  # fmt: skip
         result = update(run.stepper, [next(batches) for _ in range(t.accumulate)], lr,
                         stop_requested)  # fmt: skip
+        if compiling is not None:
+            compile_finished(run, compiling)
+            compiling = None
         state.step += 1
         state.elapsed = time.monotonic() - start
         run.bad.add(result.bad, state.step, t.max_bad_steps)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from mtkit import distributed
+from mtkit.progress import format_duration
 from mtkit.training.state import Run
 from mtkit.training.update import UpdateResult
 
@@ -34,14 +35,6 @@ class Window:
         self.tokens += r.tokens
         self.src_tokens += r.src_tokens
         self.padded += r.padded
-
-
-def format_duration(seconds: float) -> str:
-    """'1h02m', '4m10s' or '12s'."""
-    seconds = max(0, int(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 def report_progress(run: Run, window: Window, start: float, lr: float) -> None:
@@ -77,3 +70,20 @@ def report_progress(run: Run, window: Window, start: float, lr: float) -> None:
         "lr": lr, "tokens_per_s": rate, "pad_share": pad, "elapsed_s": elapsed,
         "bad_steps": state.bad_steps,
     })  # fmt: skip
+
+
+def compile_started(run: Run) -> float | None:
+    """With `training.compile`, say that the first update compiles the model (it can take
+    minutes, silently); returns when it started, or None without compile."""
+    if not run.cfg.training.compile:
+        return None
+    if run.dist.is_main:
+        logger.info("compiling the model (torch.compile); the first update waits for it...")
+    return time.monotonic()
+
+
+def compile_finished(run: Run, started: float) -> None:
+    """Log how long the first (compiling) update took."""
+    if run.dist.is_main:
+        elapsed = format_duration(time.monotonic() - started)
+        logger.info("compiled: the first update took %s", elapsed)

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from mtkit.config.schema import DecodingConfig
 from mtkit.files import atomic_writer
+from mtkit.progress import QUIET, Progress
 from mtkit.translation.translator import (
     Candidate,
     Translation,
@@ -132,11 +133,13 @@ def stream_translations(
     chunk_size: int = 500,
     *,
     attention: bool = False,
+    advance: Callable[[int], None] | None = None,
 ) -> Iterator[list[Translation]]:
     """`translator.stream(...)`, or for an engine with only `translate_nbest(lines, dec,
-    nbest) -> [[(text, score)]]` (CTranslate2), the same chunks without log-probs/attention."""
+    nbest) -> [[(text, score)]]` (CTranslate2), the same chunks without log-probs/attention.
+    `advance(n)`: n more lines are translated (per batch, or per chunk for CTranslate2)."""
     if isinstance(translator, Translator):
-        yield from translator.stream(lines, dec, chunk_size, attention=attention)
+        yield from translator.stream(lines, dec, chunk_size, attention=attention, advance=advance)
         return
     if attention:
         raise TranslationError("--attention needs the PyTorch model, not an exported one")
@@ -144,6 +147,8 @@ def stream_translations(
         start = time.perf_counter()
         found = translator.translate_nbest(chunk, dec, dec.nbest)
         seconds = (time.perf_counter() - start) / len(chunk)
+        if advance is not None:
+            advance(len(chunk))
         yield [
             Translation(
                 line, [Candidate(t, s, None) for t, s in hyps] if line.strip() else [],
@@ -161,11 +166,21 @@ def translate_to_output(
     fmt: str = "text",
     chunk_size: int = 500,
     attention: Path | None = None,
+    progress: Progress = QUIET,
+    total: int | None = None,
 ) -> int:
     """Translate `lines` chunk by chunk to `output` (None: stdout) in format `fmt`, and each
-    chunk's cross-attention to `attention` if given; returns the number of input lines."""
-    chunks = stream_translations(engine, lines, dec, chunk_size, attention=attention is not None)
-    with open_output(output) as out, _attention_writer(attention) as dump:
+    chunk's cross-attention to `attention` if given; returns the number of input lines.
+    `progress` shows lines per second (and an ETA when the number of lines, `total`, is known).
+    """
+    with (
+        progress.task("translating", total=total, unit="lines") as task,
+        open_output(output) as out,
+        _attention_writer(attention) as dump,
+    ):
+        chunks = stream_translations(
+            engine, lines, dec, chunk_size, attention=attention is not None, advance=task.advance
+        )
         on_chunk = (lambda _i, chunk: dump.write(chunk)) if dump is not None else None
         return write_translations(chunks, out, fmt, on_chunk, nbest=dec.nbest > 1)
 

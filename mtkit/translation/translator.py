@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,9 +89,10 @@ def translate_nbest(
     *,
     attention: bool = False,
     generator: torch.Generator | None = None,
+    advance: Callable[[int], None] | None = None,
 ) -> list[Decoded]:
     """Translate encoded sources (each ending in EOS) in token-budget batches sorted by length;
-    results come back in input order."""
+    results come back in input order. `advance(n)` is told each batch's size when it is done."""
     model.eval()
     results: list[Decoded] = [Decoded([], 0.0) for _ in src_ids]
     for index in token_batches([len(s) for s in src_ids], dec.max_tokens):
@@ -107,6 +108,8 @@ def translate_nbest(
         seconds = (time.perf_counter() - start) / len(index)
         for i, hyps, w in zip(index, nbest, weights, strict=True):
             results[i] = Decoded(hyps, seconds, w)
+        if advance is not None:
+            advance(len(index))
     return results
 
 
@@ -237,9 +240,15 @@ class Translator:
         model.to(torch_device).eval()
         return cls(model, tokenizers, cfg, torch_device, ckpt_path)
 
-    def translate(self, lines: Sequence[str], dec: DecodingConfig) -> list[str]:
-        """Translate lines; an empty (or whitespace-only) line gives an empty line."""
-        return [t.text for t in self.translate_full(lines, dec)]
+    def translate(
+        self,
+        lines: Sequence[str],
+        dec: DecodingConfig,
+        advance: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Translate lines; an empty (or whitespace-only) line gives an empty line.
+        `advance(n)`: n more lines are done (progress)."""
+        return [t.text for t in self.translate_full(lines, dec, advance=advance)]
 
     def translate_full(
         self,
@@ -249,10 +258,12 @@ class Translator:
         attention: bool = False,
         generator: torch.Generator | None = None,
         warn: bool = True,
+        advance: Callable[[int], None] | None = None,
     ) -> list[Translation]:
         """Translate lines into n-best lists with scores (and cross-attention if asked).
 
         Sources longer than the model's maximum are truncated; `warn` logs how many.
+        `advance(n)`: n more lines are done (after each batch; empty lines at the end).
         """
         lines = [_valid_text(line) for line in lines]
         limit = self.config.model.max_positions - 1
@@ -269,8 +280,11 @@ class Translator:
         if generator is None and dec.sampling:
             generator = self.generator(dec.seed)
         decoded = translate_nbest(
-            self.model, src_ids, dec, self.device, attention=attention, generator=generator
-        )
+            self.model, src_ids, dec, self.device, attention=attention, generator=generator,
+            advance=advance,
+        )  # fmt: skip
+        if advance is not None and len(keep) < len(lines):
+            advance(len(lines) - len(keep))
         tgt = self.tokenizers.tgt
         for i, ids, d in zip(keep, src_ids, decoded, strict=True):
             texts = [_one_line(t) for t in tgt.decode([h.tokens for h in d.hyps])]
@@ -295,14 +309,16 @@ class Translator:
         chunk_size: int = 500,
         *,
         attention: bool = False,
+        advance: Callable[[int], None] | None = None,
     ) -> Iterator[list[Translation]]:
         """Translate an iterable chunk by chunk; each chunk's results are yielded (in input
-        order) as soon as it is done, before the next chunk is read."""
+        order) as soon as it is done, before the next chunk is read. `advance(n)`: as in
+        `translate_full`."""
         generator = self.generator(dec.seed) if dec.sampling else None
         truncated = total = 0
         for chunk in chunk_lines(lines, chunk_size):
             result = self.translate_full(
-                chunk, dec, attention=attention, generator=generator, warn=False
+                chunk, dec, attention=attention, generator=generator, warn=False, advance=advance
             )
             truncated += sum(t.truncated for t in result)
             total += len(result)
