@@ -12,6 +12,7 @@ from mtkit.cli import train_commands as train_commands
 from mtkit.cli import translate_commands as translate_commands
 from mtkit.cli import evaluate_commands as evaluate_commands
 from mtkit.cli import plot_commands as plot_commands
+from mtkit.cli import report_commands as report_commands
 from mtkit.cli import export_commands as export_commands
 
 # isort: on

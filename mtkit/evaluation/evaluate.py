@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtkit.config.schema import DecodingConfig
+from mtkit.config.schema import DataConfig, DecodingConfig
 from mtkit.errors import MtkitError
 from mtkit.evaluation.metrics import MetricResult, corpus_scores
 from mtkit.evaluation.significance import (
@@ -132,13 +132,17 @@ def file_set(src: Path, refs: Sequence[Path]) -> EvalSet:
 
 
 def split_set(translator: Translator, split: str) -> EvalSet:
-    """A split of the run's data config.
+    """A split of the run's data config (see `data_split_set`)."""
+    return data_split_set(translator.config.data, split)
+
+
+def data_split_set(data: DataConfig, split: str) -> EvalSet:
+    """A split of a data config.
 
     `format: text` splits given as files are read as they are (scores compare with other
     systems on the same files). Any other format, and splits carved out of train, come from
     the prepared data (`<prepared_dir>/text/<split>`, Unicode/whitespace-normalised).
     """
-    data = translator.config.data
     if split not in ("test", "valid"):
         raise EvaluationError(f"--split: expected test or valid, got '{split}'")
     prefix = getattr(data, split)

@@ -93,3 +93,27 @@ def test_on_stderr_follows_the_flag_then_the_terminal(monkeypatch: pytest.Monkey
 )
 def test_format_rate(rate: float, text: str) -> None:
     assert format_rate(rate, "lines") == text
+
+
+def test_torch_compile_is_announced_and_timed(caplog: pytest.LogCaptureFixture) -> None:
+    """The first update of a compiled model waits minutes for torch.compile: say so, and how
+    long it took; without compile, nothing."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from mtkit.training.progress import compile_finished, compile_started
+
+    def fake_run(compile: bool) -> Any:
+        training = SimpleNamespace(compile=compile)
+        return cast(Any, SimpleNamespace(cfg=SimpleNamespace(training=training),
+                                         dist=SimpleNamespace(is_main=True)))  # fmt: skip
+
+    caplog.set_level("INFO")
+    assert compile_started(fake_run(False)) is None and not caplog.records
+    started = compile_started(fake_run(True))
+    assert started is not None
+    compile_finished(fake_run(True), started)
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == [
+        "compiling the model (torch.compile)",
+        "compiled: the first update took 0s",
+    ]
