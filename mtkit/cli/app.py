@@ -718,7 +718,12 @@ def export(
         ),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", "--overwrite", help="Replace an earlier export in --output")
+        bool,
+        typer.Option(
+            "--force/--no-force",
+            "--overwrite/--no-overwrite",
+            help="Replace an earlier export in --output",
+        ),
     ] = False,
 ) -> None:
     """Export a trained model to a self-contained CTranslate2 or Hugging Face folder.

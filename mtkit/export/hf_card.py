@@ -157,21 +157,29 @@ def _scores(facts: CardFacts) -> str:
 
 def _decoding(facts: CardFacts) -> str:
     d, g = facts.cfg.decoding, facts.generation
-    lines = [
+    search = f"beam {d.beam_size}" if d.beam_size > 1 else "greedy search"
+    return "\n".join([
         "## Decoding", "",
-        f"mtkit's defaults for this run: beam {d.beam_size}, length penalty "
-        f"{d.length_penalty} ({d.length_norm}), max length {d.max_len_a} × source length + "
-        f"{d.max_len_b}. `generation_config.json` carries them as far as Transformers can: "
-        f"num_beams {g.get('num_beams', 1)}, length_penalty {g.get('length_penalty', 1.0)}, "
-        f"early_stopping {g.get('early_stopping', False)!r}, max_new_tokens "
-        f"{g['max_new_tokens']}.",
-        "",
-        "Transformers divides a finished hypothesis's log-probability by length ** "
-        "length_penalty (mtkit's `average` for 1.0, `none` for 0.0); it has no GNMT penalty "
-        "((5 + length) / 6) ** alpha, and one max length per batch, not mtkit's per-sentence "
-        "a × length + b: pass `max_new_tokens` to `generate` for that.", "",
-    ]  # fmt: skip
-    return "\n".join(lines)
+        f"mtkit's defaults for this run: {search}, length penalty {d.length_penalty} "
+        f"({d.length_norm}), max length {d.max_len_a} × source length + {d.max_len_b} tokens. "
+        f"`generation_config.json` carries them as far as Transformers can: num_beams "
+        f"{g['num_beams']}, length_penalty {g['length_penalty']}, early_stopping "
+        f"{g['early_stopping']!r}, max_new_tokens {g['max_new_tokens']}, `</s>` forced at the "
+        "limit, `<pad>` and `<s>` never generated.", "",
+        "Transformers ranks finished beams by log-prob / length ** length_penalty: mtkit's "
+        "`average` (1.0) and `none` (0.0) exactly; GNMT's ((5 + length) / 6) ** alpha has no "
+        "equivalent (the exporter writes the exponent with the same slope at 20 tokens). "
+        "mtkit's max length is per sentence; to get it, and mtkit's own score for the `</s>` "
+        "that ends a sentence at its limit, pass:", "",
+        "```python",
+        f"limits = [min(int({d.max_len_a} * n + {d.max_len_b}), "
+        f"{facts.cfg.model.max_positions - 1}) for n in batch['attention_mask'].sum(1).tolist()]",
+        f"anything = list(range({facts.vocab[1]}))",
+        "allowed = lambda i, prefix: [3] if len(prefix) > limits[i] else anything",
+        "model.generate(**batch, max_new_tokens=max(limits) + 1, forced_eos_token_id=None,",
+        "               prefix_allowed_tokens_fn=allowed)",
+        "```", "",
+    ])  # fmt: skip
 
 
 def _equivalence(facts: CardFacts) -> str:
