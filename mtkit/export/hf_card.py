@@ -168,7 +168,7 @@ def _decoding(facts: CardFacts) -> str:
         "limit, `<pad>` and `<s>` never generated.", "",
         "Transformers ranks finished beams by log-prob / length ** length_penalty: mtkit's "
         "`average` (1.0) and `none` (0.0) exactly; GNMT's ((5 + length) / 6) ** alpha has no "
-        "equivalent (the exporter writes the exponent with the same slope at 20 tokens). "
+        "equivalent (the exporter writes the exponent with the same slope at 15 tokens). "
         "mtkit's max length is per sentence; to get it, and mtkit's own score for the `</s>` "
         "that ends a sentence at its limit, pass:", "",
         "```python",

@@ -246,6 +246,7 @@ def test_cli_refusals_are_one_line_exit_2(
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
     cases["is not empty"] = [str(ckpt), "-o", str(tmp_path / "full"), "--overwrite"]
+    cases["is a file, not a folder"] = [str(ckpt), "-o", str(tmp_path / "full" / "notes.txt")]
     for expected, given in cases.items():
         output = [] if "-o" in given else ["-o", str(out)]
         result = runner.invoke(app, ["export", *given, "--format", "huggingface", *output])
