@@ -14,7 +14,7 @@ import warnings
 import torch
 from torch import nn
 
-from mtkit.errors import MtkitError
+from mtkit.config.schema import ConfigError
 from mtkit.model.layers import MultiHeadAttention
 
 QUANTIZATIONS = ("none", "int8")
@@ -23,8 +23,8 @@ QUANTIZATIONS = ("none", "int8")
 _NOTICES = (".*torch.ao.quantization.*", ".*quantized tensor creation functions.*")
 
 
-class QuantizationError(MtkitError):
-    """A quantization that cannot be applied (unknown mode, GPU model)."""
+class QuantizationError(ConfigError):
+    """A quantization that cannot be applied (unknown mode, a model on the GPU); the CLI exits 2."""
 
 
 def check_quantization(mode: str) -> str:
@@ -56,7 +56,7 @@ def quantize_model(model: nn.Module, mode: str) -> nn.Module:
     with warnings.catch_warnings():
         for notice in _NOTICES:
             warnings.filterwarnings("ignore", message=notice)
-        torch.ao.quantization.quantize_dynamic(
+        torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
             model, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True
         )
     return model
