@@ -124,6 +124,14 @@ async def load(url: str, lines: Sequence[str], clients: int, options: dict[str, 
     return wall, latencies, outputs
 
 
+def batch_stats(url: str) -> tuple[int, int]:
+    """(sentences, batches) the server has translated so far (GET /info)."""
+    import httpx
+
+    stats = httpx.get(f"{url}/info", timeout=60).json()["stats"]
+    return int(stats["sentences"]), int(stats["batches"])
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -163,7 +171,9 @@ def bench_engine(
     levels = []
     try:
         for clients in args.clients:
+            before = batch_stats(url)
             wall, latencies, outputs = asyncio.run(load(url, lines, clients, options))
+            after = batch_stats(url)
             levels.append({
                 "clients": clients,
                 "sentences_per_s": len(lines) / wall,
@@ -171,6 +181,7 @@ def bench_engine(
                 "p95_ms": percentile(latencies, 95) * 1000,
                 "p99_ms": percentile(latencies, 99) * 1000,
                 "peak_rss_mib": peak_rss_mib(proc.pid),
+                "mean_batch": (after[0] - before[0]) / max(1, after[1] - before[1]),
                 "same_as_translate": sum(a == b for a, b in zip(outputs, expected, strict=True)),
             })  # fmt: skip
             print(f"  {engine}: {clients} clients done", file=sys.stderr)
@@ -184,19 +195,20 @@ def format_table(report: dict[str, Any]) -> str:
     n = report["sentences"]
     rows = [
         "| engine | clients | sentences/s | vs 1 client | vs translate | p50 ms | p95 ms | "
-        "p99 ms | peak RSS MiB | same as translate |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "p99 ms | mean batch | peak RSS MiB | same as translate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for engine, r in report["engines"].items():
         base = r["translate_sentences_per_s"]
-        rows.append(f"| {engine} | `mtkit translate` | {base:.1f} | | 1.00x | | | | | |")
+        rows.append(f"| {engine} | `mtkit translate` | {base:.1f} | | 1.00x | | | | | | |")
         one = r["levels"][0]["sentences_per_s"]
         for level in r["levels"]:
             speed, rss = level["sentences_per_s"], level["peak_rss_mib"]
             rows.append(
                 f"| {engine} | {level['clients']} | {speed:.1f} | {speed / one:.2f}x | "
                 f"{speed / base:.2f}x | {level['p50_ms']:.0f} | {level['p95_ms']:.0f} | "
-                f"{level['p99_ms']:.0f} | {rss:.0f} | {level['same_as_translate']}/{n} |"
+                f"{level['p99_ms']:.0f} | {level['mean_batch']:.1f} | {rss:.0f} | "
+                f"{level['same_as_translate']}/{n} |"
             )
     return "\n".join(rows)
 

@@ -193,6 +193,7 @@ class Batcher:
         return job.future.set_running_or_notify_cancel()
 
     def _run_batch(self, items: list[Item], dec: DecodingConfig) -> None:
+        start = time.perf_counter()
         try:
             out = self.engine.translate_full([job.lines[i] for job, i in items], dec)
         except Exception as e:  # the engine failed (out of memory, ...): fail these requests
@@ -204,6 +205,11 @@ class Batcher:
             return
         self.batches += 1
         self.sentences += len(items)
+        logger.debug(
+            "batch of %d sentences from %d requests in %.0f ms; %d sentences wait",
+            len(items), len({id(job) for job, _ in items}), (time.perf_counter() - start) * 1000,
+            self._pending - len(items),
+        )  # fmt: skip
         for (job, i), translation in zip(items, out, strict=True):
             job.results[i] = translation
             job.left -= 1

@@ -68,7 +68,9 @@ def warm_up(loaded: LoadedEngine) -> None:
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (port 0: any free one); OSError names the address."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets, and without it
+    # a keep-alive client waits ~40 ms (Nagle + delayed ACK) for each response body
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

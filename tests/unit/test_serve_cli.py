@@ -67,3 +67,21 @@ def test_request_options_map_onto_the_run_decoding() -> None:
         request_decoding(TranslateRequest(sentences=["a"], nbest=6), defaults)
     with pytest.raises(pydantic.ValidationError):
         TranslateRequest.model_validate({"sentences": ["a"], "max_tokens": 10})
+
+
+def test_listening_socket_gets_tcp_nodelay_connections() -> None:
+    """asyncio disables Nagle only on IPPROTO_TCP sockets; a proto-0 socket made every
+    keep-alive response wait ~40 ms for the client's delayed ACK."""
+    import socket
+
+    from mtkit.serve.server import listen
+
+    sock = listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        with socket.create_connection(sock.getsockname()[:2]):
+            accepted, _ = sock.accept()
+            with accepted:
+                assert accepted.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
