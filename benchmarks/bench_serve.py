@@ -5,14 +5,15 @@
         --engines pytorch,ctranslate2,ctranslate2-int8 --threads 2
 
 For each engine a real server (`python -m mtkit serve RUN --engine E`) is started on a free
-127.0.0.1 port; at each level C clients (asyncio + httpx) take the first `--lines` lines of the
-source one at a time until all are translated. Reported: sentences/s, p50/p95/p99 latency per
-request, the server's peak RSS (VmHWM) so far, and how many answers equal those of sequential
-translation. Next to it: sequential `mtkit translate` throughput of the same lines in this
-process (the engine's batched `translate_full`, chunks of 500, like the CLI), with the same
-thread count. The client load runs on the same machine, so on few cores it competes with the
-server. Prints a table and writes JSON. Not a test: it sends traffic to 127.0.0.1 only, with
-a bounded number of requests, and stops by itself.
+127.0.0.1 port; at each level C clients (keep-alive connections, a minimal asyncio HTTP/1.1
+client) take the first `--lines` lines of the source one at a time until all are translated.
+Reported: sentences/s, p50/p95/p99 latency per request, the mean batch size (GET /info), the
+server's peak RSS (VmHWM) so far, and how many answers equal sequential translation's. Next
+to it: sequential `mtkit translate` throughput of the same lines in this process (the
+engine's batched path, chunks of 500, like the CLI) with the same thread count. The clients
+run on the same machine, so on few cores they compete with the server. Prints a table and
+writes JSON. Not a test: traffic goes to 127.0.0.1 only, a bounded number of requests, and
+it stops by itself.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(run: Path, engine: str, threads: int, max_wait_ms: float) -> tuple[Any, str]:
-    """A `mtkit serve` process answering /health, and its URL."""
+def start_server(run: Path, engine: str, threads: int, max_wait_ms: float) -> tuple[Any, int]:
+    """A `mtkit serve` process answering /health, and its port."""
     import httpx
 
     port = free_port()
@@ -67,7 +68,7 @@ def start_server(run: Path, engine: str, threads: int, max_wait_ms: float) -> tu
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
+                return proc, port
         except httpx.TransportError:
             pass
         try:
@@ -98,30 +99,48 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
-async def load(url: str, lines: Sequence[str], clients: int, options: dict[str, Any]) -> Any:
-    """`clients` workers send one line per request until every line is translated."""
-    import httpx
+REQUEST_HEAD = b"POST /translate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
+
+async def post(reader: Any, writer: Any, body: bytes) -> tuple[int, bytes]:
+    """One keep-alive HTTP/1.1 request; the server always answers with a Content-Length."""
+    writer.write(REQUEST_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
+async def load(port: int, lines: Sequence[str], clients: int, options: dict[str, Any]) -> Any:
+    """`clients` connections send one line per request until every line is translated.
+
+    A minimal asyncio HTTP/1.1 client: at 64 connections httpx's pool costs more CPU than the
+    server itself, and on a small machine that would be what is measured.
+    """
     latencies: list[float] = []
     outputs: list[str] = [""] * len(lines)
     todo = iter(range(len(lines)))
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async def client(http: httpx.AsyncClient) -> None:
-        for i in todo:  # shared iterator: each line is sent once
-            start = time.perf_counter()
-            response = await http.post(
-                f"{url}/translate", json={"sentences": [lines[i]], **options}
-            )
-            latencies.append(time.perf_counter() - start)
-            response.raise_for_status()
-            outputs[i] = response.json()["translations"][0]["translation"]
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in todo:  # shared iterator: each line is sent once
+                body = json.dumps({"sentences": [lines[i]], **options}).encode()
+                start = time.perf_counter()
+                status, answer = await post(reader, writer, body)
+                latencies.append(time.perf_counter() - start)
+                if status != 200:
+                    raise MtkitError(f"HTTP {status}: {answer[:200]!r}")
+                outputs[i] = json.loads(answer)["translations"][0]["translation"]
+        finally:
+            writer.close()
 
-    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
-        start = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-        wall = time.perf_counter() - start
-    return wall, latencies, outputs
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return time.perf_counter() - start, latencies, outputs
 
 
 def batch_stats(url: str) -> tuple[int, int]:
@@ -167,12 +186,13 @@ def bench_engine(
     torch.set_num_threads(args.threads)
     translate_speed, expected = sequential(run, engine, lines, args.beam)
     options = {"beam_size": args.beam} if args.beam else {}
-    proc, url = start_server(run, engine, args.threads, args.max_wait_ms)
+    proc, port = start_server(run, engine, args.threads, args.max_wait_ms)
+    url = f"http://127.0.0.1:{port}"
     levels = []
     try:
         for clients in args.clients:
             before = batch_stats(url)
-            wall, latencies, outputs = asyncio.run(load(url, lines, clients, options))
+            wall, latencies, outputs = asyncio.run(load(port, lines, clients, options))
             after = batch_stats(url)
             levels.append({
                 "clients": clients,
