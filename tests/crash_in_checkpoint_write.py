@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mtkit import files
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 
 
 def write_half_then_die(f: Any, data: bytes, path: Path) -> None:

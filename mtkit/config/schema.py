@@ -20,6 +20,17 @@ class ConfigError(MtkitError):
 
 
 @dataclass
+class CorpusConfig:
+    """One corpus of `data.train` as a mapping (a plain path: the same without options)."""
+
+    path: str = ""  # what a plain `data.train` entry holds: a text prefix, a file or a hub name
+    # prepended to every source sentence of this corpus (one piece of a trained tokenizer), e.g.
+    # "<BT>" for back-translated pairs (tagged back-translation); null: none
+    tag: str | None = None
+    weight: float = 1.0  # sampling weight: 2 takes every pair twice, 0.5 a seeded half
+
+
+@dataclass
 class DataConfig:
     """Where the parallel text lives and how it is cleaned."""
 
@@ -30,7 +41,9 @@ class DataConfig:
     format: Literal["text", "tsv", "csv", "jsonl", "parquet", "hub"] = "text"
     # text: a path prefix, read as PREFIX.src_lang / PREFIX.tgt_lang. Other formats: a file path.
     # hub: "NAME" or "NAME:SPLIT" (split defaults to train / validation / test).
-    train: str | list[str] = "data/train"  # A list: several corpora, concatenated.
+    # A list: several corpora, concatenated. An entry may be a mapping {path, tag, weight}: tag
+    # is prepended to its source sentences, weight up- or down-samples it (see docs/training.md).
+    train: str | CorpusConfig | list[str | CorpusConfig] = "data/train"
     valid: str | None = "data/valid"  # None: carve `valid_size` pairs out of train
     test: str | None = "data/test"  # None: no test split (unless test_size/test_fraction carve one)
     valid_size: int = 1000  # pairs carved from train when `valid` is None
@@ -74,6 +87,11 @@ class TokenizerConfig:
     # unigram: sampling from all segmentations (Kudo 2018) with p ~ P(x)^alpha, 0.1-0.5 typical
     # (smaller = more varied). Does not change the prepared data.
     sampling_alpha: float = 0.0  # 0 = off (the one deterministic segmentation)
+    # Reuse a tokenizer instead of training one: a .model file (joint), or a folder holding
+    # spm.model, or spm.src.model + spm.tgt.model (written by `mtkit tokenizer train`, a prepared
+    # dir, a run dir). prepare copies it byte for byte; the keys above are then not used, except
+    # `joint`, which must say what the folder holds.
+    model: str | None = None
 
 
 @dataclass
@@ -133,6 +151,14 @@ class TrainingConfig:
     # KL(p2|p1)) over target tokens: the paper's alpha (5 in its IWSLT runs) with fairseq's
     # normalisation. Each update costs about twice the compute and activation memory.
     rdrop_alpha: float = 0.0  # 0 = off; needs model dropout > 0 to do anything
+    # Start from another run: its weights and its tokenizer(s), byte for byte (none is trained).
+    # A run directory (its best.pt, else last.pt) or a checkpoint file. Model keys left out of
+    # this config come from the parent's; shape keys given must agree (`--init-from` on the CLI).
+    init_from: str | None = None
+    init_keep_optimizer: bool = False  # with init_from: also take the parent's Adam moments
+    # with init_from: continue the parent's step count, so the lr schedule (warm-up included)
+    # goes on where it stopped and max_steps counts the parent's updates too; false: start at 0
+    init_keep_schedule: bool = False
 
 
 LengthNorm = Literal["gnmt", "average", "none"]

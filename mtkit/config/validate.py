@@ -12,6 +12,7 @@ from typing import Any
 from mtkit.config.convert import short_repr
 from mtkit.config.schema import (
     ConfigError,
+    CorpusConfig,
     DataConfig,
     DecodingConfig,
     ExperimentConfig,
@@ -118,6 +119,9 @@ def validate_decoding(dec: DecodingConfig, prefix: str = "decoding.") -> None:
 def _validate_training(t: TrainingConfig) -> None:
     """Training keys that depend on each other."""
     _check(t.min_lr <= t.lr, "training.min_lr", f"at most training.lr ({t.lr})", t.min_lr)
+    for name in ("init_keep_optimizer", "init_keep_schedule"):
+        if getattr(t, name) and t.init_from is None:
+            raise ConfigError(f"training.{name}: needs training.init_from (--init-from RUN)")
     if t.best_metric != "loss" and t.valid_bleu_sentences == 0:
         raise ConfigError(
             f"training.best_metric: '{t.best_metric}' needs training.valid_bleu_sentences > 0 "
@@ -130,7 +134,13 @@ def _validate_data(data: DataConfig) -> None:
     carved = data.valid_fraction + data.test_fraction
     _check(carved < 1.0, "data.test_fraction", "less than 1 - data.valid_fraction", carved)
     trains = data.train if isinstance(data.train, list) else [data.train]
-    _check(bool(trains) and all(trains), "data.train", "a path or a list of paths", data.train)
+    _check(bool(trains), "data.train", "a path or a list of paths", data.train)
+    for i, entry in enumerate(trains):
+        key = f"data.train[{i}]" if isinstance(data.train, list) else "data.train"
+        if isinstance(entry, CorpusConfig):
+            _validate_corpus(entry, key)
+        else:
+            _check(bool(entry), key, "a path", entry)
     for name in ("src_column", "tgt_column"):
         v = getattr(data, name)
         ok = v is None or v != "" and not (isinstance(v, int) and v < 0)
@@ -143,3 +153,12 @@ def _validate_data(data: DataConfig) -> None:
         )
     hub = data.hub_config
     _check(hub is None or data.format == "hub", "data.hub_config", "null unless format: hub", hub)
+
+
+def _validate_corpus(corpus: CorpusConfig, key: str) -> None:
+    """A `data.train` entry given as {path, tag, weight}."""
+    _check(bool(corpus.path), f"{key}.path", "a path", corpus.path)
+    _check(corpus.weight > 0, f"{key}.weight", "a positive number", corpus.weight)
+    tag = corpus.tag
+    ok = tag is None or bool(tag) and len(tag.split()) == 1 and tag.strip() == tag
+    _check(ok, f"{key}.tag", "null or a word without spaces, e.g. '<BT>'", tag)

@@ -6,7 +6,8 @@ Pipeline (each step streams through Arrow; the corpus is never held in Python li
 2. clean: Unicode normalisation (NFC by default), whitespace normalisation, then mark empty,
    src == tgt (optional) and duplicate pairs; invalid UTF-8 / malformed rows were marked in 1;
 3. carve valid/test out of train when they are not given (seeded; no sentence shared with train);
-4. train sentencepiece on the train split only;
+4. train sentencepiece on the train split only (or reuse a given one: `tokenizer.model`, or a
+   parent run's tokenizer, copied byte for byte);
 5. encode every split, then drop train pairs over `data.max_len` tokens or `data.max_ratio`.
    Length and ratio are measured in sentencepiece tokens (without BOS/EOS), i.e. in the units
    the model sees, so the limits mean the same thing for every language and vocabulary;
@@ -32,8 +33,9 @@ from typing import Any
 import datasets
 import numpy as np
 
-from mtkit.config.schema import DataConfig, ExperimentConfig, TokenizerConfig
+from mtkit.config.schema import ConfigError, DataConfig, ExperimentConfig, TokenizerConfig
 from mtkit.data.clean import Cleaner, carve, check_not_empty
+from mtkit.data.corpora import apply_corpus_options, drop_corpus_column
 from mtkit.data.encode import encode_split, log_table
 from mtkit.data.prepared_dir import (
     check_replaceable,
@@ -43,22 +45,27 @@ from mtkit.data.prepared_dir import (
     replace_dir,
 )
 from mtkit.data.readers import read_split
+from mtkit.data.reused_tokenizer import files_digest, load_reused
 from mtkit.data.rows import DataError, drop_counts, keep, mark
-from mtkit.data.sources import Source, resolve_sources
+from mtkit.data.sources import Source, resolve_sources, tags
 from mtkit.data.tokenizer import TokenizerPair, train_tokenizers
 
 logger = logging.getLogger(__name__)
 
 
-def prepare(cfg: ExperimentConfig, force: bool = False) -> Path:
+def prepare(
+    cfg: ExperimentConfig, force: bool = False, tokenizers: TokenizerPair | None = None
+) -> Path:
     """Build (or reuse) `cfg.data.prepared_dir`; returns it as a Path.
 
     Unchanged inputs (size + mtime of every file) and data/tokenizer config reuse the existing
-    result; `force` rebuilds it anyway.
+    result; `force` rebuilds it anyway. `tokenizers` (a parent run's) are used as they are,
+    like a `tokenizer.model`: no tokenizer is trained then.
     """
     out = Path(cfg.data.prepared_dir)
+    reused = tokenizers if tokenizers is not None else reused_tokenizers(cfg)
     sources = resolve_sources(cfg.data)
-    fingerprint = fingerprint_of(cfg, sources)
+    fingerprint = fingerprint_of(cfg, sources, reused)
     if not force and matches(out, fingerprint):
         logger.info("%s is up to date; reusing it (force to rebuild)", out)
         return out
@@ -67,7 +74,7 @@ def prepare(cfg: ExperimentConfig, force: bool = False) -> Path:
     work = out.parent / f".{out.name}.tmp-{os.getpid()}"
     work.mkdir(parents=True)
     try:
-        stats = _build(cfg, sources, work)
+        stats = _build(cfg, sources, work, reused)
         (work / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
         (work / "fingerprint.json").write_text(json.dumps(fingerprint, indent=2) + "\n")
         shutil.rmtree(work / ".cache", ignore_errors=True)
@@ -83,7 +90,12 @@ def build_tokenizers(cfg: ExperimentConfig, out_dir: Path) -> TokenizerPair:
 
     This is what `mtkit tokenizer train` runs; `prepare` does the same as its first step.
     (Pairs that `prepare` would later carve out of train for valid/test are included here.)
+    With `tokenizer.model` set, that tokenizer is copied instead.
     """
+    reused = reused_tokenizers(cfg)
+    if reused is not None:
+        reused.save(out_dir)
+        return reused
     sources = resolve_sources(cfg.data)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / f".tokenizer.tmp-{os.getpid()}"
@@ -95,20 +107,30 @@ def build_tokenizers(cfg: ExperimentConfig, out_dir: Path) -> TokenizerPair:
         stats = {"read": len(raw), "dropped": drop_counts(cleaned)}
         train = keep(cleaned, cache, "train-clean")
         check_not_empty("train", train, stats, cfg.data)
-        tokenizers = _train_tokenizers(cfg.tokenizer, cfg.data, train, cache)
+        train, _ = apply_corpus_options(train, sources["train"], cfg.data.seed, cache)
+        symbols = tags(sources["train"])
+        tokenizers = _train_tokenizers(cfg.tokenizer, cfg.data, train, cache, symbols)
         tokenizers.save(out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return tokenizers
 
 
-def is_prepared(cfg: ExperimentConfig) -> bool:
+def reused_tokenizers(cfg: ExperimentConfig) -> TokenizerPair | None:
+    """The tokenizer `tokenizer.model` names (ConfigError if unusable), or None: train one."""
+    if cfg.tokenizer.model is None:
+        return None
+    return load_reused(Path(cfg.tokenizer.model), cfg.tokenizer.joint)
+
+
+def is_prepared(cfg: ExperimentConfig, tokenizers: TokenizerPair | None = None) -> bool:
     """True when `prepared_dir` is complete and was built from the current inputs and config."""
     try:
         sources = resolve_sources(cfg.data)
-    except DataError:
+        reused = tokenizers if tokenizers is not None else reused_tokenizers(cfg)
+    except (DataError, ConfigError):
         return False
-    return matches(Path(cfg.data.prepared_dir), fingerprint_of(cfg, sources))
+    return matches(Path(cfg.data.prepared_dir), fingerprint_of(cfg, sources, reused))
 
 
 def load_stats(prepared_dir: Path) -> dict[str, Any]:
@@ -116,8 +138,13 @@ def load_stats(prepared_dir: Path) -> dict[str, Any]:
     return dict(json.loads((Path(prepared_dir) / "stats.json").read_text(encoding="utf-8")))
 
 
-def _build(cfg: ExperimentConfig, sources: dict[str, list[Source]], work: Path) -> dict[str, Any]:
-    """Read, clean, carve, train the tokenizer, encode, save; returns the stats table."""
+def _build(
+    cfg: ExperimentConfig,
+    sources: dict[str, list[Source]],
+    work: Path,
+    reused: TokenizerPair | None,
+) -> dict[str, Any]:
+    """Read, clean, carve, train (or take) the tokenizer, encode, save; returns the stats table."""
     data = cfg.data
     cache = work / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
@@ -136,10 +163,22 @@ def _build(cfg: ExperimentConfig, sources: dict[str, list[Source]], work: Path) 
         stats["train"]["carved"] = carved
         for split, n in carved.items():
             stats[split] = {"read": n, "dropped": {}, "carved_from": "train"}
+            splits[split] = drop_corpus_column(splits[split])
     stats["train"]["dropped"].update(drop_counts(train))
     splits["train"] = keep(train, cache, "train-overlap")
     check_not_empty("train", splits["train"], stats["train"], data)
-    tokenizers = _train_tokenizers(cfg.tokenizer, data, splits["train"], cache)
+    splits["train"], corpora = apply_corpus_options(
+        splits["train"], sources["train"], data.seed, cache
+    )
+    if corpora:
+        stats["train"]["corpora"] = corpora
+    symbols = tags(sources["train"])
+    if reused is None:
+        tokenizers = _train_tokenizers(cfg.tokenizer, data, splits["train"], cache, symbols)
+    else:
+        check_tags(reused, symbols)
+        tokenizers = reused
+        logger.info("using the given tokenizer (%s), not training one", _describe(reused))
     tokenizers.save(work)
     encoded = {
         split: encode_split(split, ds, tokenizers, data, stats[split], cache)
@@ -159,9 +198,14 @@ def _build(cfg: ExperimentConfig, sources: dict[str, list[Source]], work: Path) 
 
 
 def _train_tokenizers(
-    tok: TokenizerConfig, data: DataConfig, train: datasets.Dataset, cache: Path
+    tok: TokenizerConfig,
+    data: DataConfig,
+    train: datasets.Dataset,
+    cache: Path,
+    symbols: list[str],
 ) -> TokenizerPair:
-    """sentencepiece on the train split, streamed from Arrow.
+    """sentencepiece on the train split, streamed from Arrow; `symbols` (the corpus tags)
+    become single pieces of the source model.
 
     At most `tokenizer.input_sentence_size` sentences per model are sampled here, with
     `data.seed` (a joint model takes both sides of half as many pairs).
@@ -180,5 +224,23 @@ def _train_tokenizers(
             yield from batch[name]
 
     return train_tokenizers(
-        column("src"), column("tgt"), cache, tok, data.src_lang, data.tgt_lang, seed=data.seed
-    )
+        column("src"), column("tgt"), cache, tok, data.src_lang, data.tgt_lang, seed=data.seed,
+        src_symbols=symbols,
+    )  # fmt: skip
+
+
+def _describe(pair: TokenizerPair) -> str:
+    """'spm.model sha256 1a2b3c4d5e6f, vocab 8000' for log lines."""
+    files = ", ".join(f"{name} sha256 {h[:12]}" for name, h in files_digest(pair).items())
+    return f"{files}, vocab {pair.src.vocab_size}/{pair.tgt.vocab_size}"
+
+
+def check_tags(tokenizers: TokenizerPair, symbols: list[str]) -> None:
+    """Warn when a corpus tag is not one piece of a reused tokenizer (it still works, as pieces)."""
+    for tag in symbols:
+        pieces = tokenizers.src.encode_pieces([tag])[0]
+        if tag not in pieces:
+            logger.warning(
+                "tag %s is not one piece of the given tokenizer; it is encoded as %d pieces (%s)",
+                tag, len(pieces), " ".join(pieces),
+            )  # fmt: skip

@@ -16,16 +16,25 @@ from pathlib import Path
 from typing import Any
 
 from mtkit.config.schema import ExperimentConfig
+from mtkit.data.reused_tokenizer import files_digest
 from mtkit.data.rows import DataError
 from mtkit.data.sources import Source
-from mtkit.data.tokenizer import JOINT_FILE, SRC_FILE, TGT_FILE
+from mtkit.data.tokenizer import JOINT_FILE, SRC_FILE, TGT_FILE, TokenizerPair
 from mtkit.files import pid_alive
 
 FINGERPRINT_VERSION = 1  # bump when the prepared layout or the cleaning changes meaning
 
 
-def fingerprint_of(cfg: ExperimentConfig, sources: dict[str, list[Source]]) -> dict[str, Any]:
-    """What the prepared data depends on: data/tokenizer config and input file size + mtime."""
+def fingerprint_of(
+    cfg: ExperimentConfig,
+    sources: dict[str, list[Source]],
+    reused: TokenizerPair | None = None,
+) -> dict[str, Any]:
+    """What the prepared data depends on: data/tokenizer config and input file size + mtime.
+
+    With a `reused` tokenizer (not trained here) its content hash stands for the tokenizer
+    keys: the same model files from another path give the same prepared data.
+    """
     data = dataclasses.asdict(cfg.data)
     for irrelevant in ("prepared_dir", "num_proc"):
         data.pop(irrelevant)
@@ -43,11 +52,12 @@ def fingerprint_of(cfg: ExperimentConfig, sources: dict[str, list[Source]]) -> d
                     }
                 )
     tokenizer = dataclasses.asdict(cfg.tokenizer)
+    tokenizer.pop("model")  # absent from older fingerprints: unchanged configs keep their digest
     tokenizer.pop("sampling_alpha")  # applied to training batches; the prepared data is the same
     body = {
         "version": FINGERPRINT_VERSION,
         "data": data,
-        "tokenizer": tokenizer,
+        "tokenizer": tokenizer if reused is None else {"files": files_digest(reused)},
         "inputs": inputs,
     }
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -18,17 +18,21 @@ import datasets
 
 from mtkit.config.schema import DataConfig
 from mtkit.data.bad_lines import MAX_REPORTED, NUL_BYTE, report_bad_line
+from mtkit.data.corpora import add_corpus_column
 from mtkit.data.loaders import load_with_datasets, select_columns
 from mtkit.data.rows import CODE, FEATURES, DataError
-from mtkit.data.sources import Source
+from mtkit.data.sources import Source, has_corpus_options
 from mtkit.files import numbered_lines
 
 logger = logging.getLogger(__name__)
 
 
 def read_split(data: DataConfig, sources: list[Source], work: Path) -> datasets.Dataset:
-    """All corpora of one split as one Dataset(src, tgt, drop)."""
+    """All corpora of one split as one Dataset(src, tgt, drop); with per-corpus tags or
+    weights, a `corpus` column says which corpus each row came from (corpora.py)."""
     parts = [_read_source(data, s, work, i) for i, s in enumerate(sources)]
+    if has_corpus_options(sources):
+        parts = add_corpus_column(parts)
     if len(parts) == 1:
         return parts[0]
     return datasets.concatenate_datasets(parts)

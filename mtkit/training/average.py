@@ -71,8 +71,14 @@ def average_run(run_dir: Path, last: int, output: Path | None = None) -> Path:
         states.append(load_checkpoint(path))
         logger.info("averaging %s", path.name)
     newest = states[-1]
+    for path, state in zip(chosen, states, strict=True):
+        if state["tokenizer"] != newest["tokenizer"]:
+            raise CheckpointError(
+                f"{path} and {chosen[-1]} were trained with different tokenizers; only "
+                "checkpoints of one run (one tokenizer) can be averaged"
+            )
     averaged: dict[str, Any] = {
-        key: newest[key] for key in ("config", "vocab", "tokenizer") if key in newest
+        key: newest[key] for key in ("config", "vocab", "tokenizer", "parent") if key in newest
     }
     averaged["model"] = average_state_dicts([s["model"] for s in states])
     averaged["averaged_from"] = [p.name for p in chosen]

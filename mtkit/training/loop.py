@@ -34,7 +34,8 @@ from mtkit.training.interrupt import Interrupt
 from mtkit.training.progress import Window, format_duration, report_progress
 from mtkit.training.run_dir import RunDirError, RunLock, prepare_run_dir
 from mtkit.training.schedule import learning_rate
-from mtkit.training.state import Run, TrainState, build_run
+from mtkit.training.state import Origin, Run, TrainState, build_run, find_origin
+from mtkit.training.tokenizer_guard import check_resume_settings, check_same_tokenizer
 from mtkit.training.update import update
 from mtkit.training.validation import check_bleu_tokenizer, validate
 
@@ -78,15 +79,22 @@ def _train(
     run_dir = cfg.run_path
     lock: RunLock | None = None
     error: Exception | None = None
+    origin: Origin | None = None
     if d.is_main:  # one writer: run directory, lock, prepared data
         try:
+            origin = find_origin(cfg, resume)
+            if origin.resumed is not None:  # before anything is written
+                check_resume_settings(cfg, origin.resumed[1])
             lock = prepare_run_dir(run_dir, dump_config(cfg), resume=resume, overwrite=overwrite)
-            prepare(cfg)
+            prepared = prepare(cfg, tokenizers=origin.tokenizers(cfg))
+            if origin.resumed is not None:
+                check_same_tokenizer(cfg, prepared, origin.resumed[1])
         except Exception as e:
             error = e
     try:
         distributed.check_peers(d, error)
-        run = build_run(cfg, d, device, interrupt, resume)
+        run = build_run(cfg, d, device, interrupt, origin or find_origin(cfg, resume))
+        origin = None  # the loaded checkpoint: its memory is not needed while training
         with interrupt.installed():  # from here on, a signal means "save and stop"
             loop(run)
     finally:

@@ -4,20 +4,18 @@
 `dec` says (the run's `config.decoding`, or a `dataclasses.replace` of it that
 `validate_decoding` accepted). `Translator.stream` reads any iterable of lines chunk by chunk
 and yields `Translation`s (n-best lists with scores, timing, optional cross-attention) as each
-chunk finishes, so memory does not grow with the input.
+chunk finishes, so memory does not grow with the input. Writing them out (text, TSV, JSONL,
+n-best) is in `output.py`; reading input lines in `input_lines.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,16 +33,16 @@ from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig
 from mtkit.data.batching import pad, token_batches
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
 from mtkit.errors import MtkitError
-from mtkit.files import atomic_writer
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer, build_model
 from mtkit.runtime import keep_freed_memory, resolve_device
 from mtkit.search.common import Hypothesis
+from mtkit.search.ensemble import Ensemble
 from mtkit.search.strategy import search
+from mtkit.translation.compatibility import check_vocabulary
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("text", "tsv", "jsonl")
 # sentencepiece pieces are at most 16 characters, so a line of over MAX_CHARS_PER_TOKEN * N
 # characters has over N tokens (with 4x slack for normalisation); it is cut before encoding.
 MAX_CHARS_PER_TOKEN = 64
@@ -52,7 +50,8 @@ EOS_PIECE = "</s>"
 
 
 class TranslationError(MtkitError):
-    """A translation request that cannot be served (output format, attention on an export)."""
+    """A translation request that cannot be served (output format, attention on an export,
+    an unreadable input file)."""
 
 
 @dataclass
@@ -83,7 +82,7 @@ def best_attention(
 
 @torch.inference_mode()
 def translate_nbest(
-    model: Transformer,
+    model: Transformer | Ensemble,
     src_ids: Sequence[Sequence[int]],
     dec: DecodingConfig,
     device: torch.device,
@@ -102,6 +101,8 @@ def translate_nbest(
         nbest = search(model, src, src_mask, dec, bos_id=BOS_ID, eos_id=EOS_ID, generator=generator)
         weights: Sequence[npt.NDArray[np.float32] | None] = [None] * len(index)
         if attention:
+            if isinstance(model, Ensemble):
+                raise TranslationError("--attention needs one model, not an ensemble")
             weights = best_attention(model, src, src_mask, [hs[0].tokens for hs in nbest])
         seconds = (time.perf_counter() - start) / len(index)
         for i, hyps, w in zip(index, nbest, weights, strict=True):
@@ -110,7 +111,7 @@ def translate_nbest(
 
 
 def translate_ids(
-    model: Transformer,
+    model: Transformer | Ensemble,
     src_ids: Sequence[Sequence[int]],
     dec: DecodingConfig,
     device: torch.device,
@@ -137,6 +138,7 @@ def restore(state: dict[str, Any]) -> tuple[ExperimentConfig, TokenizerPair, Tra
         raise CheckpointError(
             f"its vocabulary sizes do not match its tokenizers ({sizes[0]}/{sizes[1]} pieces)"
         )
+    check_vocabulary(state["model"], tokenizers)
     with torch.device("meta"):  # shapes only: nothing is allocated before they are checked
         check_weights(_build(cfg, sizes).state_dict(), state["model"])
     model = _build(cfg, sizes)
@@ -212,9 +214,10 @@ def _pieces(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
 
 @dataclass
 class Translator:
-    """A model, its tokenizers and its decoding defaults, ready to translate text."""
+    """A model (or an ensemble: translation/ensemble.py), its tokenizers and its decoding
+    defaults, ready to translate text."""
 
-    model: Transformer
+    model: Transformer | Ensemble
     tokenizers: TokenizerPair
     config: ExperimentConfig
     device: torch.device
@@ -297,7 +300,7 @@ class Translator:
         order) as soon as it is done, before the next chunk is read."""
         generator = self.generator(dec.seed) if dec.sampling else None
         truncated = total = 0
-        for chunk in _chunk_lines(lines, chunk_size):
+        for chunk in chunk_lines(lines, chunk_size):
             result = self.translate_full(
                 chunk, dec, attention=attention, generator=generator, warn=False
             )
@@ -319,7 +322,7 @@ class Translator:
             yield from (t.text for t in chunk)
 
 
-def _chunk_lines(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+def chunk_lines(lines: Iterable[str], size: int) -> Iterator[list[str]]:
     """Lists of up to `size` newline-stripped lines; each is yielded as soon as it is full."""
     chunk: list[str] = []
     for line in lines:
@@ -329,142 +332,3 @@ def _chunk_lines(lines: Iterable[str], size: int) -> Iterator[list[str]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-# --------------------------------------------------------------------------- output
-
-
-def _tsv_field(text: str) -> str:
-    return text.replace("\t", " ")
-
-
-def format_translation(t: Translation, fmt: str, index: int, nbest: bool = False) -> str:
-    """One translation as output text (ending in a newline).
-
-    text: the best hypothesis; with `nbest`, Moses n-best lines `index ||| hypothesis ||| score`
-    (none for an empty input line). tsv: `source<TAB>hypothesis<TAB>score` per hypothesis (an
-    empty input line gives one row of empty fields). jsonl: one object per input line.
-    """
-    if fmt == "jsonl":
-        record = {
-            "index": index,
-            "source": t.source,
-            "translation": t.text,
-            "nbest": [{"text": c.text, "score": c.score, "log_prob": c.log_prob} for c in t.nbest],
-            "time": round(t.seconds, 6),
-            "truncated": t.truncated,
-        }
-        return json.dumps(record, ensure_ascii=False) + "\n"
-    if fmt == "tsv":
-        if not t.nbest:
-            return f"{_tsv_field(t.source)}\t\t\n"
-        src = _tsv_field(t.source)
-        return "".join(f"{src}\t{_tsv_field(c.text)}\t{c.score:.4f}\n" for c in t.nbest)
-    if fmt == "text":
-        if not nbest:
-            return t.text + "\n"
-        return "".join(f"{index} ||| {c.text} ||| {c.score:.4f}\n" for c in t.nbest)
-    raise TranslationError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-
-
-@contextlib.contextmanager
-def open_output(path: Path | None) -> Iterator[TextIO]:
-    """stdout, or a file written through a temp file renamed into place on success.
-
-    The temp file sits next to `path`, so a failed or interrupted run never leaves half a
-    file under the final name, and lines are written as they come (nothing is held back).
-    """
-    if path is None:
-        yield sys.stdout
-        return
-    with atomic_writer(path) as f:
-        yield f
-
-
-def write_translations(
-    chunks: Iterable[list[Translation]],
-    out: TextIO,
-    fmt: str = "text",
-    on_chunk: Callable[[int, list[Translation]], None] | None = None,
-    nbest: bool = False,
-) -> int:
-    """Write each chunk as it arrives, flushing after it; returns the number of input lines.
-
-    `nbest`: n-best lists in text format (see `format_translation`). `on_chunk(first_index,
-    chunk)` runs after a chunk is written (e.g. to dump attention).
-    """
-    n = 0
-    for chunk in chunks:
-        out.write("".join(format_translation(t, fmt, n + i, nbest) for i, t in enumerate(chunk)))
-        out.flush()
-        if on_chunk is not None:
-            on_chunk(n, chunk)
-        n += len(chunk)
-    return n
-
-
-def interactive(
-    translator: Any,
-    dec: DecodingConfig,
-    read: Callable[[str], str] = input,
-    write: Callable[[str], None] = print,
-    fmt: str = "text",
-) -> int:
-    """Prompt for a sentence, print its translation, repeat until EOF; returns lines read.
-
-    `translator`: a Translator, or another engine `stream_translations` accepts.
-    """
-    n = 0
-    while True:
-        try:
-            line = read("> ")
-        except EOFError:
-            return n
-        except UnicodeDecodeError:  # a terminal that sent bytes that are not UTF-8
-            logger.warning("that line was not valid UTF-8; please type it again")
-            continue
-        for chunk in stream_translations(translator, [line], dec):
-            write(format_translation(chunk[0], fmt, n, dec.nbest > 1).rstrip("\n"))
-        n += 1
-
-
-def stream_translations(
-    translator: Any,
-    lines: Iterable[str],
-    dec: DecodingConfig,
-    chunk_size: int = 500,
-    *,
-    attention: bool = False,
-) -> Iterator[list[Translation]]:
-    """`translator.stream(...)`, or for an engine with only `translate_nbest(lines, dec,
-    nbest) -> [[(text, score)]]` (CTranslate2), the same chunks without log-probs/attention."""
-    if isinstance(translator, Translator):
-        yield from translator.stream(lines, dec, chunk_size, attention=attention)
-        return
-    if attention:
-        raise TranslationError("--attention needs the PyTorch model, not an exported one")
-    for chunk in _chunk_lines(lines, chunk_size):
-        start = time.perf_counter()
-        found = translator.translate_nbest(chunk, dec, dec.nbest)
-        seconds = (time.perf_counter() - start) / len(chunk)
-        yield [
-            Translation(
-                line, [Candidate(t, s, None) for t, s in hyps] if line.strip() else [],
-                seconds,
-            )
-            for line, hyps in zip(chunk, found, strict=True)
-        ]  # fmt: skip
-
-
-def iter_lines(path: Path) -> Iterator[str]:
-    """Lines of a UTF-8 file, read lazily and split on "\\n" only (a stray "\\r" is no break);
-    invalid UTF-8 raises TranslationError naming the line."""
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "not found"
-        raise TranslationError(f"{path}: input file {what}")
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, start=1):
-            try:
-                yield raw.decode("utf-8").rstrip("\n").rstrip("\r")
-            except UnicodeDecodeError:
-                raise TranslationError(f"{path}: line {n}: invalid UTF-8") from None

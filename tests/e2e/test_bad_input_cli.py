@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner, Result
 
 from mtkit.checkpoint import load_checkpoint, save_checkpoint
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.data.prepare import load_stats
 from tests.tiny_checkpoint import (
     checkpoint_state,
@@ -349,7 +349,7 @@ def test_checkpoint_of_another_vocabulary(state: dict[str, Any], tmp_path: Path)
     other["vocab"] = {"src": 80, "tgt": 80}
     save_checkpoint(tmp_path / "vocab.pt", other)
     line = assert_error(translate_with(tmp_path / "vocab.pt"), "vocab.pt", "do not fit")
-    assert "[60, 16] in the file but [80, 16] in the model" in line
+    assert "a vocabulary of 60/60 source/target pieces, the tokenizer has 80/80" in line
     other["vocab"] = {"src": 60, "tgt": 60}
     save_checkpoint(tmp_path / "sizes.pt", other)
     assert_error(translate_with(tmp_path / "sizes.pt"), "vocabulary sizes do not match")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from tests.tiny_translator import DATA, head, make_translator, save
 
 SOURCES = head(DATA / "test.en", 6)
@@ -81,6 +81,19 @@ def test_output_file_sampling_and_errors(ckpt: Path, tmp_path: Path) -> None:
     assert code == 2 and "nbest (5) must be at most the beam size (2)" in err
     code, _, err = run("translate", ckpt, "-i", src, "--format", "xml")
     assert code == 2 and "--format" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--top-k", "5"), ("--top-p", "0.9"), ("--temperature", "0.7"), ("--seed", "3")],
+)
+def test_sampling_flags_need_sampling(ckpt: Path, flag: str, value: str) -> None:
+    """A flag that would do nothing in the chosen mode is an error, not silently ignored."""
+    code, out, err = run("translate", ckpt, flag, value, input="Hi.\n")
+    assert code == 2 and out == ""
+    assert err == f"error: {flag} only applies when sampling: add --sample\n"
+    code, out, err = run("translate", ckpt, flag, value, "--sample", input="Hi.\n")
+    assert code == 0, err
 
 
 def test_attention_dump_and_plot(ckpt: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.config.load import config_from_dict
 from mtkit.config.schema import ConfigError
 from mtkit.training.loop import train

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from mtkit.checkpoint import save_checkpoint
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.config.load import config_from_dict, config_to_dict
 from mtkit.config.schema import DecodingConfig, ExperimentConfig
 from mtkit.data.batching import pad

@@ -24,6 +24,7 @@ from mtkit.config.validate import validate_decoding
 from mtkit.data.batching import pad
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mtkit.model.masks import pad_mask
+from mtkit.model.transformer import Transformer
 from mtkit.search.beam import beam_search
 from mtkit.search.common import length_normaliser
 from mtkit.translation.attention_dump import (
@@ -32,16 +33,18 @@ from mtkit.translation.attention_dump import (
     plot_attention,
     read_attention,
 )
+from mtkit.translation.input_lines import iter_lines
+from mtkit.translation.output import (
+    format_translation,
+    interactive,
+    open_output,
+    write_translations,
+)
 from mtkit.translation.translator import (
     Translation,
     TranslationError,
     Translator,
-    format_translation,
-    interactive,
-    iter_lines,
-    open_output,
     translate_nbest,
-    write_translations,
 )
 from tests.tiny_translator import DATA, head, make_translator
 
@@ -299,6 +302,7 @@ def test_open_output_leaves_no_partial_file(tmp_path: Path) -> None:
 
 def test_cross_attention_model_path_matches_forward(translator: Translator) -> None:
     model = translator.model
+    assert isinstance(model, Transformer)
     src = pad([[5, 6, 7, EOS_ID], [8, EOS_ID]])
     mask = pad_mask(src, PAD_ID)
     tgt = torch.tensor([[BOS_ID, 9, 10], [BOS_ID, 11, 12]])

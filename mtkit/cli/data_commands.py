@@ -1,0 +1,132 @@
+"""`mtkit prepare` and `mtkit tokenizer train/encode/decode`: data and tokenizers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mtkit.cli.app import Group, Typer, app, handle_errors, setup_logging
+from mtkit.cli.options import ConfigArg, SetOpt
+from mtkit.config.load import load_config
+
+ModelArg = Annotated[Path, typer.Argument(help="A sentencepiece .model file")]
+StreamOutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Output file (default: stdout)")
+]
+
+
+@app.command()
+@handle_errors
+def prepare(
+    config: ConfigArg,
+    overrides: SetOpt = None,
+    force: Annotated[
+        bool, typer.Option(help="Rebuild even if the prepared data is current")
+    ] = False,
+) -> None:
+    """Train the sentencepiece model(s), clean and encode the corpus, save it to disk.
+
+    Example: mtkit prepare configs/demo.yaml --set tokenizer.vocab_size=4000
+    """
+    cfg = load_config(config, overrides or [])
+    setup_logging()
+    from mtkit.data.prepare import prepare as run_prepare
+
+    path = run_prepare(cfg, force=force)
+    typer.echo(f"prepared data in {path}")
+
+
+tokenizer_app = Typer(
+    help="Train sentencepiece models and inspect how they segment text.",
+    no_args_is_help=True,
+    cls=Group,
+)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("train")
+@handle_errors
+def tokenizer_train(
+    config: ConfigArg,
+    overrides: SetOpt = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Directory for the .model file(s)")
+    ] = None,
+) -> None:
+    """Train the sentencepiece model(s) of a config on its (cleaned) training split.
+
+    Example: mtkit tokenizer train configs/demo.yaml --set tokenizer.type=unigram -o spm/
+    """
+    cfg = load_config(config, overrides or [])
+    setup_logging()
+    from mtkit.data.prepare import build_tokenizers
+
+    out = output or Path(cfg.data.prepared_dir) / "tokenizer"
+    pair = build_tokenizers(cfg, out)
+    names = ", ".join(sorted(pair.model_files()))
+    typer.echo(f"wrote {names} to {out} (vocabulary {pair.src.vocab_size})")
+
+
+@tokenizer_app.command("encode")
+@handle_errors
+def tokenizer_encode(
+    model: ModelArg,
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Text file, one sentence a line (default: stdin)"),
+    ] = None,
+    output: StreamOutputOpt = None,
+    ids: Annotated[bool, typer.Option(help="Write token ids instead of pieces")] = False,
+) -> None:
+    """Segment text into sentencepiece pieces (or ids), one line per line.
+
+    Examples:
+      mtkit tokenizer encode prepared/demo/spm.model -i data/test.en -o test.pieces.en
+      echo "How are you?" | mtkit tokenizer encode prepared/demo/spm.model
+    """
+    from mtkit.data.tokenizer import Tokenizer, encode_lines
+    from mtkit.translation.input_lines import stdin_lines
+    from mtkit.translation.output import open_output
+
+    tokenizer = Tokenizer.load(model)
+    with open_output(output) as out:
+        n = encode_lines(
+            tokenizer, input or stdin_lines(), out, as_ids=ids, batch_lines=_batch(input)
+        )
+    if output is not None:
+        typer.echo(f"encoded {n} lines to {output}", err=True)
+
+
+@tokenizer_app.command("decode")
+@handle_errors
+def tokenizer_decode(
+    model: ModelArg,
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Pieces or ids, one line each (default: stdin)"),
+    ] = None,
+    output: StreamOutputOpt = None,
+) -> None:
+    """Turn pieces (or ids) back into text, one line per line.
+
+    Examples:
+      mtkit tokenizer decode prepared/demo/spm.model -i test.pieces.en -o test.txt
+      mtkit tokenizer encode spm.model -i test.en | mtkit tokenizer decode spm.model
+    """
+    from mtkit.data.tokenizer import Tokenizer, decode_lines
+    from mtkit.translation.input_lines import stdin_lines
+    from mtkit.translation.output import open_output
+
+    tokenizer = Tokenizer.load(model)
+    with open_output(output) as out:
+        n = decode_lines(tokenizer, input or stdin_lines(), out, batch_lines=_batch(input))
+    if output is not None:
+        typer.echo(f"decoded {n} lines to {output}", err=True)
+
+
+def _batch(input: Path | None) -> int:
+    """Lines per batch: one at a time from a terminal (each answer as it is typed)."""
+    return 1 if input is None and sys.stdin.isatty() else 10_000

@@ -1,0 +1,29 @@
+"""`mtkit plot`: a run's learning curves as a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mtkit.cli.app import app, handle_errors
+
+
+@app.command()
+@handle_errors
+def plot(
+    run: Annotated[Path, typer.Argument(help="A run directory (reads its metrics.jsonl)")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="PNG file (default: RUN/curves.png)")
+    ] = None,
+) -> None:
+    """Plot learning curves (training/validation loss and BLEU vs updates and time) to a PNG.
+
+    Example: mtkit plot runs/demo -o demo_curves.png
+    """
+    from mtkit.training.curves import plot_curves, read_curves
+
+    curves = read_curves(run / "metrics.jsonl")
+    out = plot_curves(curves, output or run / "curves.png", title=f"mtkit run: {run}")
+    typer.echo(f"wrote {out}")
