@@ -160,7 +160,8 @@ def sequential(run: Path, engine: str, lines: list[str], beam: int | None) -> tu
     """Sentences/s of `mtkit translate`'s path (batched, chunks of 500) and its outputs."""
     from mtkit.serve.engines import ct2_export
     from mtkit.translation.ctranslate2_engine import CT2Translator
-    from mtkit.translation.translator import Translator, stream_translations
+    from mtkit.translation.output import stream_translations
+    from mtkit.translation.translator import Translator
 
     translator: Any
     if engine == "pytorch":

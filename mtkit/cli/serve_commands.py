@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mtkit.cli.app import app, handle_errors, setup_logging
+from mtkit.cli.options import DeviceOpt, RunsArg
 
 LIMITS = "Limits"
 BATCHING = "Batching"
 
-ServeRunArg = Annotated[
-    Path,
-    typer.Argument(help="A run directory (its best.pt), a checkpoint, or a CTranslate2 export"),
-]
 HostOpt = Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface)")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on (0: any free port)")]
 EngineOpt = Annotated[
@@ -28,7 +24,6 @@ QuantizationOpt = Annotated[
     str | None,
     typer.Option(help="ctranslate2 weights: float32 (default) or int8"),
 ]
-ServeDeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda")]
 MaxWaitOpt = Annotated[
     float,
     typer.Option(
@@ -59,12 +54,12 @@ TimeoutOpt = Annotated[
 @app.command()
 @handle_errors
 def serve(
-    run: ServeRunArg,
+    runs: RunsArg,
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8000,
     engine: EngineOpt = "pytorch",
     quantization: QuantizationOpt = None,
-    device: ServeDeviceOpt = "auto",
+    device: DeviceOpt = "auto",
     max_wait_ms: MaxWaitOpt = 5.0,
     queue_sentences: QueueOpt = 2048,
     max_sentences: MaxSentencesOpt = 64,
@@ -72,15 +67,16 @@ def serve(
     max_beam: MaxBeamOpt = 16,
     timeout: TimeoutOpt = 30.0,
 ) -> None:
-    """Serve a trained model over HTTP: POST /translate, GET /health, GET /info, /docs.
+    """Serve a trained model over HTTP: POST /translate, /health, /info, /docs.
 
-    Concurrent requests share batches (dynamic batching). The model is loaded before the port
-    opens; SIGTERM finishes the requests in flight, then exits. Needs FastAPI and uvicorn
-    (the serve extra of mtkit).
+    Concurrent requests share batches (dynamic batching).
+    The model is loaded before the port opens; SIGTERM finishes what is in flight.
+    Needs FastAPI and uvicorn (the serve extra of mtkit).
 
     Examples:
       mtkit serve runs/demo --port 8000
       mtkit serve runs/demo --engine ctranslate2 --quantization int8
+      mtkit serve runs/seed1 runs/seed2 --port 8001      # an ensemble
       curl -s localhost:8000/translate -H 'content-type: application/json' \\
         -d '{"sentences": ["A man is walking."], "beam_size": 5}'
     """
@@ -89,7 +85,7 @@ def serve(
     from mtkit.serve.settings import ServeSettings
 
     settings = ServeSettings(
-        run, host=host, port=port, engine=engine, quantization=quantization, device=device,
+        runs, host=host, port=port, engine=engine, quantization=quantization, device=device,
         max_wait_ms=max_wait_ms, max_sentences=max_sentences, max_chars=max_chars,
         max_beam=max_beam, queue_sentences=queue_sentences, timeout_s=timeout,
     )  # fmt: skip

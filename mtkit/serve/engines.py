@@ -36,8 +36,8 @@ class LoadedEngine:
 
     name: str  # pytorch or ctranslate2
     translator: Engine
-    source: Path  # the checkpoint file, or the CTranslate2 export folder
-    checkpoint: Path | None  # the checkpoint the weights come from, when known
+    source: Path  # the (first) checkpoint file, or the CTranslate2 export folder
+    checkpoints: list[Path]  # the checkpoints the weights come from, when known
 
     @property
     def config(self) -> ExperimentConfig:
@@ -45,23 +45,27 @@ class LoadedEngine:
 
 
 def load_engine(settings: ServeSettings) -> LoadedEngine:
-    """Load the model once; an unusable run fails here with one MtkitError line."""
+    """Load the model once; an unusable run fails here with one MtkitError line.
+
+    PyTorch: one run, or several as an ensemble (as `mtkit translate RUN1 RUN2` does); an
+    export folder always runs on CTranslate2, as in `mtkit translate`.
+    """
     from mtkit.translation.ctranslate2_engine import CT2Translator, is_export
 
-    run = Path(settings.run)
-    if settings.engine == "pytorch" and not is_export(run):
-        from mtkit.translation.translator import Translator
+    runs = [Path(run) for run in settings.runs]
+    if settings.engine == "pytorch" and not (len(runs) == 1 and is_export(runs[0])):
+        from mtkit.translation.engine import load_engine as load_pytorch
 
-        torch_model = Translator.load(run, device=settings.device)
-        return LoadedEngine("pytorch", torch_model, torch_model.checkpoint, torch_model.checkpoint)
-    # an export folder always runs on CTranslate2, as in `mtkit translate`
-    if is_export(run):
-        folder, compute_type = run, settings.quantization or "default"
+        torch_model = load_pytorch(runs, device=settings.device)
+        members = [resolve_checkpoint(run) for run in runs]
+        return LoadedEngine("pytorch", torch_model, torch_model.checkpoint, members)
+    if is_export(runs[0]):
+        folder, compute_type = runs[0], settings.quantization or "default"
     else:
-        folder, compute_type = ct2_export(run, settings.quantization or "float32"), "default"
+        folder, compute_type = ct2_export(runs[0], settings.quantization or "float32"), "default"
     ct2 = CT2Translator.load(folder, device=settings.device, compute_type=compute_type)
     origin = ct2.info.get("exported_from")
-    return LoadedEngine("ctranslate2", ct2, folder, Path(str(origin)) if origin else None)
+    return LoadedEngine("ctranslate2", ct2, folder, [Path(str(origin))] if origin else [])
 
 
 def ct2_export(run: Path, quantization: str) -> Path:

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 import mtkit
-from mtkit.config.schema import ExperimentConfig
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.errors import MtkitError
 from mtkit.files import numbered_lines
@@ -26,10 +25,16 @@ logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 
 
-def parameter_count(cfg: ExperimentConfig, src_vocab: int, tgt_vocab: int) -> int:
-    """Parameters of the model the config describes (shared matrices counted once)."""
-    with torch.device("meta"):  # shapes only, nothing allocated
-        model = build_model(cfg, src_vocab, tgt_vocab, pad_id=PAD_ID)
+def parameter_count(loaded: LoadedEngine) -> int:
+    """Parameters of the served model (all members of an ensemble; shared matrices once);
+    for an export, those of the model its config describes."""
+    model = getattr(loaded.translator, "model", None)
+    if not isinstance(model, torch.nn.Module):
+        tokenizers = loaded.translator.tokenizers
+        with torch.device("meta"):  # shapes only, nothing allocated
+            model = build_model(
+                loaded.config, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size, PAD_ID
+            )
     return sum(p.numel() for p in model.parameters())
 
 
@@ -72,11 +77,12 @@ def bleu_signature(tokenize: str) -> str | None:
 
 
 def validation_info(loaded: LoadedEngine) -> dict[str, Any] | None:
-    """Validation BLEU/chrF of the served checkpoint (greedy, first N dev sentences)."""
-    if loaded.checkpoint is None:
+    """Validation BLEU/chrF of the served checkpoint (greedy, first N dev sentences); for an
+    ensemble, its first member's."""
+    if not loaded.checkpoints:
         return None
     try:
-        record = checkpoint_validation(loaded.checkpoint)
+        record = checkpoint_validation(loaded.checkpoints[0])
     except OSError as e:
         logger.warning("cannot read the run's %s: %s", METRICS_FILE, e)
         return None
@@ -103,10 +109,10 @@ def describe(loaded: LoadedEngine, settings: ServeSettings) -> dict[str, Any]:
         "mtkit_version": mtkit.__version__,
         "engine": loaded.name,
         "model": str(loaded.source),
-        "checkpoint": str(loaded.checkpoint) if loaded.checkpoint else None,
+        "checkpoints": [str(path) for path in loaded.checkpoints],
         "src_lang": cfg.data.src_lang,
         "tgt_lang": cfg.data.tgt_lang,
-        "parameters": parameter_count(cfg, *sizes),
+        "parameters": parameter_count(loaded),
         "vocab": {"src": sizes[0], "tgt": sizes[1]},
         "architecture": dataclasses.asdict(cfg.model),
         "validation": validation_info(loaded),

@@ -26,7 +26,7 @@ SHUTDOWN_GRACE_S = 5  # beyond the request timeout, for the last answers to be w
 
 
 def serve(settings: ServeSettings) -> None:
-    """Serve `settings.run` over HTTP until stopped; startup errors raise MtkitError/OSError."""
+    """Serve `settings.runs` over HTTP until stopped; startup errors raise MtkitError/OSError."""
     settings.check()
     require_serve_extra()
     import uvicorn

@@ -21,9 +21,9 @@ class ServeError(MtkitError):
 
 @dataclass
 class ServeSettings:
-    """One server: the run it serves, where it listens, how it batches, what it refuses."""
+    """One server: the model it serves, where it listens, how it batches, what it refuses."""
 
-    run: Path  # run directory, checkpoint file, or CTranslate2 export folder
+    runs: list[Path]  # run directories or checkpoints (several: an ensemble), or one export
     host: str = "127.0.0.1"  # 0.0.0.0 listens on every interface
     port: int = 8000
     engine: str = "pytorch"  # pytorch: the checkpoint; ctranslate2: the run's CT2 export
@@ -49,6 +49,10 @@ class ServeSettings:
             )
         if self.quantization is not None and self.engine != "ctranslate2":
             raise ConfigError("--quantization needs --engine ctranslate2")
+        if not self.runs:
+            raise ConfigError("RUN: give a run directory, a checkpoint or an export folder")
+        if len(self.runs) > 1 and self.engine != "pytorch":
+            raise ConfigError("an ensemble of runs needs --engine pytorch")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port: expected 0 to 65535, got {self.port}")
         for name in ("max_sentences", "max_chars", "max_beam", "queue_sentences"):

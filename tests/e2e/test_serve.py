@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from tests.conftest import mtkit_module
 from tests.tiny_translator import DATA, head, make_translator, save
 
@@ -237,7 +237,7 @@ def test_oversized_body_is_413(server: Server) -> None:
 
 def test_info_health_docs(server: Server, ckpt: Path) -> None:
     info = server.info()
-    assert info["engine"] == "pytorch" and info["checkpoint"] == str(ckpt)
+    assert info["engine"] == "pytorch" and info["checkpoints"] == [str(ckpt)]
     assert (info["src_lang"], info["tgt_lang"]) == ("en", "de")
     assert info["parameters"] > 0 and info["decoding"]["beam_size"] == 4
     assert info["limits"]["max_sentences"] == 30 and info["validation"] is None

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mtkit.cli import serve_commands  # noqa: F401  (registers the serve command)
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.config.schema import ConfigError, DecodingConfig
 
 pydantic = pytest.importorskip("pydantic", reason="needs the serve extra")
@@ -85,3 +84,40 @@ def test_listening_socket_gets_tcp_nodelay_connections() -> None:
                 assert accepted.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_an_ensemble_is_served_as_translate_runs_it(tmp_path: Path) -> None:
+    """Several runs: one ensemble Translator behind the batcher, answers as `translate R1 R2`."""
+    import functools
+
+    import torch
+
+    from mtkit.model.transformer import build_model
+    from mtkit.serve.batcher import Batcher
+    from mtkit.serve.engines import load_engine, source_lengths
+    from mtkit.serve.info import parameter_count
+    from mtkit.serve.settings import ServeSettings
+    from mtkit.translation.translator import Translator
+    from tests.tiny_translator import DATA, head, make_translator, save
+
+    first = make_translator(tmp_path / "a")
+    torch.manual_seed(1)
+    other = build_model(
+        first.config, first.tokenizers.src.vocab_size, first.tokenizers.tgt.vocab_size
+    )
+    second = Translator(other, first.tokenizers, first.config, first.device, tmp_path / "b.pt")
+    runs = [save(first).parent / "best.pt", save(second)]
+    loaded = load_engine(ServeSettings(runs, device="cpu"))
+    assert loaded.name == "pytorch" and loaded.checkpoints == runs
+    assert parameter_count(loaded) == 2 * sum(p.numel() for p in first.model.parameters())
+    lines = [line for line in head(DATA / "test.en", 8) if line]
+    batcher = Batcher(loaded.translator, functools.partial(source_lengths, loaded.translator))
+    job = batcher.submit(lines, loaded.config.decoding)
+    batcher.start()
+    got = [t.text for t in job.future.result(timeout=60)]
+    batcher.close()
+    result = CliRunner().invoke(app, ["translate", *map(str, runs)], input="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.output
+    assert got == result.stdout.splitlines()
+    single = CliRunner().invoke(app, ["translate", str(runs[0])], input="\n".join(lines) + "\n")
+    assert got != single.stdout.splitlines()  # the second model does take part
