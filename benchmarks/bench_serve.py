@@ -158,7 +158,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def sequential(run: Path, engine: str, lines: list[str], beam: int | None) -> tuple[float, Any]:
     """Sentences/s of `mtkit translate`'s path (batched, chunks of 500) and its outputs."""
-    from mtkit.serve.engines import ct2_export
+    from mtkit.cli.serve_commands import with_run_export
+    from mtkit.serve.settings import ServeSettings
     from mtkit.translation.ctranslate2_engine import CT2Translator
     from mtkit.translation.output import stream_translations
     from mtkit.translation.translator import Translator
@@ -168,7 +169,8 @@ def sequential(run: Path, engine: str, lines: list[str], beam: int | None) -> tu
         translator = Translator.load(run, device="cpu")
     else:
         quantization = "int8" if engine.endswith("int8") else "float32"
-        translator = CT2Translator.load(ct2_export(run, quantization), device="cpu")
+        settings = ServeSettings([run], engine="ctranslate2", quantization=quantization)
+        translator = CT2Translator.load(with_run_export(settings).runs[0], device="cpu")
     dec = translator.config.decoding
     dec = replace(dec, beam_size=beam, nbest=1) if beam else dec
     translator.translate(lines[:10], dec)  # warm-up

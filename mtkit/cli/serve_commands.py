@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import Annotated
 
 import typer
 
 from mtkit.cli.app import app, handle_errors, setup_logging
 from mtkit.cli.options import DeviceOpt, RunsArg
+from mtkit.serve.settings import ServeSettings, require_serve_extra
 
 LIMITS = "Limits"
 BATCHING = "Batching"
@@ -82,11 +85,34 @@ def serve(
     """
     setup_logging()
     from mtkit.serve.server import serve as run_server
-    from mtkit.serve.settings import ServeSettings
 
     settings = ServeSettings(
         runs, host=host, port=port, engine=engine, quantization=quantization, device=device,
         max_wait_ms=max_wait_ms, max_sentences=max_sentences, max_chars=max_chars,
         max_beam=max_beam, queue_sentences=queue_sentences, timeout_s=timeout,
     )  # fmt: skip
+    settings.check()
+    require_serve_extra()
+    if engine == "ctranslate2":
+        settings = with_run_export(settings)
     run_server(settings)
+
+
+def with_run_export(settings: ServeSettings) -> ServeSettings:
+    """`--engine ctranslate2` on a run: serve its export RUN/ctranslate2-QUANTIZATION/, written
+    now when missing or older than the checkpoint (an export folder is served as it is)."""
+    from mtkit.checkpoint import resolve_checkpoint
+    from mtkit.export.ctranslate2 import export_ctranslate2
+    from mtkit.translation.ctranslate2_engine import MODEL_FILE, is_export
+
+    run = settings.runs[0]
+    if is_export(run):
+        return settings
+    quantization = settings.quantization or "float32"
+    ckpt = resolve_checkpoint(run)
+    folder = ckpt.parent / f"ctranslate2-{quantization}"
+    if not is_export(folder) or (folder / MODEL_FILE).stat().st_mtime < ckpt.stat().st_mtime:
+        why = "is older than the checkpoint" if is_export(folder) else "does not exist yet"
+        logging.getLogger(__name__).info("%s %s; exporting %s", folder, why, ckpt)
+        export_ctranslate2(ckpt, folder, quantization=quantization, force=True)
+    return dataclasses.replace(settings, runs=[folder], quantization=None)

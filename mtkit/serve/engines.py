@@ -1,6 +1,5 @@
-"""The model behind the server: the PyTorch `Translator`, or the run's CTranslate2 export
-(written into the run directory on first use when it is missing or older than the checkpoint).
-"""
+"""The model behind the server: the PyTorch `Translator` (one run or an ensemble), or a
+CTranslate2 export folder run by `CT2Translator`."""
 
 from __future__ import annotations
 
@@ -13,12 +12,10 @@ from typing import Protocol
 from mtkit.checkpoint import resolve_checkpoint
 from mtkit.config.schema import DecodingConfig, ExperimentConfig
 from mtkit.data.tokenizer import TokenizerPair
-from mtkit.serve.settings import ServeSettings
+from mtkit.serve.settings import ServeError, ServeSettings
 from mtkit.translation.translator import MAX_CHARS_PER_TOKEN, Translation
 
 logger = logging.getLogger(__name__)
-
-EXPORT_DIR = "ctranslate2-{quantization}"  # inside the run directory
 
 
 class Engine(Protocol):
@@ -48,7 +45,8 @@ def load_engine(settings: ServeSettings) -> LoadedEngine:
     """Load the model once; an unusable run fails here with one MtkitError line.
 
     PyTorch: one run, or several as an ensemble (as `mtkit translate RUN1 RUN2` does); an
-    export folder always runs on CTranslate2, as in `mtkit translate`.
+    export folder always runs on CTranslate2, as in `mtkit translate`. `--engine ctranslate2`
+    needs an export folder (`mtkit serve` on the command line writes the run's on first use).
     """
     from mtkit.translation.ctranslate2_engine import CT2Translator, is_export
 
@@ -59,27 +57,13 @@ def load_engine(settings: ServeSettings) -> LoadedEngine:
         torch_model = load_pytorch(runs, device=settings.device)
         members = [resolve_checkpoint(run) for run in runs]
         return LoadedEngine("pytorch", torch_model, torch_model.checkpoint, members)
-    if is_export(runs[0]):
-        folder, compute_type = runs[0], settings.quantization or "default"
-    else:
-        folder, compute_type = ct2_export(runs[0], settings.quantization or "float32"), "default"
+    folder = runs[0]
+    if not is_export(folder):
+        raise ServeError(f"{folder}: not a CTranslate2 export (write one with `mtkit export`)")
+    compute_type = settings.quantization or "default"  # default: the weights as exported
     ct2 = CT2Translator.load(folder, device=settings.device, compute_type=compute_type)
     origin = ct2.info.get("exported_from")
     return LoadedEngine("ctranslate2", ct2, folder, [Path(str(origin))] if origin else [])
-
-
-def ct2_export(run: Path, quantization: str) -> Path:
-    """The run's CTranslate2 export of its best checkpoint, written now if missing or stale."""
-    from mtkit.export.ctranslate2 import export_ctranslate2
-    from mtkit.translation.ctranslate2_engine import MODEL_FILE, is_export
-
-    ckpt = resolve_checkpoint(run)
-    folder = ckpt.parent / EXPORT_DIR.format(quantization=quantization)
-    if is_export(folder) and (folder / MODEL_FILE).stat().st_mtime >= ckpt.stat().st_mtime:
-        return folder
-    why = "is older than the checkpoint" if is_export(folder) else "does not exist yet"
-    logger.info("the CTranslate2 export %s %s; exporting %s", folder, why, ckpt)
-    return export_ctranslate2(ckpt, folder, quantization=quantization, force=True)
 
 
 def source_lengths(engine: Engine, lines: Sequence[str]) -> list[int]:

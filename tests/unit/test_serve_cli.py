@@ -121,3 +121,8 @@ def test_an_ensemble_is_served_as_translate_runs_it(tmp_path: Path) -> None:
     assert got == result.stdout.splitlines()
     single = CliRunner().invoke(app, ["translate", str(runs[0])], input="\n".join(lines) + "\n")
     assert got != single.stdout.splitlines()  # the second model does take part
+
+
+def test_an_ensemble_needs_the_pytorch_engine(tmp_path: Path) -> None:
+    code, err = invoke(str(tmp_path), str(tmp_path), "--engine", "ctranslate2")
+    assert code == 2 and err == "error: an ensemble of runs needs --engine pytorch\n"
