@@ -22,6 +22,7 @@ import torch
 
 from mtkit import distributed
 from mtkit.config.load import dump_config
+from mtkit.config.paths import absolute_paths
 from mtkit.config.schema import ExperimentConfig
 from mtkit.data.batching import Batch, collate_columns
 from mtkit.data.prepare import prepare
@@ -51,8 +52,11 @@ class TrainingDiverged(MtkitError):
 def train(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Prepare data if needed, train, validate and checkpoint; return the run directory.
 
-    Single process, or one rank of a `torchrun` job (see mtkit/distributed.py).
+    Single process, or one rank of a `torchrun` job (see mtkit/distributed.py). The run's
+    config (RUN/config.yaml, and in every checkpoint) holds absolute paths (config/paths.py).
     """
+    given = cfg.run_path
+    cfg = absolute_paths(cfg)
     check_bleu_tokenizer(cfg)  # a typo fails now, not at the first validation
     device = resolve_device(cfg.training.device)
     check_precision(cfg.training.precision, device)
@@ -60,12 +64,12 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = Fals
     keep_freed_memory()  # large per-step tensors reuse the heap instead of fresh pages
     dist_info, device = distributed.init_from_env(device)
     try:
-        run_dir = _train(cfg, dist_info, device, Interrupt(), resume, overwrite)
+        _train(cfg, dist_info, device, Interrupt(), resume, overwrite)
     except BaseException:
         distributed.close(dist_info)  # a failing rank must not wait for peers that may be gone
         raise
     distributed.close(dist_info, wait_for_peers=True)
-    return run_dir
+    return given
 
 
 def _train(
