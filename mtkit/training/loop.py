@@ -156,12 +156,8 @@ def loop(run: Run) -> None:
             t.max_time and time.monotonic() - start >= t.max_time * 60
         )
 
-    def new_window() -> Window:
-        zero = torch.zeros((), device=run.stepper.device)
-        return Window(zero.clone(), zero.clone())
-
     batches = micro_batches(run)
-    window = new_window()
+    window = Window.on(run.stepper.device)
     reason = stop_reason(run)
     validated = False
     while reason is None:
@@ -181,7 +177,7 @@ def loop(run: Run) -> None:
             reason = check_bad_steps(run)  # reads device counters: only at these points
         if at_log:
             report_progress(run, window, start, lr)
-            window = new_window()
+            window = Window.on(run.stepper.device)
         validated = reason is None and at_valid
         if validated:
             reason = validate(run)
