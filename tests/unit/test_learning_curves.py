@@ -50,7 +50,9 @@ def test_plot_never_puts_the_smoothed_objective_on_the_nll_axis(
 
     def record(fig: Figure, *args: object, **kwargs: object) -> None:
         for ax in fig.axes:
-            drawn.append((ax.get_ylabel(), [t.get_text() for t in ax.get_legend().get_texts()]))
+            legend = ax.get_legend()
+            assert legend is not None, ax.get_ylabel()  # every panel says what it shows
+            drawn.append((ax.get_ylabel(), [t.get_text() for t in legend.get_texts()]))
 
     monkeypatch.setattr(Figure, "savefig", record)
     write_metrics(tmp_path / "run")
