@@ -271,7 +271,7 @@ def test_formats(translator: Translator) -> None:
     assert format_translation(results[1], "tsv", 1) == "\t\t\n"
     moses = format_translation(results[0], "text", 7, nbest=True).splitlines()
     assert [line.split(" ||| ")[0] for line in moses] == ["7", "7"]
-    assert format_translation(results[1], "text", 8, nbest=True) == ""
+    assert format_translation(results[1], "text", 8, nbest=True) == "8 |||  ||| \n"
     assert format_translation(results[0], "text", 7) == results[0].text + "\n"
     record = json.loads(format_translation(results[0], "jsonl", 0))
     assert set(record) == {"index", "source", "translation", "nbest", "time", "truncated"}
