@@ -50,6 +50,7 @@ from mtkit.data.rows import DataError, drop_counts, keep, mark
 from mtkit.data.sources import Source, resolve_sources, tags
 from mtkit.data.stats_table import log_table
 from mtkit.data.tokenizer import TokenizerPair, train_tokenizers
+from mtkit.errors import plural
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +242,6 @@ def check_tags(tokenizers: TokenizerPair, symbols: list[str]) -> None:
         pieces = tokenizers.src.encode_pieces([tag])[0]
         if tag not in pieces:
             logger.warning(
-                "tag %s is not one piece of the given tokenizer; it is encoded as %d pieces (%s)",
-                tag, len(pieces), " ".join(pieces),
+                "tag %s is not one piece of the given tokenizer; it is encoded as %s (%s)",
+                tag, plural(len(pieces), "piece"), " ".join(pieces),
             )  # fmt: skip

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mtkit.config.schema import DecodingConfig
-from mtkit.errors import MtkitError
+from mtkit.errors import MtkitError, plural
 from mtkit.evaluation.config_paths import file_problem, path_hint
 from mtkit.evaluation.metrics import MetricResult, corpus_scores
 from mtkit.evaluation.significance import (
@@ -83,7 +83,8 @@ def check_counts(
     for ref_name, lines in zip(ref_names, refs, strict=True):
         if len(lines) != n:
             raise EvaluationError(
-                f"{ref_name} has {len(lines)} lines but {name} has {n}; they must be line-aligned"
+                f"{ref_name} has {plural(len(lines), 'line')} but {name} has {n}; they must be "
+                "line-aligned"
             )
 
 

@@ -28,7 +28,7 @@ from mtkit.data.batching import Batch, collate_columns
 from mtkit.data.prepare import prepare
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.distributed import Dist
-from mtkit.errors import MtkitError
+from mtkit.errors import MtkitError, plural
 from mtkit.runtime import check_precision, keep_freed_memory, resolve_device, set_threads
 from mtkit.training.checkpoints import save
 from mtkit.training.interrupt import Interrupt
@@ -203,13 +203,14 @@ def check_bad_steps(run: Run) -> str | None:
     state.bad_steps, state.bad_in_a_row = total, in_a_row
     if new:
         logger.warning(
-            "%d update(s) up to step %d had a NaN/inf loss or gradient and were skipped "
-            "(%d in a row now, %d in total)", new, state.step, in_a_row, total,
+            "%s up to step %d had a NaN/inf loss or gradient and %s skipped (%d in a row "
+            "now, %d in total)", plural(new, "update"), state.step, "was" if new == 1 else "were",
+            in_a_row, total,
         )  # fmt: skip
     if tripped:
         return (
-            f"diverged: {limit} updates in a row (steps {tripped - limit + 1}-{tripped}) had a "
-            f"NaN/inf loss or gradient (training.max_bad_steps={limit})"
+            f"diverged: {plural(limit, 'update')} in a row (steps {tripped - limit + 1}-{tripped})"
+            f" had a NaN/inf loss or gradient (training.max_bad_steps={limit})"
         )
     return None
 
@@ -241,7 +242,7 @@ def finish(run: Run, reason: str, validated: bool) -> None:
     if d.is_main:
         best = "none" if state.best_score is None else f"{state.best_score:.3f}"
         logger.info(
-            "training stopped: %s after %d steps in %s; best %s %s at step %d",
-            reason, state.step, format_duration(state.elapsed), run.cfg.training.best_metric,
-            best, state.best_step,
+            "training stopped: %s after %s in %s; best %s %s at step %d",
+            reason, plural(state.step, "step"), format_duration(state.elapsed),
+            run.cfg.training.best_metric, best, state.best_step,
         )  # fmt: skip
