@@ -13,7 +13,9 @@ from mtkit.config.schema import ConfigError
 
 logger = logging.getLogger(__name__)
 
-EXPORT_DIR = "ctranslate2"  # RUN/ctranslate2/: the run's export for --engine ctranslate2
+# RUN/ctranslate2-float32/: the run's export for --engine ctranslate2 (the folder `mtkit serve
+# --engine ctranslate2` writes too); --quantize int8 runs it with CTranslate2's int8 compute type
+EXPORT_DIR = "ctranslate2-float32"
 
 
 def open_engine(
@@ -35,8 +37,8 @@ def open_engine(
 
 
 def ctranslate2_export(run: Path) -> Path:
-    """`run` itself if it is an export folder, else RUN/ctranslate2/ (RUN: the run directory,
-    or the checkpoint's folder), exported (float32) unless it already holds an export of this
+    """`run` itself if it is an export folder, else RUN/ctranslate2-float32/ (RUN: the run
+    directory, or the checkpoint's folder), exported unless it already holds an export of this
     checkpoint at least as new as it."""
     from mtkit.checkpoint import resolve_checkpoint
     from mtkit.translation.ctranslate2_engine import MODEL_FILE, is_export, read_export_config
@@ -44,7 +46,7 @@ def ctranslate2_export(run: Path) -> Path:
     if is_export(run):
         return run
     checkpoint = resolve_checkpoint(run)
-    folder = (run if run.is_dir() else run.parent) / EXPORT_DIR
+    folder = checkpoint.parent / EXPORT_DIR
     if is_export(folder):
         source = Path(str(read_export_config(folder).get("exported_from", "")))
         fresh = (folder / MODEL_FILE).stat().st_mtime >= checkpoint.stat().st_mtime

@@ -47,8 +47,8 @@ EngineOpt = Annotated[
     str,
     typer.Option(
         help="auto (an export folder runs on CTranslate2, a run on PyTorch), pytorch, or "
-        "ctranslate2: the run's CTranslate2 export in RUN/ctranslate2/, made when missing or "
-        "older than the checkpoint (needs the ctranslate2 package)"
+        "ctranslate2: the run's CTranslate2 export in RUN/ctranslate2-float32/, made when "
+        "missing or older than the checkpoint (needs the ctranslate2 package)"
     ),
 ]
 QuantizeOpt = Annotated[

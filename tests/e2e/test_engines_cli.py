@@ -67,7 +67,7 @@ def test_engine_output_formats_match_the_default(ckpt: Path, flags: tuple[str, s
 
 @needs_ct2
 def test_ctranslate2_engine_exports_the_run_once(ckpt: Path) -> None:
-    folder = ckpt.parent / "ctranslate2"
+    folder = ckpt.parent / "ctranslate2-float32"
     assert run("translate", ckpt, "--engine", "ctranslate2", input=INPUT)[0] == 0
     made = (folder / "model.bin").stat().st_mtime_ns
     code, out, err = run(
