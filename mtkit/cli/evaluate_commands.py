@@ -8,10 +8,12 @@ from typing import Annotated
 import typer
 
 from mtkit.cli.app import app, handle_errors, setup_logging
+from mtkit.cli.engine_choice import open_engine
 from mtkit.cli.options import (
     BatchTokensOpt,
     BeamOpt,
     DeviceOpt,
+    EngineOpt,
     GreedyOpt,
     LengthNormOpt,
     LengthPenaltyOpt,
@@ -20,10 +22,12 @@ from mtkit.cli.options import (
     MinLenOpt,
     NoRepeatOpt,
     ProgressOpt,
+    QuantizeOpt,
     SearchFlags,
     check_positive,
 )
 from mtkit.cli.report_output import print_comparison, print_report
+from mtkit.progress import Progress
 
 EvalRunArg = Annotated[
     list[Path] | None,
@@ -95,6 +99,8 @@ def evaluate(
     tokenize: TokenizeOpt = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
+    quantize: QuantizeOpt = "none",
     progress: ProgressOpt = None,
 ) -> None:
     """Score translations with sacreBLEU (BLEU, chrF, chrF++, TER) and print their signatures.
@@ -108,8 +114,6 @@ def evaluate(
     setup_logging()
     from mtkit.evaluation import inputs
     from mtkit.evaluation.evaluate import evaluate_model
-    from mtkit.progress import Progress
-    from mtkit.translation.engine import load_engine
 
     names = inputs.metric_names(metrics, tokenize)
     if hyp:
@@ -119,7 +123,7 @@ def evaluate(
             hyp, ref or [], names, tokenize or "13a", paired_bs, bs_samples, bs_seed, json_out
         )
         return
-    translator = load_engine(inputs.check_model_arguments(run, paired_bs), device)
+    translator = open_engine(inputs.check_model_arguments(run, paired_bs), device, engine, quantize)
     dec = SearchFlags(
         beam_size=beam, greedy=greedy, length_penalty=length_penalty, length_norm=length_norm,
         max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,

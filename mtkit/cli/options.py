@@ -51,6 +51,21 @@ ProgressOpt = Annotated[
         show_default=False,
     ),
 ]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto (an export folder runs on CTranslate2, a run on PyTorch), pytorch, or "
+        "ctranslate2: the run's CTranslate2 export in RUN/ctranslate2-float32/, made when "
+        "missing or older than the checkpoint (needs the ctranslate2 package)"
+    ),
+]
+QuantizeOpt = Annotated[
+    str,
+    typer.Option(
+        help="none, or int8: int8 weights and products (PyTorch: dynamic quantization of the "
+        "Linear layers, CPU only; CTranslate2: compute type int8)"
+    ),
+]
 
 BeamOpt = Annotated[
     int | None, typer.Option(help="Beam size (default: the run's)", rich_help_panel=SEARCH)

@@ -9,10 +9,12 @@ from typing import Annotated, Any
 import typer
 
 from mtkit.cli.app import app, handle_errors, setup_logging
+from mtkit.cli.engine_choice import open_engine
 from mtkit.cli.options import (
     BatchTokensOpt,
     BeamOpt,
     DeviceOpt,
+    EngineOpt,
     GreedyOpt,
     LengthNormOpt,
     LengthPenaltyOpt,
@@ -22,6 +24,7 @@ from mtkit.cli.options import (
     NbestOpt,
     NoRepeatOpt,
     ProgressOpt,
+    QuantizeOpt,
     RunsArg,
     SampleOpt,
     SearchFlags,
@@ -32,6 +35,7 @@ from mtkit.cli.options import (
     check_positive,
 )
 from mtkit.config.schema import ConfigError, DecodingConfig
+from mtkit.errors import plural
 
 InputOpt = Annotated[
     Path | None, typer.Option("--input", "-i", help="Source file (default: stdin)")
@@ -83,6 +87,8 @@ def translate(
     top_p: TopPOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
+    quantize: QuantizeOpt = "none",
     progress: ProgressOpt = None,
 ) -> None:
     """Translate one sentence per line, from a file or stdin, to a file or stdout.
@@ -99,13 +105,12 @@ def translate(
       mtkit translate runs/demo -i mono.en --sample --top-p 0.9 -o back.de
     """
     setup_logging()
-    from mtkit.translation.engine import load_engine
     from mtkit.translation.output import FORMATS
 
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{format}'")
     check_positive("--chunk-size", chunk_size)
-    translator = load_engine(run, device)
+    translator = open_engine(run, device, engine, quantize, attention=attention is not None)
     dec = SearchFlags(
         beam_size=beam, greedy=greedy, nbest=nbest, length_penalty=length_penalty,
         length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
@@ -144,9 +149,9 @@ def _translate(
         translator, lines, dec, output, format, chunk_size, attention, progress, total
     )
     if output is not None:
-        typer.echo(f"wrote {n} translations to {output}", err=True)
+        typer.echo(f"wrote {plural(n, 'translation')} to {output}", err=True)
     if attention is not None:
-        typer.echo(f"wrote cross-attention of {n} sentences to {attention}", err=True)
+        typer.echo(f"wrote cross-attention of {plural(n, 'sentence')} to {attention}", err=True)
 
 
 @app.command("plot-attention")

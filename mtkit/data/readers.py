@@ -22,6 +22,7 @@ from mtkit.data.corpora import add_corpus_column
 from mtkit.data.loaders import load_with_datasets, select_columns
 from mtkit.data.rows import CODE, FEATURES, DataError
 from mtkit.data.sources import Source, has_corpus_options
+from mtkit.errors import plural
 from mtkit.files import count_lines, numbered_lines
 from mtkit.progress import QUIET, Progress
 
@@ -107,7 +108,7 @@ def _text_rows(data: DataConfig, source: Source) -> Iterator[dict[str, Any]]:
         yield {"src": s or "", "tgt": t or "", "drop": drop}
     if n_src != n_tgt:
         raise DataError(
-            f"{source.key}: {src_path} has {n_src} lines but {tgt_path} has {n_tgt}; "
+            f"{source.key}: {src_path} has {plural(n_src, 'line')} but {tgt_path} has {n_tgt}; "
             "parallel files must be line-aligned"
         )
 
@@ -150,13 +151,17 @@ def _table_rows(
         if len(fields) < need:
             if data.strict or line == 1:
                 raise DataError(
-                    f"{path}:{line}: expected at least {need} {data.format} columns, found "
-                    f"{len(fields)} (check data.format, data.src_column/data.tgt_column)"
+                    f"{path}:{line}: expected at least {plural(need, data.format + ' column')}, "
+                    f"found {len(fields)} (check data.format, data.src_column/data.tgt_column)"
                 )
             seen[0] += 1
             if seen[0] <= MAX_REPORTED:
                 logger.warning(
-                    "%s:%d: %d columns, expected %d; skipping", path, line, len(fields), need
+                    "%s:%d: %s, expected %d; skipping",
+                    path,
+                    line,
+                    plural(len(fields), "column"),
+                    need,
                 )
             yield {"src": "", "tgt": "", "drop": CODE["malformed"]}
             continue

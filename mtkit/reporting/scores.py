@@ -15,12 +15,21 @@ from typing import Any
 
 from mtkit.config.schema import ExperimentConfig
 from mtkit.errors import MtkitError
-from mtkit.evaluation.evaluate import data_split_set, read_lines
+from mtkit.evaluation.evaluate import read_lines, split_set
 from mtkit.evaluation.metrics import corpus_scores
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("test", "valid")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What `split_set` reads from an engine, without loading a model: the run's config, and
+    the file it came from (error messages name it as the origin of a path)."""
+
+    config: ExperimentConfig
+    checkpoint: Path  # RUN/config.yaml
 
 
 @dataclass(frozen=True)
@@ -75,13 +84,13 @@ def _name(result: dict[str, Any]) -> str:
     return text.split(" = ")[0] if " = " in text else str(result["name"])
 
 
-def split_references(config: ExperimentConfig) -> dict[str, list[str]]:
+def split_references(run: RunConfig) -> dict[str, list[str]]:
     """The references of the run's test and valid splits that can be read from here, as
     `mtkit evaluate --split` reads them."""
     out = {}
     for split in SPLITS:
         try:
-            out[split] = data_split_set(config.data, split).references[0]
+            out[split] = split_set(run, split).references[0]
         except MtkitError as e:
             logger.info("no %s references to score against: %s", split, e)
     return out
@@ -104,7 +113,7 @@ def rescored(run_dir: Path, config: ExperimentConfig) -> list[Score]:
     """BLEU and chrF of every hypothesis file of a split whose references can be read (and
     whose line count matches them), with the run's `evaluation.tokenize`."""
     found = hypothesis_files(run_dir)
-    references = split_references(config) if found else {}
+    references = split_references(RunConfig(config, run_dir / "config.yaml")) if found else {}
     out = []
     for path, split in found:
         refs = references.get(split)

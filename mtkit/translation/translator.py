@@ -32,7 +32,7 @@ from mtkit.config.load import config_from_dict
 from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig
 from mtkit.data.batching import pad, token_batches
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
-from mtkit.errors import MtkitError
+from mtkit.errors import MtkitError, plural
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer, build_model
 from mtkit.runtime import keep_freed_memory, resolve_device
@@ -40,6 +40,7 @@ from mtkit.search.common import Hypothesis
 from mtkit.search.ensemble import Ensemble
 from mtkit.search.strategy import search
 from mtkit.translation.compatibility import check_vocabulary
+from mtkit.translation.quantize import check_quantization, quantize_model
 
 logger = logging.getLogger(__name__)
 
@@ -227,8 +228,12 @@ class Translator:
     checkpoint: Path
 
     @classmethod
-    def load(cls, path: Path, device: str = "auto") -> Translator:
-        """Load from a run directory (its best checkpoint) or a checkpoint file."""
+    def load(cls, path: Path, device: str = "auto", quantize: str = "none") -> Translator:
+        """Load from a run directory (its best checkpoint) or a checkpoint file.
+
+        `quantize` "int8": the Linear layers run in int8 (translation/quantize.py; CPU only).
+        """
+        check_quantization(quantize)  # before the (slow) load
         ckpt_path = resolve_checkpoint(path)
         state = load_checkpoint(ckpt_path)
         try:
@@ -238,6 +243,7 @@ class Translator:
         torch_device = resolve_device(device)
         keep_freed_memory()  # per-step logits reuse the heap instead of fresh pages
         model.to(torch_device).eval()
+        quantize_model(model, quantize)
         return cls(model, tokenizers, cfg, torch_device, ckpt_path)
 
     def translate(
@@ -276,7 +282,10 @@ class Translator:
             out[i].truncated = len(ids) > limit or len(lines[i].strip()) > cap
         too_long = sum(t.truncated for t in out)
         if warn and too_long:
-            logger.warning("%d input line(s) longer than %d tokens were truncated", too_long, limit)
+            logger.warning(
+                "%s longer than %d tokens %s truncated", plural(too_long, "input line"), limit,
+                "was" if too_long == 1 else "were",
+            )  # fmt: skip
         if generator is None and dec.sampling:
             generator = self.generator(dec.seed)
         decoded = translate_nbest(
@@ -326,8 +335,8 @@ class Translator:
         if truncated:
             limit = self.config.model.max_positions - 1
             logger.warning(
-                "%d of %d input line(s) were longer than %d tokens and were truncated",
-                truncated, total, limit,
+                "%d of %s %s longer than %d tokens and truncated",
+                truncated, plural(total, "input line"), "was" if truncated == 1 else "were", limit,
             )  # fmt: skip
 
     def translate_stream(

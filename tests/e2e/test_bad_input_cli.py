@@ -215,7 +215,7 @@ def test_tsv_rows_with_the_wrong_number_of_columns(
     data = {"format": "tsv", "train": str(tsv), "valid": None, "test": None, "valid_size": 20}
     result = invoke("prepare", str(make_config(data=data)))
     assert_ok(result)
-    assert "train.tsv:6: 1 columns, expected 2; skipping" in result.stderr
+    assert "train.tsv:6: 1 column, expected 2; skipping" in result.stderr
     assert load_stats(tmp_path / "prepared")["splits"]["train"]["dropped"]["malformed"] == 1
     data["strict"] = True
     line = assert_error(invoke("prepare", str(make_config(data=data))), "train.tsv:6")
@@ -453,7 +453,7 @@ def test_evaluate_failures_leave_no_hypothesis_file(
     ref = write(tmp_path / "test.de", "die Katze\n")
     hyp = tmp_path / "hyp.de"
     args = ["evaluate", str(run_dir), "--src", str(src), "--ref", str(ref), "-o", str(hyp)]
-    assert_error(invoke(*args), "test.de has 1 lines", "test.en has 2")
+    assert_error(invoke(*args), "test.de has 1 line but", "test.en has 2")
     assert not hyp.exists()
     write(ref, "die Katze\nein Hund\n")
     assert_error(invoke(*args, "--metrics", "bleu,blue"), "unknown metric 'blue'")
