@@ -46,7 +46,10 @@ class Score:
 def validation_signature(config: ExperimentConfig) -> str:
     """The BLEU signature of validation scores (one reference, evaluation.tokenize, this
     sacreBLEU), read off a one-sentence score: sacreBLEU signs only what it has scored."""
-    return corpus_scores(["."], [["."]], ("bleu",), config.evaluation.tokenize)[0].signature
+    try:
+        return corpus_scores(["."], [["."]], ("bleu",), config.evaluation.tokenize)[0].signature
+    except MtkitError as e:  # a tokenizer that must be downloaded first, offline
+        return f"tok:{config.evaluation.tokenize} (no full signature here: {e})"
 
 
 def saved_reports(run_dir: Path) -> list[Score]:
