@@ -19,8 +19,10 @@ from mtkit.cli.options import (
     MaxLenBOpt,
     MinLenOpt,
     NoRepeatOpt,
+    OverwriteOpt,
     SearchFlags,
     check_positive,
+    output_guard,
 )
 from mtkit.cli.report_output import print_comparison, print_report
 
@@ -55,7 +57,13 @@ PairedBsOpt = Annotated[
 BsSamplesOpt = Annotated[int, typer.Option(help="Bootstrap resamples")]
 BsSeedOpt = Annotated[int, typer.Option(help="Bootstrap seed (sacreBLEU's default)")]
 HypOutputOpt = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Where to write the hypotheses")
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Where to write the hypotheses [default: RUN/<split>.<checkpoint>.<search>.hyp.<lang>"
+        ", e.g. runs/demo/test.best.beam5.lp1.0.hyp.de]",
+    ),
 ]
 MetricsOpt = Annotated[str, typer.Option(help="Comma-separated: bleu, chrf, chrf++, ter")]
 TokenizeOpt = Annotated[
@@ -94,6 +102,7 @@ def evaluate(
     tokenize: TokenizeOpt = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Score translations with sacreBLEU (BLEU, chrF, chrF++, TER) and print their signatures.
 
@@ -124,7 +133,8 @@ def evaluate(
     ).apply(translator.config.decoding)  # fmt: skip
     tokenize = inputs.run_tokenize(translator, tokenize, names)
     eval_set = inputs.eval_inputs(translator, split, src, ref)
-    out = output or inputs.default_hyp_path(translator, split, src)
+    out = output or inputs.default_hyp_path(translator, split, src, dec, len(run or []))
+    output_guard(list(run or []), list(eval_set.paths), overwrite).check(out)
     print_report(evaluate_model(translator, eval_set, dec, names, out, tokenize), json_out)
 
 

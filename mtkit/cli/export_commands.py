@@ -10,6 +10,7 @@ import typer
 from mtkit.cli.app import app, handle_errors, setup_logging
 from mtkit.cli.options import RunArg
 from mtkit.config.schema import ConfigError
+from mtkit.files import OutputError, owner_of
 
 
 @app.command()
@@ -26,7 +27,9 @@ def export(
             help="Weight type: float32 (default), int8, int8_float16, int16, float16, bfloat16, ..."
         ),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Replace an earlier export in --output")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", "--overwrite", help="Replace an earlier export in --output")
+    ] = False,
 ) -> None:
     """Export a trained model to a self-contained CTranslate2 folder (needs `ctranslate2`).
 
@@ -40,6 +43,10 @@ def export(
     setup_logging()
     if format != "ctranslate2":
         raise ConfigError(f"--format: expected ctranslate2, got '{format}'")
+    owner = owner_of(output, [run] if run.is_dir() else [])
+    if owner is not None or output.is_file():
+        what = f"a file of the {owner[0]} in {owner[1]}" if owner else "a file"
+        raise OutputError(f"{output}: --output is {what}; expected a new or empty folder")
     from mtkit.export.ctranslate2 import export_ctranslate2
 
     path = export_ctranslate2(run, output, quantization=quantization, force=force)

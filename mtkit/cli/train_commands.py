@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from mtkit.cli.app import app, handle_errors, setup_logging
-from mtkit.cli.options import DeviceOpt, SetOpt
+from mtkit.cli.options import DeviceOpt, OverwriteOpt, SetOpt, output_guard
 from mtkit.config.schema import ConfigError
 from mtkit.errors import MtkitError
 
@@ -24,7 +24,7 @@ TrainConfigArg = Annotated[
     ),
 ]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue the run from its newest checkpoint")]
-OverwriteOpt = Annotated[
+StartAgainOpt = Annotated[
     bool, typer.Option(help="Start again even if the run directory holds a run")
 ]
 NprocOpt = Annotated[
@@ -55,7 +55,7 @@ def train(
     config: TrainConfigArg,
     overrides: SetOpt = None,
     resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False,
+    overwrite: StartAgainOpt = False,
     nproc: NprocOpt = 1,
     device: TrainDeviceOpt = None,
     precision: PrecisionOpt = None,
@@ -174,6 +174,7 @@ def average(
     select_on: SelectOnOpt = None,
     output: AverageOutputOpt = None,
     device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Average the model weights of a run's last N checkpoints into one checkpoint.
 
@@ -187,9 +188,8 @@ def average(
     from mtkit.training.average import average_run, select_average
 
     lasts = last or [5]
+    _check_average_outputs(run, lasts, select_on, output, overwrite)
     if select_on is None:
-        if output is not None and len(lasts) > 1:
-            raise ConfigError("-o names one file: give one --last, or add --select-on valid")
         for n in lasts:
             typer.echo(f"wrote {average_run(run, n, output)}")
         return
@@ -203,3 +203,25 @@ def average(
     typer.echo(
         f"best on {select_on}: {ranked[0].path}" + (f" (copied to {output})" if output else "")
     )
+
+
+def _check_average_outputs(
+    run: Path, lasts: list[int], select_on: str | None, output: Path | None, overwrite: bool
+) -> None:
+    """Before averaging: every file `average` will write may be written (files.OutputGuard)."""
+    from mtkit.checkpoint import step_checkpoints
+    from mtkit.training.average import average_path, selection_hyp_path
+
+    if select_on is None and output is not None and len(lasts) > 1:
+        raise ConfigError("-o names one file: give one --last, or add --select-on valid")
+    steps = [path for _, path in step_checkpoints(run)] if run.is_dir() else []
+    guard = output_guard([run], steps, overwrite)
+    if select_on is None and output is not None:
+        guard.check(output)
+        return
+    for n in dict.fromkeys(lasts):
+        average = guard.check(average_path(run, n), "the average")
+        if select_on is not None:
+            guard.check(selection_hyp_path(average, select_on), "its hypotheses")
+    if output is not None:
+        guard.check(output)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +20,7 @@ from mtkit.cli.options import (
     MinLenOpt,
     NbestOpt,
     NoRepeatOpt,
+    OverwriteOpt,
     RunsArg,
     SampleOpt,
     SearchFlags,
@@ -29,6 +29,7 @@ from mtkit.cli.options import (
     TopKOpt,
     TopPOpt,
     check_positive,
+    output_guard,
 )
 from mtkit.config.schema import ConfigError, DecodingConfig
 
@@ -82,6 +83,7 @@ def translate(
     top_p: TopPOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Translate one sentence per line, from a file or stdin, to a file or stdout.
 
@@ -96,11 +98,18 @@ def translate(
     """
     setup_logging()
     from mtkit.translation.engine import load_engine
+    from mtkit.translation.input_lines import check_stdin
     from mtkit.translation.output import FORMATS
 
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{format}'")
     check_positive("--chunk-size", chunk_size)
+    if input is None:
+        check_stdin("--input")
+    guard = output_guard(run, [input], overwrite)
+    for path, option in ((output, "--output"), (attention, "--attention")):
+        if path is not None:
+            guard.check(path, option)
     translator = load_engine(run, device)
     dec = SearchFlags(
         beam_size=beam, greedy=greedy, nbest=nbest, length_penalty=length_penalty,
@@ -121,10 +130,10 @@ def _translate(
     attention: Path | None,
 ) -> None:
     """A prompt on a terminal; otherwise the input file or stdin to the output file or stdout."""
-    from mtkit.translation.input_lines import iter_lines, stdin_lines
+    from mtkit.translation.input_lines import iter_lines, stdin_is_terminal, stdin_lines
     from mtkit.translation.output import interactive, translate_to_output
 
-    if input is None and output is None and attention is None and sys.stdin.isatty():
+    if input is None and output is None and attention is None and stdin_is_terminal():
         typer.echo("Type a sentence and press Enter (Ctrl-D to quit).", err=True)
         interactive(translator, dec, write=typer.echo, fmt=format)
         return
@@ -147,6 +156,7 @@ def plot_attention(
         Path | None,
         typer.Option("--output", "-o", help="PNG file (default: attention_<line>.png)"),
     ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Draw one sentence's cross-attention as a PNG heatmap (needs matplotlib, the plot extra).
 
@@ -158,7 +168,8 @@ def plot_attention(
     from mtkit.translation.attention_dump import read_attention
 
     check_positive("--line", line)
-    att = read_attention(attention, line - 1)
     out = output or Path(f"attention_{line}.png")
+    output_guard([], [attention], overwrite).check(out)
+    att = read_attention(attention, line - 1)
     plot_matrix(att, out, title=f"{attention}: line {line}")
     typer.echo(f"wrote {out}")

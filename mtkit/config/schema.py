@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mtkit.errors import MtkitError
+from mtkit.errors import UsageError
 
 
-class ConfigError(MtkitError):
+class ConfigError(UsageError):
     """A config problem the user must fix; the message names the file/key and what was expected."""
 
 

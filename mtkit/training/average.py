@@ -82,9 +82,19 @@ def average_run(run_dir: Path, last: int, output: Path | None = None) -> Path:
     }
     averaged["model"] = average_state_dicts([s["model"] for s in states])
     averaged["averaged_from"] = [p.name for p in chosen]
-    out = output or run_dir / f"average_last{last}.pt"
+    out = output or average_path(run_dir, last)
     save_checkpoint(out, averaged)
     return out
+
+
+def average_path(run_dir: Path, last: int) -> Path:
+    """Where the average of the last `last` checkpoints goes by default: RUN/average_lastN.pt."""
+    return run_dir / f"average_last{last}.pt"
+
+
+def selection_hyp_path(average: Path, split: str) -> Path:
+    """The hypotheses `select_average` writes next to an average (average_lastN.<split>.hyp)."""
+    return average.with_suffix(f".{split}.hyp")
 
 
 @dataclass
@@ -122,7 +132,7 @@ def select_average(
         inputs = split_set(translator, split)
         report = evaluate_model(
             translator, inputs, translator.config.decoding, ["bleu"],
-            path.with_suffix(f".{split}.hyp"), tokenize=translator.config.evaluation.tokenize,
+            selection_hyp_path(path, split), tokenize=translator.config.evaluation.tokenize,
         )  # fmt: skip
         logger.info("%s: %s BLEU %.2f", path.name, split, report.scores[0].score)
         candidates.append(Candidate(path, last, report.scores[0]))

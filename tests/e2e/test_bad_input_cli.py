@@ -434,7 +434,8 @@ def test_failed_translation_leaves_no_output_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.en"]
     out.write_text("yesterday's work\n", encoding="utf-8")
     calls[0] = 0
-    assert invoke(*cmd).exit_code == 130
+    assert invoke(*cmd).exit_code == 2  # refused before translating: it exists
+    assert invoke(*cmd, "--overwrite").exit_code == 130
     assert out.read_text(encoding="utf-8") == "yesterday's work\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.en", "out.de"]
 
@@ -492,7 +493,8 @@ def test_outputs_get_the_permissions_a_plain_open_would(run_dir: Path, tmp_path:
         assert_ok(invoke("translate", str(run_dir), "-o", str(out), input="the cat\n"))
         assert out.stat().st_mode & 0o777 == 0o644
         out.chmod(0o640)  # an existing file keeps its mode, as with open(path, "w")
-        assert_ok(invoke("translate", str(run_dir), "-o", str(out), input="the cat\n"))
+        args = ("translate", str(run_dir), "-o", str(out), "--overwrite")
+        assert_ok(invoke(*args, input="the cat\n"))
         assert out.stat().st_mode & 0o777 == 0o640
         save_checkpoint(tmp_path / "x.pt", {"config": {}, "model": {}})
         assert (tmp_path / "x.pt").stat().st_mode & 0o777 == 0o644
