@@ -112,13 +112,17 @@ def _train(
     cfg = load_train_config(config, overrides, resume=resume)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         _exec_torchrun(nproc, config, overrides, resume, overwrite)
-    # Only rank 0 logs (and writes train.log); other ranks report warnings only.
-    setup_logging(log_file=cfg.run_path / "train.log" if rank == 0 else None)
+    # Only rank 0 logs (and writes train.log, once the run is checked); other ranks report
+    # warnings only.
+    setup_logging()
     if rank != 0:
         logging.getLogger().setLevel(logging.ERROR)
     from mtkit.training.loop import train as run_train
 
-    return run_train(cfg, resume=resume, overwrite=overwrite)
+    def start_log() -> None:
+        setup_logging(log_file=cfg.run_path / "train.log")
+
+    return run_train(cfg, resume=resume, overwrite=overwrite, start_log=start_log)
 
 
 def _init_overrides(init_from: Path | None, keep_optimizer: bool, keep_schedule: bool) -> list[str]:

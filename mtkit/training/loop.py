@@ -15,13 +15,12 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 from mtkit import distributed
-from mtkit.config.load import dump_config
 from mtkit.config.schema import ExperimentConfig
 from mtkit.data.batching import Batch, collate_columns
 from mtkit.data.prepare import prepare
@@ -30,12 +29,13 @@ from mtkit.distributed import Dist
 from mtkit.errors import MtkitError
 from mtkit.runtime import check_precision, keep_freed_memory, resolve_device, set_threads
 from mtkit.training.checkpoints import save
-from mtkit.training.interrupt import Interrupt
+from mtkit.training.interrupt import Interrupt, stop_on_sigterm
 from mtkit.training.progress import Window, format_duration, report_progress
-from mtkit.training.run_dir import RunDirError, RunLock, prepare_run_dir
+from mtkit.training.resume_guard import check_resume
+from mtkit.training.run_dir import RunDirError, RunLock, check_run_dir, prepare_run_dir
 from mtkit.training.schedule import learning_rate
 from mtkit.training.state import Origin, Run, TrainState, build_run, find_origin
-from mtkit.training.tokenizer_guard import check_resume_settings, check_same_tokenizer
+from mtkit.training.tokenizer_guard import check_same_tokenizer
 from mtkit.training.update import update
 from mtkit.training.validation import check_bleu_tokenizer, validate
 
@@ -48,22 +48,32 @@ class TrainingDiverged(MtkitError):
     """Too many updates in a row had a NaN/inf loss or gradient."""
 
 
-def train(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
+def train(
+    cfg: ExperimentConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    start_log: Callable[[], None] | None = None,
+) -> Path:
     """Prepare data if needed, train, validate and checkpoint; return the run directory.
 
-    Single process, or one rank of a `torchrun` job (see mtkit/distributed.py).
+    Single process, or one rank of a `torchrun` job (see mtkit/distributed.py). Nothing is
+    written before the config, the run directory and (with `resume`) the checkpoint are
+    checked; `start_log` (e.g. opening train.log) runs once they are. A SIGTERM before the
+    first update stops at once, releasing the run lock.
     """
-    check_bleu_tokenizer(cfg)  # a typo fails now, not at the first validation
-    device = resolve_device(cfg.training.device)
-    check_precision(cfg.training.precision, device)
-    set_threads(cfg.training.threads)
-    keep_freed_memory()  # large per-step tensors reuse the heap instead of fresh pages
-    dist_info, device = distributed.init_from_env(device)
-    try:
-        run_dir = _train(cfg, dist_info, device, Interrupt(), resume, overwrite)
-    except BaseException:
-        distributed.close(dist_info)  # a failing rank must not wait for peers that may be gone
-        raise
+    with stop_on_sigterm():
+        check_bleu_tokenizer(cfg)  # a typo fails now, not at the first validation
+        device = resolve_device(cfg.training.device)
+        check_precision(cfg.training.precision, device)
+        set_threads(cfg.training.threads)
+        keep_freed_memory()  # large per-step tensors reuse the heap instead of fresh pages
+        dist_info, device = distributed.init_from_env(device)
+        try:
+            run_dir = _train(cfg, dist_info, device, Interrupt(), resume, overwrite, start_log)
+        except BaseException:
+            distributed.close(dist_info)  # a failing rank must not wait for peers that are gone
+            raise
     distributed.close(dist_info, wait_for_peers=True)
     return run_dir
 
@@ -75,6 +85,7 @@ def _train(
     interrupt: Interrupt,
     resume: bool,
     overwrite: bool,
+    start_log: Callable[[], None] | None,
 ) -> Path:
     run_dir = cfg.run_path
     lock: RunLock | None = None
@@ -83,9 +94,12 @@ def _train(
     if d.is_main:  # one writer: run directory, lock, prepared data
         try:
             origin = find_origin(cfg, resume)
+            check_run_dir(run_dir, resume=resume, overwrite=overwrite)
             if origin.resumed is not None:  # before anything is written
-                check_resume_settings(cfg, origin.resumed[1])
-            lock = prepare_run_dir(run_dir, dump_config(cfg), resume=resume, overwrite=overwrite)
+                check_resume(cfg, *origin.resumed)
+            if start_log is not None:
+                start_log()
+            lock = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
             prepared = prepare(cfg, tokenizers=origin.tokenizers(cfg))
             if origin.resumed is not None:
                 check_same_tokenizer(cfg, prepared, origin.resumed[1])
