@@ -205,7 +205,8 @@ class EvaluationConfig:
 class ExperimentConfig:
     """One experiment: the whole YAML file."""
 
-    name: str = "experiment"  # run directory is runs/<name> unless run_dir is set
+    # a plain name (no '/' or '..'): the run directory is runs/<name> unless run_dir is set
+    name: str = "experiment"
     run_dir: str | None = None  # where checkpoints, logs and metrics go; None means runs/<name>
     data: DataConfig = field(default_factory=DataConfig)  # input files and cleaning
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)  # sentencepiece
