@@ -165,6 +165,8 @@ def _validate_data(data: DataConfig) -> None:
         )
     hub = data.hub_config
     _check(hub is None or data.format == "hub", "data.hub_config", "null unless format: hub", hub)
+    if data.strict and data.on_bad_row == "skip":
+        raise ConfigError("data.on_bad_row: 'skip' contradicts data.strict: true; drop one of them")
 
 
 def _validate_corpus(corpus: CorpusConfig, key: str) -> None:

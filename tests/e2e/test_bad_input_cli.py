@@ -213,15 +213,14 @@ def test_tsv_rows_with_the_wrong_number_of_columns(
     rows[5] = "only one column"
     tsv = write(tmp_path / "train.tsv", "\n".join(rows) + "\n")
     data = {"format": "tsv", "train": str(tsv), "valid": None, "test": None, "valid_size": 20}
+    line = assert_error(invoke("prepare", str(make_config(data=data))), "train.tsv:6")
+    assert "1 columns, expected 2" in line and "data.on_bad_row: skip" in line
+    data["on_bad_row"] = "skip"
     result = invoke("prepare", str(make_config(data=data)))
     assert_ok(result)
-    assert "train.tsv:6: 1 columns, expected 2; skipping" in result.stderr
-    assert load_stats(tmp_path / "prepared")["splits"]["train"]["dropped"]["malformed"] == 1
-    data["strict"] = True
-    line = assert_error(invoke("prepare", str(make_config(data=data))), "train.tsv:6")
-    assert "expected at least 2 tsv columns, found 1" in line
+    assert "train.tsv:6: 1 columns, expected 2 (a tab inside a field?); dropping" in result.stderr
+    assert load_stats(tmp_path / "prepared")["splits"]["train"]["dropped"]["bad_row"] == 1
     write(tsv, "only one column\n" + "\n".join(rows[6:]) + "\n")
-    data["strict"] = False
     assert_error(invoke("prepare", str(make_config(data=data))), "train.tsv:1", "tsv columns")
 
 
