@@ -214,10 +214,12 @@ def _check_average_outputs(
 ) -> None:
     """Before averaging: every file `average` will write may be written (files.OutputGuard)."""
     from mtkit.checkpoint import step_checkpoints
-    from mtkit.training.average import average_path, selection_hyp_path
+    from mtkit.training.average import average_path, check_select_on, selection_hyp_path
 
     if select_on is None and output is not None and len(lasts) > 1:
         raise ConfigError("-o names one file: give one --last, or add --select-on valid")
+    if select_on is not None:
+        check_select_on(select_on)
     steps = [path for _, path in step_checkpoints(run)] if run.is_dir() else []
     guard = output_guard([run], steps, overwrite)
     if select_on is None and output is not None:

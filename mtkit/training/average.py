@@ -87,6 +87,15 @@ def average_run(run_dir: Path, last: int, output: Path | None = None) -> Path:
     return out
 
 
+def check_select_on(split: str) -> None:
+    """Averages are chosen on valid (test is for scoring the choice, once)."""
+    if split != "valid":
+        raise CheckpointError(
+            f"--select-on: expected valid, got '{split}' (choose on validation data, then "
+            "score the choice on test once with `mtkit evaluate`)"
+        )
+
+
 def average_path(run_dir: Path, last: int) -> Path:
     """Where the average of the last `last` checkpoints goes by default: RUN/average_lastN.pt."""
     return run_dir / f"average_last{last}.pt"
@@ -120,11 +129,7 @@ def select_average(
     from mtkit.evaluation.evaluate import evaluate_model, split_set
     from mtkit.translation.translator import Translator
 
-    if split != "valid":
-        raise CheckpointError(
-            f"--select-on: expected valid, got '{split}' (choose on validation data, then "
-            "score the choice on test once with `mtkit evaluate`)"
-        )
+    check_select_on(split)
     candidates = []
     for last in dict.fromkeys(lasts):  # in order, without repeats
         path = average_run(run_dir, last)
