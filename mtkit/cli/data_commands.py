@@ -10,6 +10,7 @@ import typer
 from mtkit.cli.app import Group, Typer, app, handle_errors, setup_logging
 from mtkit.cli.options import ConfigArg, OverwriteOpt, SetOpt, output_guard
 from mtkit.config.load import load_config
+from mtkit.errors import plural
 
 ModelArg = Annotated[Path, typer.Argument(help="A sentencepiece .model file")]
 StreamOutputOpt = Annotated[
@@ -103,7 +104,7 @@ def tokenizer_encode(
             tokenizer, input or stdin_lines(), out, as_ids=ids, batch_lines=_batch(input)
         )
     if output is not None:
-        typer.echo(f"encoded {n} lines to {output}", err=True)
+        typer.echo(f"encoded {plural(n, 'line')} to {output}", err=True)
 
 
 @tokenizer_app.command("decode")
@@ -132,7 +133,7 @@ def tokenizer_decode(
     with open_output(output) as out:
         n = decode_lines(tokenizer, input or stdin_lines(), out, batch_lines=_batch(input))
     if output is not None:
-        typer.echo(f"decoded {n} lines to {output}", err=True)
+        typer.echo(f"decoded {plural(n, 'line')} to {output}", err=True)
 
 
 def _check_streams(model: Path, input: Path | None, output: Path | None, overwrite: bool) -> None:

@@ -13,6 +13,7 @@ from mtkit.cli import translate_commands as translate_commands
 from mtkit.cli import evaluate_commands as evaluate_commands
 from mtkit.cli import plot_commands as plot_commands
 from mtkit.cli import export_commands as export_commands
+from mtkit.cli import serve_commands as serve_commands
 
 # isort: on
 from mtkit.cli.app import app

@@ -20,7 +20,9 @@ def plot(
     ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Plot learning curves (training/validation loss and BLEU vs updates and time) to a PNG.
+    """Plot learning curves to a PNG: training and validation NLL, the training objective
+    (label-smoothed cross-entropy, a panel of its own) and validation BLEU, against updates and
+    time.
 
     Example: mtkit plot runs/demo -o demo_curves.png
     """

@@ -6,6 +6,8 @@ from typing import Any
 
 import typer
 
+from mtkit.errors import plural
+
 
 def print_report(report: Any, json_out: bool) -> None:
     """Each metric's score and sacreBLEU signature (and where the hypotheses went)."""
@@ -17,7 +19,7 @@ def print_report(report: Any, json_out: bool) -> None:
         typer.echo(f"  signature: {result.signature}")
     if report.hypotheses_file and report.source_file:
         typer.echo(
-            f"{report.n_sentences} sentences in {report.seconds:.1f}s; "
+            f"{plural(report.n_sentences, 'sentence')} in {report.seconds:.1f}s; "
             f"hypotheses in {report.hypotheses_file}"
         )
 
@@ -28,8 +30,8 @@ def print_comparison(comparison: Any, json_out: bool) -> None:
         typer.echo(comparison.to_json())
         return
     typer.echo(
-        f"paired bootstrap resampling: {comparison.n_samples} resamples of "
-        f"{comparison.n_sentences} sentences, seed {comparison.seed}; baseline: "
+        f"paired bootstrap resampling: {plural(comparison.n_samples, 'resample')} of "
+        f"{plural(comparison.n_sentences, 'sentence')}, seed {comparison.seed}; baseline: "
         f"{comparison.metrics[0].systems[0].name}"
     )
     width = max(len(s.name) for s in comparison.metrics[0].systems)

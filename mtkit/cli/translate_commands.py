@@ -32,6 +32,7 @@ from mtkit.cli.options import (
     output_guard,
 )
 from mtkit.config.schema import ConfigError, DecodingConfig
+from mtkit.errors import plural
 
 InputOpt = Annotated[
     Path | None, typer.Option("--input", "-i", help="Source file (default: stdin)")
@@ -140,9 +141,9 @@ def _translate(
     lines = iter_lines(input) if input is not None else stdin_lines()
     n = translate_to_output(translator, lines, dec, output, format, chunk_size, attention)
     if output is not None:
-        typer.echo(f"wrote {n} translations to {output}", err=True)
+        typer.echo(f"wrote {plural(n, 'translation')} to {output}", err=True)
     if attention is not None:
-        typer.echo(f"wrote cross-attention of {n} sentences to {attention}", err=True)
+        typer.echo(f"wrote cross-attention of {plural(n, 'sentence')} to {attention}", err=True)
 
 
 @app.command("plot-attention")

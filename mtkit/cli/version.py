@@ -5,6 +5,8 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
+from mtkit.errors import plural
+
 
 def version_text() -> str:
     """Three lines: mtkit and Python, torch, and the devices (CUDA, CPU capability)."""
@@ -16,7 +18,8 @@ def version_text() -> str:
         mtkit_version = "(not installed)"
     if torch.cuda.is_available():
         names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
-        cuda = f"CUDA {torch.version.cuda}: {torch.cuda.device_count()} GPU(s), {', '.join(names)}"
+        gpus = plural(torch.cuda.device_count(), "GPU")
+        cuda = f"CUDA {torch.version.cuda}: {gpus}, {', '.join(names)}"
     elif torch.version.cuda:
         cuda = f"CUDA {torch.version.cuda} build, but no GPU is available"
     else:

@@ -14,6 +14,7 @@ from pathlib import Path
 from mtkit.config.schema import DataConfig
 from mtkit.data.rows import DataError
 from mtkit.data.sources import Source
+from mtkit.errors import plural
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,9 @@ class BadRows:
                 logger.warning("%s: %d malformed rows dropped in all", self.path, self.count)
             return
         more = f"; and {self.count - SHOWN} more" if self.count > SHOWN else ""
-        rows = "row" if self.count == 1 else "rows"
+        rows = plural(self.count, "malformed row")
         raise DataError(
-            f"{self.key}: {self.count} malformed {rows}: {'; '.join(self.found[:SHOWN])}{more}"
+            f"{self.key}: {rows}: {'; '.join(self.found[:SHOWN])}{more}"
             " (fix them, or set data.on_bad_row: skip to drop and count them)"
         )
 

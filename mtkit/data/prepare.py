@@ -36,7 +36,7 @@ import numpy as np
 from mtkit.config.schema import ConfigError, DataConfig, ExperimentConfig, TokenizerConfig
 from mtkit.data.clean import Cleaner, carve, check_not_empty
 from mtkit.data.corpora import apply_corpus_options, drop_corpus_column
-from mtkit.data.encode import encode_split, log_table
+from mtkit.data.encode import encode_split
 from mtkit.data.prepared_dir import (
     check_replaceable,
     fingerprint_of,
@@ -48,7 +48,9 @@ from mtkit.data.readers import read_split
 from mtkit.data.reused_tokenizer import files_digest, load_reused
 from mtkit.data.rows import DataError, drop_counts, keep, mark
 from mtkit.data.sources import Source, resolve_sources, tags
+from mtkit.data.stats_table import log_table
 from mtkit.data.tokenizer import TokenizerPair, train_tokenizers
+from mtkit.errors import plural
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def prepare(
     sources = resolve_sources(cfg.data)
     fingerprint = fingerprint_of(cfg, sources, reused)
     if not force and matches(out, fingerprint):
-        logger.info("%s is up to date; reusing it (force to rebuild)", out)
+        logger.info("%s is up to date; reusing it (`mtkit prepare --force` rebuilds it)", out)
         return out
     check_replaceable(out)
     remove_stale(out)
@@ -81,8 +83,7 @@ def prepare(
         replace_dir(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    logger.info("prepared data in %s", out)
-    return out
+    return out  # `mtkit prepare` says where on stdout (once); the table said what
 
 
 def build_tokenizers(cfg: ExperimentConfig, out_dir: Path) -> TokenizerPair:
@@ -190,7 +191,7 @@ def _build(
     )
     text.save_to_disk(str(work / "text"))
     ids.save_to_disk(str(work / "encoded"))
-    log_table(stats)
+    log_table(stats, data)
     return {
         "splits": stats,
         "vocab_size": {"src": tokenizers.src.vocab_size, "tgt": tokenizers.tgt.vocab_size},
@@ -241,6 +242,6 @@ def check_tags(tokenizers: TokenizerPair, symbols: list[str]) -> None:
         pieces = tokenizers.src.encode_pieces([tag])[0]
         if tag not in pieces:
             logger.warning(
-                "tag %s is not one piece of the given tokenizer; it is encoded as %d pieces (%s)",
-                tag, len(pieces), " ".join(pieces),
+                "tag %s is not one piece of the given tokenizer; it is encoded as %s (%s)",
+                tag, plural(len(pieces), "piece"), " ".join(pieces),
             )  # fmt: skip

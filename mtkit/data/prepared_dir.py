@@ -62,12 +62,33 @@ def fingerprint_of(
         "tokenizer": tokenizer if reused is None else {"files": files_digest(reused)},
         "inputs": inputs,
     }
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    return {"digest": digest, **body}
+    return {"digest": _digest(body), **body}
+
+
+def _digest(body: dict[str, Any]) -> str:
+    """sha256 of the fingerprint, where data.train/valid/test count by the files they name
+    (`inputs`, resolved), not by how they are spelled: data/train and /work/data/train (a
+    run's saved config holds absolute paths) give the same digest."""
+    data = dict(body["data"]) if isinstance(body.get("data"), dict) else {}
+    if data.get("format") != "hub":
+        for split in ("train", "valid", "test"):
+            data[split] = _unspelled(data.get(split))
+    canonical = {**body, "data": data}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def _unspelled(value: Any) -> Any:
+    """A data.train/valid/test value with its paths blanked (corpus options kept)."""
+    if isinstance(value, list):
+        return [_unspelled(v) for v in value]
+    if isinstance(value, dict):
+        return {**value, "path": ""}
+    return None if value is None else ""
 
 
 def matches(out: Path, fingerprint: dict[str, Any]) -> bool:
-    """`out` is complete and its fingerprint.json has the same digest."""
+    """`out` is complete and its fingerprint.json has the same digest (recomputed: a
+    fingerprint written before paths were spelled out counts the same)."""
     fp = out / "fingerprint.json"
     if not fp.is_file():
         return False
@@ -79,7 +100,10 @@ def matches(out: Path, fingerprint: dict[str, Any]) -> bool:
         stored = json.loads(fp.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return complete and stored.get("digest") == fingerprint["digest"]
+    if not complete or not isinstance(stored, dict):
+        return False
+    stored.pop("digest", None)
+    return _digest(stored) == str(fingerprint["digest"])
 
 
 def check_replaceable(out: Path) -> None:

@@ -22,6 +22,7 @@ from mtkit.data.corpora import add_corpus_column
 from mtkit.data.loaders import load_with_datasets, select_columns
 from mtkit.data.rows import CODE, FEATURES, DataError
 from mtkit.data.sources import Source, has_corpus_options
+from mtkit.errors import plural
 from mtkit.files import numbered_lines
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def _text_rows(data: DataConfig, source: Source) -> Iterator[dict[str, Any]]:
         yield {"src": s or "", "tgt": t or "", "drop": drop}
     if n_src != n_tgt:
         raise DataError(
-            f"{source.key}: {src_path} has {n_src} lines but {tgt_path} has {n_tgt}; "
+            f"{source.key}: {src_path} has {plural(n_src, 'line')} but {tgt_path} has {n_tgt}; "
             "parallel files must be line-aligned"
         )
 
@@ -132,7 +133,8 @@ def _table_rows(
             width = _first_width(data, path, line, fields, max(indices) + 1)
         if len(fields) != width:
             sep = "tab" if data.format == "tsv" else "comma or quote"
-            bad.add(line, f"{len(fields)} columns, expected {width} (a {sep} inside a field?)")
+            found = plural(len(fields), "column")
+            bad.add(line, f"{found}, expected {width} (a {sep} inside a field?)")
             yield {"src": "", "tgt": "", "drop": CODE["bad_row"]}
             continue
         yield {"src": fields[indices[0]], "tgt": fields[indices[1]], "drop": 0}
@@ -143,7 +145,7 @@ def _first_width(data: DataConfig, path: Path, line: int, fields: list[str], nee
     """The number of fields of the first row, which must hold the configured columns."""
     if len(fields) < need:
         raise DataError(
-            f"{path}:{line}: expected at least {need} {data.format} columns, found "
+            f"{path}:{line}: expected at least {plural(need, data.format + ' column')}, found "
             f"{len(fields)} (check data.format, data.src_column/data.tgt_column)"
         )
     return len(fields)

@@ -300,9 +300,8 @@ def train_tokenizers(
         )
     pair.save(out_dir)
     logger.info(
-        "trained %s %s tokenizer(s): vocab %d/%d",
-        "joint" if pair.joint else "separate",
-        cfg.type,
+        "trained %s: vocab %d/%d",
+        f"a joint {cfg.type} tokenizer" if pair.joint else f"separate {cfg.type} tokenizers",
         pair.src.vocab_size,
         pair.tgt.vocab_size,
     )

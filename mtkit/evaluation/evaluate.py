@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from mtkit.config.schema import DecodingConfig
-from mtkit.errors import MtkitError
+from mtkit.errors import MtkitError, plural
+from mtkit.evaluation.config_paths import file_problem, path_hint
 from mtkit.evaluation.metrics import MetricResult, corpus_scores
 from mtkit.evaluation.significance import (
     DEFAULT_SAMPLES,
@@ -83,7 +84,8 @@ def check_counts(
     for ref_name, lines in zip(ref_names, refs, strict=True):
         if len(lines) != n:
             raise EvaluationError(
-                f"{ref_name} has {len(lines)} lines but {name} has {n}; they must be line-aligned"
+                f"{ref_name} has {plural(len(lines), 'line')} but {name} has {n}; they must be "
+                "line-aligned"
             )
 
 
@@ -143,17 +145,22 @@ def split_set(translator: Translator, split: str) -> EvalSet:
         raise EvaluationError(f"--split: expected test or valid, got '{split}'")
     prefix = getattr(data, split)
     if data.format == "text" and prefix is not None:
-        src = Path(f"{prefix}.{data.src_lang}")
-        return file_set(src, [Path(f"{prefix}.{data.tgt_lang}")])
+        files = [Path(f"{prefix}.{lang}") for lang in (data.src_lang, data.tgt_lang)]
+        for path in files:
+            problem = file_problem(translator, f"data.{split}", path)
+            if problem is not None:
+                raise EvaluationError(problem)
+        return file_set(files[0], files[1:])
     from mtkit.data.batching import load_prepared_text
 
     prepared = Path(data.prepared_dir)
     try:
         splits = load_prepared_text(prepared)
     except MtkitError:
+        hint = path_hint(translator, "data.prepared_dir", prepared)
         raise EvaluationError(
-            f"the {split} split comes from the prepared data, but {prepared} holds none; run "
-            "`mtkit prepare` with the run's config, or pass --src and --ref"
+            f"the {split} split comes from the prepared data, but {prepared} holds none{hint}; "
+            "run `mtkit prepare` with the run's config, or pass --src and --ref"
         ) from None
     if split not in splits:
         raise EvaluationError(f"{prepared} has no {split} split; pass --src and --ref")

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from mtkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_checkpoints
+from mtkit.errors import plural
 from mtkit.evaluation.metrics import MetricResult
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,9 @@ def average_run(run_dir: Path, last: int, output: Path | None = None) -> Path:
     found = step_checkpoints(run_dir)
     if len(found) < last:
         raise CheckpointError(
-            f"{run_dir}: asked to average {last} checkpoints but only {len(found)} step_*.pt "
-            "files are kept (see training.keep_last)"
+            f"{run_dir}: asked to average {plural(last, 'checkpoint')} but only "
+            f"{plural(len(found), 'step_*.pt file')} {'is' if len(found) == 1 else 'are'} kept "
+            "(see training.keep_last)"
         )
     chosen = [path for _, path in found[-last:]]
     states: list[dict[str, Any]] = []

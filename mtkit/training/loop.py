@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 
 from mtkit import distributed
+from mtkit.config.paths import absolute_paths
 from mtkit.config.schema import ExperimentConfig
 from mtkit.data.batching import Batch, collate_columns
 from mtkit.data.prepare import prepare
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.distributed import Dist
-from mtkit.errors import MtkitError
+from mtkit.errors import MtkitError, plural
 from mtkit.runtime import check_precision, keep_freed_memory, resolve_device, set_threads
 from mtkit.training.checkpoints import save
 from mtkit.training.interrupt import Interrupt, stop_on_sigterm
@@ -57,11 +58,14 @@ def train(
 ) -> Path:
     """Prepare data if needed, train, validate and checkpoint; return the run directory.
 
-    Single process, or one rank of a `torchrun` job (see mtkit/distributed.py). Nothing is
-    written before the config, the run directory and (with `resume`) the checkpoint are
-    checked; `start_log` (e.g. opening train.log) runs once they are. A SIGTERM before the
+    Single process, or one rank of a `torchrun` job (see mtkit/distributed.py). The run's
+    config (RUN/config.yaml, and in every checkpoint) holds absolute paths (config/paths.py).
+    Nothing is written before the config, the run directory and (with `resume`) the checkpoint
+    are checked; `start_log` (e.g. opening train.log) runs once they are. A SIGTERM before the
     first update stops at once, releasing the run lock.
     """
+    given = cfg.run_path
+    cfg = absolute_paths(cfg)
     with stop_on_sigterm():
         check_bleu_tokenizer(cfg)  # a typo fails now, not at the first validation
         device = resolve_device(cfg.training.device)
@@ -70,12 +74,12 @@ def train(
         keep_freed_memory()  # large per-step tensors reuse the heap instead of fresh pages
         dist_info, device = distributed.init_from_env(device)
         try:
-            run_dir = _train(cfg, dist_info, device, Interrupt(), resume, overwrite, start_log)
+            _train(cfg, dist_info, device, Interrupt(), resume, overwrite, start_log)
         except BaseException:
             distributed.close(dist_info)  # a failing rank must not wait for peers that are gone
             raise
     distributed.close(dist_info, wait_for_peers=True)
-    return run_dir
+    return given
 
 
 def _train(
@@ -166,12 +170,8 @@ def loop(run: Run) -> None:
             t.max_time and time.monotonic() - start >= t.max_time * 60
         )
 
-    def new_window() -> Window:
-        zero = torch.zeros((), device=run.stepper.device)
-        return Window(zero.clone(), zero.clone())
-
     batches = micro_batches(run)
-    window = new_window()
+    window = Window.on(run.stepper.device)
     reason = stop_reason(run)
     validated = False
     while reason is None:
@@ -191,7 +191,7 @@ def loop(run: Run) -> None:
             reason = check_bad_steps(run)  # reads device counters: only at these points
         if at_log:
             report_progress(run, window, start, lr)
-            window = new_window()
+            window = Window.on(run.stepper.device)
         validated = reason is None and at_valid
         if validated:
             reason = validate(run)
@@ -217,13 +217,14 @@ def check_bad_steps(run: Run) -> str | None:
     state.bad_steps, state.bad_in_a_row = total, in_a_row
     if new:
         logger.warning(
-            "%d update(s) up to step %d had a NaN/inf loss or gradient and were skipped "
-            "(%d in a row now, %d in total)", new, state.step, in_a_row, total,
+            "%s up to step %d had a NaN/inf loss or gradient and %s skipped (%d in a row "
+            "now, %d in total)", plural(new, "update"), state.step, "was" if new == 1 else "were",
+            in_a_row, total,
         )  # fmt: skip
     if tripped:
         return (
-            f"diverged: {limit} updates in a row (steps {tripped - limit + 1}-{tripped}) had a "
-            f"NaN/inf loss or gradient (training.max_bad_steps={limit})"
+            f"diverged: {plural(limit, 'update')} in a row (steps {tripped - limit + 1}-{tripped})"
+            f" had a NaN/inf loss or gradient (training.max_bad_steps={limit})"
         )
     return None
 
@@ -255,7 +256,7 @@ def finish(run: Run, reason: str, validated: bool) -> None:
     if d.is_main:
         best = "none" if state.best_score is None else f"{state.best_score:.3f}"
         logger.info(
-            "training stopped: %s after %d steps in %s; best %s %s at step %d",
-            reason, state.step, format_duration(state.elapsed), run.cfg.training.best_metric,
-            best, state.best_step,
+            "training stopped: %s after %s in %s; best %s %s at step %d",
+            reason, plural(state.step, "step"), format_duration(state.elapsed),
+            run.cfg.training.best_metric, best, state.best_step,
         )  # fmt: skip

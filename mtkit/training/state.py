@@ -18,7 +18,7 @@ from mtkit.data.batching import TokenBatchSampler, lengths, load_prepared, load_
 from mtkit.data.sampling import SubwordSampler
 from mtkit.data.tokenizer import TokenizerPair
 from mtkit.distributed import Dist
-from mtkit.errors import MtkitError
+from mtkit.errors import MtkitError, plural
 from mtkit.files import atomic_write_bytes, atomic_write_text
 from mtkit.model.transformer import build_model
 from mtkit.runtime import seed_everything, set_rng_state
@@ -216,8 +216,8 @@ def restore_state(path: Path, ckpt: dict[str, Any], s: Stepper, d: Dist) -> Trai
     saved_world = int(ckpt.get("world_size", 1))
     if saved_world != d.world_size:
         logger.warning(
-            "resuming a %d-process run with %d process(es): data order and dropout will differ "
-            "from an uninterrupted run", saved_world, d.world_size,
+            "resuming a %d-process run with %s: data order and dropout will differ from an "
+            "uninterrupted run", saved_world, plural(d.world_size, "process", "processes"),
         )  # fmt: skip
         state.batch_in_epoch = state.batch_in_epoch * saved_world // d.world_size
     set_rng_state(rngs[d.rank] if d.rank < len(rngs) else rngs[0])
@@ -233,9 +233,10 @@ def log_setup(run: Run) -> None:
         n_params / 1e6, run.stepper.device, run.data.n_train, run.run_dir,
     )  # fmt: skip
     logger.info(
-        "global batch: up to %d tokens per update = %d per batch x %d rank(s) x %d accumulated"
+        "global batch: up to %d tokens per update = %d per batch x %s x %d accumulated"
         " | %d batches per epoch per rank | schedule %s, peak lr %.2e, warm-up %d",
-        t.max_tokens * d.world_size * t.accumulate, t.max_tokens, d.world_size, t.accumulate,
+        t.max_tokens * d.world_size * t.accumulate, t.max_tokens, plural(d.world_size, "rank"),
+        t.accumulate,
         len(run.data.sampler), t.schedule, t.lr, t.warmup_steps,
     )  # fmt: skip
     extras = [f"R-Drop alpha {t.rdrop_alpha:g}"] if t.rdrop_alpha > 0 else []

@@ -16,6 +16,7 @@ from typing import Any
 
 from mtkit.config.convert import short_repr
 from mtkit.config.load import config_from_dict, config_to_dict
+from mtkit.config.paths import absolute_paths
 from mtkit.config.schema import ConfigError, ExperimentConfig
 from mtkit.data.prepare import reused_tokenizers
 from mtkit.data.tokenizer import TokenizerPair
@@ -27,8 +28,9 @@ SHOWN = 3  # changes named in the message
 
 
 def tokenizer_settings(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The dotted config keys a trained tokenizer depends on, with their values."""
-    plain = config_to_dict(cfg)
+    """The dotted config keys a trained tokenizer depends on, with their values (paths
+    absolute: an older run's relative ones against the current folder)."""
+    plain = config_to_dict(absolute_paths(cfg))
     out = {f"data.{k}": v for k, v in plain["data"].items() if k not in AFTER_TOKENIZER}
     out.update(
         {f"tokenizer.{k}": v for k, v in plain["tokenizer"].items() if k not in BATCHES_ONLY}

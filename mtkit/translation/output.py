@@ -39,8 +39,9 @@ def format_translation(t: Translation, fmt: str, index: int, nbest: bool = False
     """One translation as output text (ending in a newline).
 
     text: the best hypothesis; with `nbest`, Moses n-best lines `index ||| hypothesis ||| score`
-    (none for an empty input line). tsv: `source<TAB>hypothesis<TAB>score` per hypothesis (an
-    empty input line gives one row of empty fields). jsonl: one object per input line.
+    per hypothesis. tsv: `source<TAB>hypothesis<TAB>score` per hypothesis. An empty input line
+    gives one line of empty fields in both (`index |||  ||| `, three empty fields), so every
+    input index appears. jsonl: one object per input line.
     """
     if fmt == "jsonl":
         record = {
@@ -60,6 +61,8 @@ def format_translation(t: Translation, fmt: str, index: int, nbest: bool = False
     if fmt == "text":
         if not nbest:
             return t.text + "\n"
+        if not t.nbest:
+            return f"{index} |||  ||| \n"
         return "".join(f"{index} ||| {c.text} ||| {c.score:.4f}\n" for c in t.nbest)
     raise TranslationError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
 

@@ -32,7 +32,7 @@ from mtkit.config.load import config_from_dict
 from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig
 from mtkit.data.batching import pad, token_batches
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
-from mtkit.errors import MtkitError
+from mtkit.errors import MtkitError, plural
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer, build_model
 from mtkit.runtime import keep_freed_memory, resolve_device
@@ -265,7 +265,10 @@ class Translator:
             out[i].truncated = len(ids) > limit or len(lines[i].strip()) > cap
         too_long = sum(t.truncated for t in out)
         if warn and too_long:
-            logger.warning("%d input line(s) longer than %d tokens were truncated", too_long, limit)
+            logger.warning(
+                "%s longer than %d tokens %s truncated", plural(too_long, "input line"), limit,
+                "was" if too_long == 1 else "were",
+            )  # fmt: skip
         if generator is None and dec.sampling:
             generator = self.generator(dec.seed)
         decoded = translate_nbest(
@@ -310,8 +313,8 @@ class Translator:
         if truncated:
             limit = self.config.model.max_positions - 1
             logger.warning(
-                "%d of %d input line(s) were longer than %d tokens and were truncated",
-                truncated, total, limit,
+                "%d of %s %s longer than %d tokens and truncated",
+                truncated, plural(total, "input line"), "was" if truncated == 1 else "were", limit,
             )  # fmt: skip
 
     def translate_stream(

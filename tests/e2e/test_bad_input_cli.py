@@ -214,11 +214,11 @@ def test_tsv_rows_with_the_wrong_number_of_columns(
     tsv = write(tmp_path / "train.tsv", "\n".join(rows) + "\n")
     data = {"format": "tsv", "train": str(tsv), "valid": None, "test": None, "valid_size": 20}
     line = assert_error(invoke("prepare", str(make_config(data=data))), "train.tsv:6")
-    assert "1 columns, expected 2" in line and "data.on_bad_row: skip" in line
+    assert "1 column, expected 2" in line and "data.on_bad_row: skip" in line
     data["on_bad_row"] = "skip"
     result = invoke("prepare", str(make_config(data=data)))
     assert_ok(result)
-    assert "train.tsv:6: 1 columns, expected 2 (a tab inside a field?); dropping" in result.stderr
+    assert "train.tsv:6: 1 column, expected 2 (a tab inside a field?); dropping" in result.stderr
     assert load_stats(tmp_path / "prepared")["splits"]["train"]["dropped"]["bad_row"] == 1
     write(tsv, "only one column\n" + "\n".join(rows[6:]) + "\n")
     assert_error(invoke("prepare", str(make_config(data=data))), "train.tsv:1", "tsv columns")
@@ -453,7 +453,7 @@ def test_evaluate_failures_leave_no_hypothesis_file(
     ref = write(tmp_path / "test.de", "die Katze\n")
     hyp = tmp_path / "hyp.de"
     args = ["evaluate", str(run_dir), "--src", str(src), "--ref", str(ref), "-o", str(hyp)]
-    assert_error(invoke(*args), "test.de has 1 lines", "test.en has 2")
+    assert_error(invoke(*args), "test.de has 1 line but", "test.en has 2")
     assert not hyp.exists()
     write(ref, "die Katze\nein Hund\n")
     assert_error(invoke(*args, "--metrics", "bleu,blue"), "unknown metric 'blue'")

@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from mtkit.checkpoint import load_checkpoint
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.config.load import load_config
 from mtkit.config.schema import ConfigError
 from mtkit.data.batching import collate_columns, load_prepared

@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from mtkit.checkpoint import load_checkpoint, save_checkpoint
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from tests.tiny_checkpoint import train_tiny_tokenizers, write_tiny_run
 
 

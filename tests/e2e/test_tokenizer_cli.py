@@ -80,6 +80,6 @@ def test_encode_decode_pipe_stdin_to_stdout(tmp_path: Path) -> None:
         assert dec.stdout.splitlines() == lines
     out = tmp_path / "pieces.txt"
     enc = runner.invoke(app, ["tokenizer", "encode", model, "-o", str(out)], input="Hi.\n")
-    assert enc.exit_code == 0 and enc.stdout == "" and "encoded 1 lines" in enc.stderr
+    assert enc.exit_code == 0 and enc.stdout == "" and "encoded 1 line to" in enc.stderr
     bad = runner.invoke(app, ["tokenizer", "decode", model], input="3 99999\n")
     assert bad.exit_code == 1 and bad.stderr.startswith("error: stdin:1: id out of range")

@@ -64,8 +64,13 @@ def test_tsv_and_text_formats(ckpt: Path, tmp_path: Path) -> None:
     assert all(float(r[2]) <= 0 for r in (rows[0], rows[2]))
     code, out, _ = run("translate", ckpt, "-i", src, "--nbest", "2")
     assert code == 0
-    ids = [line.split(" ||| ")[0] for line in out.splitlines()]
-    assert ids == ["0", "0", "2", "2"]  # the empty line has no hypotheses
+    moses = [line.split(" ||| ") for line in out.splitlines()]
+    assert [m[0] for m in moses] == ["0", "0", "1", "2", "2"]  # the empty line kept, as in tsv
+    assert moses[2] == ["1", "", ""] and all(len(m) == 3 for m in moses)
+    code, out, _ = run("translate", ckpt, "-i", src, "--nbest", "2", "-f", "tsv")
+    assert [row.split("\t")[0] for row in out.splitlines()] == [SOURCES[2]] * 2 + [""] + [
+        SOURCES[3]
+    ] * 2
     code, out, _ = run("translate", ckpt, "-i", src, "--greedy")
     assert code == 0 and len(out.splitlines()) == 3 and out.splitlines()[1] == ""
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.config.schema import DecodingConfig, ModelConfig
 from mtkit.data.tokenizer import TokenizerPair, train_tokenizers
 from mtkit.model.masks import pad_mask

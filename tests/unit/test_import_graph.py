@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "evaluation": LEAVES | {"model", "search", "data", "translation"},
     # commands: none imports a sibling command
     "training": LEAVES | {"model", "search", "data", "translation", "evaluation"},
-    "export": LEAVES | {"model", "data", "translation", "evaluation"},
+    "export": LEAVES | {"model", "search", "data", "translation", "evaluation"},
     "serve": LEAVES | {"model", "search", "data", "translation", "evaluation"},
     "reporting": LEAVES | {"data", "evaluation"},
     # the command line sits on top; nothing imports it

@@ -118,9 +118,7 @@ def test_tsv_malformed_rows_fail_or_skip(tmp_path: Path) -> None:
     lines[9] = "no tab here"
     lines[19] = f"{SRC[19]}\t{TGT[19]}\tand a tab in the target"  # not a shorter target
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(
-        DataError, match=r"2 malformed rows: .*train\.tsv:10: 1 columns, expected 2"
-    ):
+    with pytest.raises(DataError, match=r"2 malformed rows: .*train\.tsv:10: 1 column, expected 2"):
         prepare(make_cfg(tmp_path, format="tsv", train=str(path)))
     out = prepare(make_cfg(tmp_path, format="tsv", train=str(path), on_bad_row="skip"))
     assert load_stats(out)["splits"]["train"]["dropped"] == {"bad_row": 2}

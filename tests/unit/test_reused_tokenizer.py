@@ -9,7 +9,7 @@ import datasets
 import pytest
 from typer.testing import CliRunner
 
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.config.schema import ConfigError
 from mtkit.data.prepare import is_prepared, prepare
 from mtkit.data.tokenizer import TokenizerPair

@@ -223,11 +223,11 @@ def test_truncation_warning_counts_lines(
     with caplog.at_level(logging.WARNING, logger="mtkit.translation.translator"):
         out = translator.translate_full([long_line, "Hi.", long_line], opts(translator))
     assert [t.truncated for t in out] == [True, False, True]
-    assert f"2 input line(s) longer than {limit} tokens were truncated" in caplog.text
+    assert f"2 input lines longer than {limit} tokens were truncated" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="mtkit.translation.translator"):
         list(translator.translate_stream([long_line, "Hi.", long_line], opts(translator), 2))
-    assert f"2 of 3 input line(s) were longer than {limit} tokens" in caplog.text
+    assert f"2 of 3 input lines were longer than {limit} tokens" in caplog.text
 
 
 def test_iter_lines_splits_on_newline_only(tmp_path: Path) -> None:
@@ -271,7 +271,7 @@ def test_formats(translator: Translator) -> None:
     assert format_translation(results[1], "tsv", 1) == "\t\t\n"
     moses = format_translation(results[0], "text", 7, nbest=True).splitlines()
     assert [line.split(" ||| ")[0] for line in moses] == ["7", "7"]
-    assert format_translation(results[1], "text", 8, nbest=True) == ""
+    assert format_translation(results[1], "text", 8, nbest=True) == "8 |||  ||| \n"
     assert format_translation(results[0], "text", 7) == results[0].text + "\n"
     record = json.loads(format_translation(results[0], "jsonl", 0))
     assert set(record) == {"index", "source", "translation", "nbest", "time", "truncated"}
