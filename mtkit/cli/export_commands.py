@@ -58,9 +58,11 @@ def export(
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{format}'")
     owner = owner_of(output, [run] if run.is_dir() else [])
-    if owner is not None or output.is_file():
-        what = f"a file of the {owner[0]} in {owner[1]}" if owner else "a file"
-        raise OutputError(f"{output}: --output is {what}; expected a new or empty folder")
+    if owner is not None:
+        raise OutputError(
+            f"{output}: --output is a file of the {owner[0]} in {owner[1]}; expected a new or "
+            "empty folder"
+        )
     if format == "huggingface":
         _export_huggingface(run, output, quantization, force)
         return
