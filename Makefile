@@ -38,8 +38,8 @@ demo: $(STAMP) ## prepare → train → translate → evaluate on the bundled da
 
 bench: $(STAMP) ## Speed and memory benchmarks (not part of make test); BENCH_ARGS=--quick etc.
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
-	@if [ -f $(CT2_RUN)/best.pt ]; then $(PY) benchmarks/bench_ct2.py $(CT2_RUN) data/test.en; \
-	else echo "skipping mtkit vs CTranslate2 beam-5 speed: no $(CT2_RUN)/best.pt (run make demo first)"; fi
+	@if [ -f $(CT2_RUN)/best.pt ]; then $(PY) benchmarks/bench_decode.py $(CT2_RUN) data/test.en --ref data/test.de; \
+	else echo "skipping mtkit vs CTranslate2 decoding speed: no $(CT2_RUN)/best.pt (run make demo first)"; fi
 
 docs: $(STAMP) ## Regenerate docs/config.md from the comments in mtkit/config/schema.py
 	$(PY) scripts/gen_config_doc.py

@@ -43,7 +43,7 @@ START_S = 300.0  # deadline for a server (and an export) to come up
 ENGINES = {  # name -> serve options
     "pytorch": [],
     "ctranslate2": ["--engine", "ctranslate2"],
-    "ctranslate2-int8": ["--engine", "ctranslate2", "--quantization", "int8"],
+    "ctranslate2-int8": ["--engine", "ctranslate2", "--quantize", "int8"],
 }
 
 
@@ -158,19 +158,12 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def sequential(run: Path, engine: str, lines: list[str], beam: int | None) -> tuple[float, Any]:
     """Sentences/s of `mtkit translate`'s path (batched, chunks of 500) and its outputs."""
-    from mtkit.cli.serve_commands import with_run_export
-    from mtkit.serve.settings import ServeSettings
-    from mtkit.translation.ctranslate2_engine import CT2Translator
+    from mtkit.cli.engine_choice import open_engine
     from mtkit.translation.output import stream_translations
-    from mtkit.translation.translator import Translator
 
-    translator: Any
-    if engine == "pytorch":
-        translator = Translator.load(run, device="cpu")
-    else:
-        quantization = "int8" if engine.endswith("int8") else "float32"
-        settings = ServeSettings([run], engine="ctranslate2", quantization=quantization)
-        translator = CT2Translator.load(with_run_export(settings).runs[0], device="cpu")
+    quantize = "int8" if engine.endswith("int8") else "none"
+    kind = "pytorch" if engine == "pytorch" else "ctranslate2"
+    translator: Any = open_engine([run], "cpu", kind, quantize)
     dec = translator.config.decoding
     dec = replace(dec, beam_size=beam, nbest=1) if beam else dec
     translator.translate(lines[:10], dec)  # warm-up

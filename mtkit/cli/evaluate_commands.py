@@ -8,10 +8,12 @@ from typing import Annotated
 import typer
 
 from mtkit.cli.app import app, handle_errors, setup_logging
+from mtkit.cli.engine_choice import open_engine
 from mtkit.cli.options import (
     BatchTokensOpt,
     BeamOpt,
     DeviceOpt,
+    EngineOpt,
     GreedyOpt,
     LengthNormOpt,
     LengthPenaltyOpt,
@@ -20,6 +22,7 @@ from mtkit.cli.options import (
     MinLenOpt,
     NoRepeatOpt,
     OverwriteOpt,
+    QuantizeOpt,
     SearchFlags,
     check_positive,
     output_guard,
@@ -103,6 +106,8 @@ def evaluate(
     json_out: JsonOpt = False,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
+    engine: EngineOpt = "auto",
+    quantize: QuantizeOpt = "none",
 ) -> None:
     """Score translations with sacreBLEU (BLEU, chrF, chrF++, TER) and print their signatures.
 
@@ -115,7 +120,6 @@ def evaluate(
     setup_logging()
     from mtkit.evaluation import inputs
     from mtkit.evaluation.evaluate import evaluate_model
-    from mtkit.translation.engine import load_engine
 
     names = inputs.metric_names(metrics, tokenize)
     if hyp:
@@ -125,7 +129,8 @@ def evaluate(
             hyp, ref or [], names, tokenize or "13a", paired_bs, bs_samples, bs_seed, json_out
         )
         return
-    translator = load_engine(inputs.check_model_arguments(run, paired_bs), device)
+    runs = inputs.check_model_arguments(run, paired_bs)
+    translator = open_engine(runs, device, engine, quantize)
     dec = SearchFlags(
         beam_size=beam, greedy=greedy, length_penalty=length_penalty, length_norm=length_norm,
         max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,

@@ -46,6 +46,21 @@ RunsArg = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda")]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto (an export folder runs on CTranslate2, a run on PyTorch), pytorch, or "
+        "ctranslate2: the run's CTranslate2 export in RUN/ctranslate2-float32/, made when "
+        "missing or older than the checkpoint (needs the ctranslate2 package)"
+    ),
+]
+QuantizeOpt = Annotated[
+    str,
+    typer.Option(
+        help="none, or int8: int8 weights and products (PyTorch: dynamic quantization of the "
+        "Linear layers, CPU only; CTranslate2: compute type int8)"
+    ),
+]
 OverwriteOpt = Annotated[
     bool, typer.Option(help="Replace output files that exist (never inputs or a run's files)")
 ]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Annotated
 
 import typer
 
 from mtkit.cli.app import app, handle_errors, setup_logging
-from mtkit.cli.options import DeviceOpt, RunsArg
+from mtkit.cli.engine_choice import ctranslate2_export
+from mtkit.cli.options import DeviceOpt, EngineOpt, QuantizeOpt, RunsArg
 from mtkit.serve.settings import ServeSettings, require_serve_extra
 
 LIMITS = "Limits"
@@ -17,16 +17,6 @@ BATCHING = "Batching"
 
 HostOpt = Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface)")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on (0: any free port)")]
-EngineOpt = Annotated[
-    str,
-    typer.Option(
-        help="pytorch, or ctranslate2 (the run's CTranslate2 export, written on first use)"
-    ),
-]
-QuantizationOpt = Annotated[
-    str | None,
-    typer.Option(help="ctranslate2 weights: float32 (default) or int8"),
-]
 MaxWaitOpt = Annotated[
     float,
     typer.Option(
@@ -60,8 +50,8 @@ def serve(
     runs: RunsArg,
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8000,
-    engine: EngineOpt = "pytorch",
-    quantization: QuantizationOpt = None,
+    engine: EngineOpt = "auto",
+    quantize: QuantizeOpt = "none",
     device: DeviceOpt = "auto",
     max_wait_ms: MaxWaitOpt = 5.0,
     queue_sentences: QueueOpt = 2048,
@@ -78,7 +68,7 @@ def serve(
 
     Examples:
       mtkit serve runs/demo --port 8000
-      mtkit serve runs/demo --engine ctranslate2 --quantization int8
+      mtkit serve runs/demo --engine ctranslate2 --quantize int8
       mtkit serve runs/seed1 runs/seed2 --port 8001      # an ensemble
       curl -s localhost:8000/translate -H 'content-type: application/json' \\
         -d '{"sentences": ["A man is walking."], "beam_size": 5}'
@@ -87,32 +77,12 @@ def serve(
     from mtkit.serve.server import serve as run_server
 
     settings = ServeSettings(
-        runs, host=host, port=port, engine=engine, quantization=quantization, device=device,
+        runs, host=host, port=port, engine=engine, quantize=quantize, device=device,
         max_wait_ms=max_wait_ms, max_sentences=max_sentences, max_chars=max_chars,
         max_beam=max_beam, queue_sentences=queue_sentences, timeout_s=timeout,
     )  # fmt: skip
     settings.check()
     require_serve_extra()
     if engine == "ctranslate2":
-        settings = with_run_export(settings)
+        settings = dataclasses.replace(settings, runs=[ctranslate2_export(runs[0])])
     run_server(settings)
-
-
-def with_run_export(settings: ServeSettings) -> ServeSettings:
-    """`--engine ctranslate2` on a run: serve its export RUN/ctranslate2-QUANTIZATION/, written
-    now when missing or older than the checkpoint (an export folder is served as it is)."""
-    from mtkit.checkpoint import resolve_checkpoint
-    from mtkit.export.ctranslate2 import export_ctranslate2
-    from mtkit.translation.ctranslate2_engine import MODEL_FILE, is_export
-
-    run = settings.runs[0]
-    if is_export(run):
-        return settings
-    quantization = settings.quantization or "float32"
-    ckpt = resolve_checkpoint(run)
-    folder = ckpt.parent / f"ctranslate2-{quantization}"
-    if not is_export(folder) or (folder / MODEL_FILE).stat().st_mtime < ckpt.stat().st_mtime:
-        why = "is older than the checkpoint" if is_export(folder) else "does not exist yet"
-        logging.getLogger(__name__).info("%s %s; exporting %s", folder, why, ckpt)
-        export_ctranslate2(ckpt, folder, quantization=quantization, force=True)
-    return dataclasses.replace(settings, runs=[folder], quantization=None)

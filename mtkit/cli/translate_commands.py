@@ -8,10 +8,12 @@ from typing import Annotated, Any
 import typer
 
 from mtkit.cli.app import app, handle_errors, setup_logging
+from mtkit.cli.engine_choice import open_engine
 from mtkit.cli.options import (
     BatchTokensOpt,
     BeamOpt,
     DeviceOpt,
+    EngineOpt,
     GreedyOpt,
     LengthNormOpt,
     LengthPenaltyOpt,
@@ -21,6 +23,7 @@ from mtkit.cli.options import (
     NbestOpt,
     NoRepeatOpt,
     OverwriteOpt,
+    QuantizeOpt,
     RunsArg,
     SampleOpt,
     SearchFlags,
@@ -85,6 +88,8 @@ def translate(
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
+    engine: EngineOpt = "auto",
+    quantize: QuantizeOpt = "none",
 ) -> None:
     """Translate one sentence per line, from a file or stdin, to a file or stdout.
 
@@ -98,7 +103,6 @@ def translate(
       mtkit translate runs/demo -i mono.en --sample --top-p 0.9 -o back.de
     """
     setup_logging()
-    from mtkit.translation.engine import load_engine
     from mtkit.translation.input_lines import check_stdin
     from mtkit.translation.output import FORMATS
 
@@ -111,7 +115,7 @@ def translate(
     for path, option in ((output, "--output"), (attention, "--attention")):
         if path is not None:
             guard.check(path, option)
-    translator = load_engine(run, device)
+    translator = open_engine(run, device, engine, quantize, attention=attention is not None)
     dec = SearchFlags(
         beam_size=beam, greedy=greedy, nbest=nbest, length_penalty=length_penalty,
         length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,

@@ -12,7 +12,7 @@ from typing import Protocol
 from mtkit.checkpoint import resolve_checkpoint
 from mtkit.config.schema import DecodingConfig, ExperimentConfig
 from mtkit.data.tokenizer import TokenizerPair
-from mtkit.serve.settings import ServeError, ServeSettings
+from mtkit.serve.settings import ServeSettings
 from mtkit.translation.translator import MAX_CHARS_PER_TOKEN, Translation
 
 logger = logging.getLogger(__name__)
@@ -42,28 +42,23 @@ class LoadedEngine:
 
 
 def load_engine(settings: ServeSettings) -> LoadedEngine:
-    """Load the model once; an unusable run fails here with one MtkitError line.
-
-    PyTorch: one run, or several as an ensemble (as `mtkit translate RUN1 RUN2` does); an
-    export folder always runs on CTranslate2, as in `mtkit translate`. `--engine ctranslate2`
-    needs an export folder (`mtkit serve` on the command line writes the run's on first use).
-    """
-    from mtkit.translation.ctranslate2_engine import CT2Translator, is_export
+    """Load the model once, as `mtkit translate` would (translation.engine.load_engine: a run or
+    an ensemble on PyTorch, an export folder on CTranslate2); an unusable run fails here with one
+    MtkitError line. `--engine ctranslate2` on a run: the command line exports it first."""
+    from mtkit.translation.ctranslate2_engine import CT2Translator
+    from mtkit.translation.engine import load_engine as load_translator
 
     runs = [Path(run) for run in settings.runs]
-    if settings.engine == "pytorch" and not (len(runs) == 1 and is_export(runs[0])):
-        from mtkit.translation.engine import load_engine as load_pytorch
-
-        torch_model = load_pytorch(runs, device=settings.device)
-        members = [resolve_checkpoint(run) for run in runs]
-        return LoadedEngine("pytorch", torch_model, torch_model.checkpoint, members)
-    folder = runs[0]
-    if not is_export(folder):
-        raise ServeError(f"{folder}: not a CTranslate2 export (write one with `mtkit export`)")
-    compute_type = settings.quantization or "default"  # default: the weights as exported
-    ct2 = CT2Translator.load(folder, device=settings.device, compute_type=compute_type)
-    origin = ct2.info.get("exported_from")
-    return LoadedEngine("ctranslate2", ct2, folder, [Path(str(origin))] if origin else [])
+    translator = load_translator(
+        runs, device=settings.device, engine=settings.engine, quantize=settings.quantize
+    )
+    if isinstance(translator, CT2Translator):
+        origin = translator.info.get("exported_from")
+        return LoadedEngine(
+            "ctranslate2", translator, runs[0], [Path(str(origin))] if origin else []
+        )
+    members = [resolve_checkpoint(run) for run in runs]
+    return LoadedEngine("pytorch", translator, translator.checkpoint, members)
 
 
 def source_lengths(engine: Engine, lines: Sequence[str]) -> list[int]:

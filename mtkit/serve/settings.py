@@ -10,8 +10,6 @@ from pathlib import Path
 from mtkit.config.schema import ConfigError
 from mtkit.errors import MtkitError
 
-ENGINES = ("pytorch", "ctranslate2")
-CT2_QUANTIZATIONS = ("float32", "int8")
 INSTALL_HINT = "pip install 'mtkit[serve]'"
 
 
@@ -26,8 +24,8 @@ class ServeSettings:
     runs: list[Path]  # run directories or checkpoints (several: an ensemble), or one export
     host: str = "127.0.0.1"  # 0.0.0.0 listens on every interface
     port: int = 8000
-    engine: str = "pytorch"  # pytorch: the checkpoint; ctranslate2: the run's CT2 export
-    quantization: str | None = None  # ctranslate2: float32 or int8 (None: float32, or as exported)
+    engine: str = "auto"  # auto, pytorch, or ctranslate2 (the run's CT2 export), as `translate`
+    quantize: str = "none"  # none or int8 (PyTorch dynamic int8 Linears, or CT2 compute type)
     device: str = "auto"  # auto, cpu or cuda
     max_wait_ms: float = 5.0  # how long the batcher waits for more requests to fill a batch
     max_sentences: int = 64  # per request; more is refused with 413
@@ -38,21 +36,15 @@ class ServeSettings:
 
     def check(self) -> None:
         """Raise ConfigError naming the first option that cannot work."""
-        if self.engine not in ENGINES:
-            raise ConfigError(
-                f"--engine: expected one of {', '.join(ENGINES)}, got {self.engine!r}"
-            )
-        if self.quantization is not None and self.quantization not in CT2_QUANTIZATIONS:
-            raise ConfigError(
-                f"--quantization: expected one of {', '.join(CT2_QUANTIZATIONS)}, "
-                f"got {self.quantization!r}"
-            )
-        if self.quantization is not None and self.engine != "ctranslate2":
-            raise ConfigError("--quantization needs --engine ctranslate2")
+        from mtkit.translation.engine import check_engine
+        from mtkit.translation.quantize import check_quantization
+
+        check_engine(self.engine)
+        check_quantization(self.quantize)
         if not self.runs:
             raise ConfigError("RUN: give a run directory, a checkpoint or an export folder")
-        if len(self.runs) > 1 and self.engine != "pytorch":
-            raise ConfigError("an ensemble of runs needs --engine pytorch")
+        if len(self.runs) > 1 and self.engine == "ctranslate2":
+            raise ConfigError("--engine ctranslate2 translates with one model, not an ensemble")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port: expected 0 to 65535, got {self.port}")
         for name in ("max_sentences", "max_chars", "max_beam", "queue_sentences"):

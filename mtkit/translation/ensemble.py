@@ -18,12 +18,13 @@ from mtkit.translation.translator import Translator
 logger = logging.getLogger(__name__)
 
 
-def load_ensemble(paths: list[Path], device: str = "auto") -> Translator:
-    """A Translator averaging the models of `paths` (run directories or checkpoint files).
+def load_ensemble(paths: list[Path], device: str = "auto", quantize: str = "none") -> Translator:
+    """A Translator averaging the models of `paths` (run directories or checkpoint files),
+    each loaded with `quantize` (see Translator.load).
 
     Runs whose tokenizers differ (compared byte for byte) are refused with one line.
     """
-    members = [Translator.load(path, device=device) for path in paths]
+    members = [Translator.load(path, device=device, quantize=quantize) for path in paths]
     if len(members) == 1:
         return members[0]
     check_same_tokenizers([(t.checkpoint, t.tokenizers) for t in members])

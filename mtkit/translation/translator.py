@@ -40,6 +40,7 @@ from mtkit.search.common import Hypothesis
 from mtkit.search.ensemble import Ensemble
 from mtkit.search.strategy import search
 from mtkit.translation.compatibility import check_vocabulary
+from mtkit.translation.quantize import check_quantization, quantize_model
 
 logger = logging.getLogger(__name__)
 
@@ -224,8 +225,12 @@ class Translator:
     checkpoint: Path
 
     @classmethod
-    def load(cls, path: Path, device: str = "auto") -> Translator:
-        """Load from a run directory (its best checkpoint) or a checkpoint file."""
+    def load(cls, path: Path, device: str = "auto", quantize: str = "none") -> Translator:
+        """Load from a run directory (its best checkpoint) or a checkpoint file.
+
+        `quantize` "int8": the Linear layers run in int8 (translation/quantize.py; CPU only).
+        """
+        check_quantization(quantize)  # before the (slow) load
         ckpt_path = resolve_checkpoint(path)
         state = load_checkpoint(ckpt_path)
         try:
@@ -235,6 +240,7 @@ class Translator:
         torch_device = resolve_device(device)
         keep_freed_memory()  # per-step logits reuse the heap instead of fresh pages
         model.to(torch_device).eval()
+        quantize_model(model, quantize)
         return cls(model, tokenizers, cfg, torch_device, ckpt_path)
 
     def translate(self, lines: Sequence[str], dec: DecodingConfig) -> list[str]:
