@@ -34,7 +34,7 @@ format: $(STAMP) ## Format the code
 
 demo: $(STAMP) ## prepare → train → translate → evaluate on the bundled data, prints BLEU
 	$(VENV)/bin/mtkit train configs/demo.yaml --overwrite
-	$(VENV)/bin/mtkit evaluate runs/demo --split test
+	$(VENV)/bin/mtkit evaluate runs/demo --split test --overwrite
 
 bench: $(STAMP) ## Speed and memory benchmarks (not part of make test); BENCH_ARGS=--quick etc.
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)

@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtkit.errors import MtkitError
+from mtkit.errors import UsageError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class RuntimeConfigError(MtkitError):
-    """A device/precision combination that cannot run on this machine."""
+class RuntimeConfigError(UsageError):
+    """A device/precision combination that cannot run on this machine (exit 2)."""
 
 
 def resolve_device(name: str) -> torch.device:

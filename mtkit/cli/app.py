@@ -20,8 +20,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typer.models import CommandFunctionType
 
-from mtkit.config.schema import ConfigError
-from mtkit.errors import MtkitError
+from mtkit.errors import MtkitError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 HELP_OPTIONS = {"help_option_names": ["--help", "-h"]}
@@ -118,7 +117,7 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except ConfigError as e:
+        except UsageError as e:  # a config or command-line problem, refused before any work
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:

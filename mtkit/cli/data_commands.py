@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mtkit.cli.app import Group, Typer, app, handle_errors, setup_logging
-from mtkit.cli.options import ConfigArg, ProgressOpt, SetOpt
+from mtkit.cli.options import ConfigArg, OverwriteOpt, ProgressOpt, SetOpt, output_guard
 from mtkit.config.load import load_config
 from mtkit.errors import plural
 
@@ -59,6 +58,7 @@ def tokenizer_train(
         Path | None, typer.Option("--output", "-o", help="Directory for the .model file(s)")
     ] = None,
     progress: ProgressOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train the sentencepiece model(s) of a config on its (cleaned) training split.
 
@@ -67,9 +67,13 @@ def tokenizer_train(
     cfg = load_config(config, overrides or [])
     setup_logging()
     from mtkit.data.prepare import build_tokenizers
+    from mtkit.data.tokenizer import JOINT_FILE, SRC_FILE, TGT_FILE
     from mtkit.progress import Progress
 
     out = output or Path(cfg.data.prepared_dir) / "tokenizer"
+    guard = output_guard([], [config], overwrite)
+    for name in [JOINT_FILE] if cfg.tokenizer.joint else [SRC_FILE, TGT_FILE]:
+        guard.check(out / name)
     pair = build_tokenizers(cfg, out, Progress.on_stderr(progress))
     names = ", ".join(sorted(pair.model_files()))
     typer.echo(f"wrote {names} to {out} (vocabulary {pair.src.vocab_size})")
@@ -85,6 +89,7 @@ def tokenizer_encode(
     ] = None,
     output: StreamOutputOpt = None,
     ids: Annotated[bool, typer.Option(help="Write token ids instead of pieces")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Segment text into sentencepiece pieces (or ids), one line per line.
 
@@ -96,6 +101,7 @@ def tokenizer_encode(
     from mtkit.translation.input_lines import stdin_lines
     from mtkit.translation.output import open_output
 
+    _check_streams(model, input, output, overwrite)
     tokenizer = Tokenizer.load(model)
     with open_output(output) as out:
         n = encode_lines(
@@ -114,6 +120,7 @@ def tokenizer_decode(
         typer.Option("--input", "-i", help="Pieces or ids, one line each (default: stdin)"),
     ] = None,
     output: StreamOutputOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Turn pieces (or ids) back into text, one line per line.
 
@@ -125,6 +132,7 @@ def tokenizer_decode(
     from mtkit.translation.input_lines import stdin_lines
     from mtkit.translation.output import open_output
 
+    _check_streams(model, input, output, overwrite)
     tokenizer = Tokenizer.load(model)
     with open_output(output) as out:
         n = decode_lines(tokenizer, input or stdin_lines(), out, batch_lines=_batch(input))
@@ -132,6 +140,18 @@ def tokenizer_decode(
         typer.echo(f"decoded {plural(n, 'line')} to {output}", err=True)
 
 
+def _check_streams(model: Path, input: Path | None, output: Path | None, overwrite: bool) -> None:
+    """Before any work: stdin is there when it is read; -o replaces neither input nor model."""
+    from mtkit.translation.input_lines import check_stdin
+
+    if input is None:
+        check_stdin("--input")
+    if output is not None:
+        output_guard([], [model, input], overwrite).check(output)
+
+
 def _batch(input: Path | None) -> int:
     """Lines per batch: one at a time from a terminal (each answer as it is typed)."""
-    return 1 if input is None and sys.stdin.isatty() else 10_000
+    from mtkit.translation.input_lines import stdin_is_terminal
+
+    return 1 if input is None and stdin_is_terminal() else 10_000

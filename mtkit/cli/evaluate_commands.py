@@ -21,10 +21,12 @@ from mtkit.cli.options import (
     MaxLenBOpt,
     MinLenOpt,
     NoRepeatOpt,
+    OverwriteOpt,
     ProgressOpt,
     QuantizeOpt,
     SearchFlags,
     check_positive,
+    output_guard,
 )
 from mtkit.cli.report_output import print_comparison, print_report
 from mtkit.progress import Progress
@@ -60,7 +62,13 @@ PairedBsOpt = Annotated[
 BsSamplesOpt = Annotated[int, typer.Option(help="Bootstrap resamples")]
 BsSeedOpt = Annotated[int, typer.Option(help="Bootstrap seed (sacreBLEU's default)")]
 HypOutputOpt = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Where to write the hypotheses")
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Where to write the hypotheses [default: RUN/<split>.<checkpoint>.<search>.hyp.<lang>"
+        ", e.g. runs/demo/test.best.beam5.lp1.0.hyp.de]",
+    ),
 ]
 MetricsOpt = Annotated[str, typer.Option(help="Comma-separated: bleu, chrf, chrf++, ter")]
 TokenizeOpt = Annotated[
@@ -99,6 +107,7 @@ def evaluate(
     tokenize: TokenizeOpt = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
     engine: EngineOpt = "auto",
     quantize: QuantizeOpt = "none",
     progress: ProgressOpt = None,
@@ -131,7 +140,8 @@ def evaluate(
     ).apply(translator.config.decoding)  # fmt: skip
     tokenize = inputs.run_tokenize(translator, tokenize, names)
     eval_set = inputs.eval_inputs(translator, split, src, ref)
-    out = output or inputs.default_hyp_path(translator, split, src)
+    out = output or inputs.default_hyp_path(translator, split, src, dec, len(run or []))
+    output_guard(list(run or []), list(eval_set.paths), overwrite).check(out)
     shown = Progress.on_stderr(progress)
     print_report(evaluate_model(translator, eval_set, dec, names, out, tokenize, shown), json_out)
 

@@ -10,6 +10,7 @@ import typer
 from mtkit.cli.app import app, handle_errors, setup_logging
 from mtkit.cli.options import ProgressOpt, RunArg
 from mtkit.config.schema import ConfigError
+from mtkit.files import OutputError, owner_of
 
 FORMATS = ("ctranslate2", "huggingface")
 
@@ -57,6 +58,12 @@ def export(
     setup_logging()
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{format}'")
+    owner = owner_of(output, [run] if run.is_dir() else [])
+    if owner is not None:
+        raise OutputError(
+            f"{output}: --output is a file of the {owner[0]} in {owner[1]}; expected a new or "
+            "empty folder"
+        )
     if format == "huggingface":
         _export_huggingface(run, output, quantization, force)
         return

@@ -1,12 +1,14 @@
 """Options and arguments that several commands share, declared once, and their checks.
 
 `SearchFlags` gathers the search/sampling flags of `translate` and `evaluate` and applies the
-ones that were given to a run's `DecodingConfig`, which is then validated once.
+ones that were given to a run's `DecodingConfig`, which is then validated once. `output_guard`
+is where a command's outputs are checked against what it reads (files.OutputGuard).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +17,7 @@ import typer
 
 from mtkit.config.schema import ConfigError, DecodingConfig
 from mtkit.config.validate import validate_decoding
+from mtkit.files import OutputGuard
 
 SEARCH = "Search"
 SAMPLING = "Sampling"
@@ -65,6 +68,9 @@ QuantizeOpt = Annotated[
         help="none, or int8: int8 weights and products (PyTorch: dynamic quantization of the "
         "Linear layers, CPU only; CTranslate2: compute type int8)"
     ),
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option(help="Replace output files that exist (never inputs or a run's files)")
 ]
 
 BeamOpt = Annotated[
@@ -168,3 +174,16 @@ def check_positive(name: str, value: int) -> None:
     """A count option (--chunk-size, --line, ...) must be 1 or more; else exit 2."""
     if value < 1:
         raise ConfigError(f"{name}: expected a positive number, got {value}")
+
+
+def output_guard(
+    runs: Sequence[Path], reads: Sequence[Path | None], overwrite: bool
+) -> OutputGuard:
+    """The guard of a command that reads `runs` (run directories, checkpoints or exports) and
+    the files `reads` (None: not given): its outputs never replace any of them."""
+    files = [p for p in reads if p is not None]
+    run_dirs = [p for p in runs if p.is_dir()]
+    for run in run_dirs:  # a run directory is read through its best.pt (or last.pt)
+        files += [run / name for name in ("best.pt", "last.pt") if (run / name).is_file()]
+    files += [p for p in runs if p.is_file()]
+    return OutputGuard(reads=files, run_dirs=run_dirs, overwrite=overwrite)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mtkit.cli.app import app, handle_errors
+from mtkit.cli.options import OverwriteOpt, output_guard
 
 
 @app.command()
@@ -17,6 +18,7 @@ def plot(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="PNG file (default: RUN/curves.png)")
     ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Plot learning curves to a PNG: training and validation NLL, the training objective
     (label-smoothed cross-entropy, a panel of its own) and validation BLEU, against updates and
@@ -26,6 +28,8 @@ def plot(
     """
     from mtkit.training.curves import plot_curves, read_curves
 
-    curves = read_curves(run / "metrics.jsonl")
-    out = plot_curves(curves, output or run / "curves.png", title=f"mtkit run: {run}")
+    metrics = run / "metrics.jsonl"
+    out = output_guard([run], [metrics], overwrite).check(output or run / "curves.png")
+    curves = read_curves(metrics)
+    out = plot_curves(curves, out, title=f"mtkit run: {run}")
     typer.echo(f"wrote {out}")

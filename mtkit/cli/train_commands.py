@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from mtkit.cli.app import app, handle_errors, setup_logging
-from mtkit.cli.options import DeviceOpt, ProgressOpt, SetOpt
+from mtkit.cli.options import DeviceOpt, OverwriteOpt, ProgressOpt, SetOpt, output_guard
 from mtkit.config.schema import ConfigError
 from mtkit.errors import MtkitError
 
@@ -24,7 +24,7 @@ TrainConfigArg = Annotated[
     ),
 ]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue the run from its newest checkpoint")]
-OverwriteOpt = Annotated[
+StartAgainOpt = Annotated[
     bool, typer.Option(help="Start again even if the run directory holds a run")
 ]
 NprocOpt = Annotated[
@@ -55,7 +55,7 @@ def train(
     config: TrainConfigArg,
     overrides: SetOpt = None,
     resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False,
+    overwrite: StartAgainOpt = False,
     nproc: NprocOpt = 1,
     device: TrainDeviceOpt = None,
     precision: PrecisionOpt = None,
@@ -120,15 +120,20 @@ def _train(
     cfg = load_train_config(config, overrides, resume=resume)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         _exec_torchrun(nproc, config, overrides, resume, overwrite)
-    # Only rank 0 logs (and writes train.log); other ranks report warnings only.
-    setup_logging(log_file=cfg.run_path / "train.log" if rank == 0 else None)
+    # Only rank 0 logs (and writes train.log, once the run is checked); other ranks report
+    # warnings only.
+    setup_logging()
     if rank != 0:
         logging.getLogger().setLevel(logging.ERROR)
     from mtkit.progress import Progress
     from mtkit.training.loop import train as run_train
 
     shown = Progress.on_stderr(progress if rank == 0 else False)
-    return run_train(cfg, resume=resume, overwrite=overwrite, progress=shown)
+
+    def start_log() -> None:
+        setup_logging(log_file=cfg.run_path / "train.log")
+
+    return run_train(cfg, resume=resume, overwrite=overwrite, progress=shown, start_log=start_log)
 
 
 def _init_overrides(init_from: Path | None, keep_optimizer: bool, keep_schedule: bool) -> list[str]:
@@ -185,6 +190,7 @@ def average(
     output: AverageOutputOpt = None,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Average the model weights of a run's last N checkpoints into one checkpoint.
 
@@ -199,9 +205,8 @@ def average(
     from mtkit.training.average import average_run, select_average
 
     lasts, shown = last or [5], Progress.on_stderr(progress)
+    _check_average_outputs(run, lasts, select_on, output, overwrite)
     if select_on is None:
-        if output is not None and len(lasts) > 1:
-            raise ConfigError("-o names one file: give one --last, or add --select-on valid")
         for n in lasts:
             typer.echo(f"wrote {average_run(run, n, output, shown)}")
         return
@@ -215,3 +220,27 @@ def average(
     typer.echo(
         f"best on {select_on}: {ranked[0].path}" + (f" (copied to {output})" if output else "")
     )
+
+
+def _check_average_outputs(
+    run: Path, lasts: list[int], select_on: str | None, output: Path | None, overwrite: bool
+) -> None:
+    """Before averaging: every file `average` will write may be written (files.OutputGuard)."""
+    from mtkit.checkpoint import step_checkpoints
+    from mtkit.training.average import average_path, check_select_on, selection_hyp_path
+
+    if select_on is None and output is not None and len(lasts) > 1:
+        raise ConfigError("-o names one file: give one --last, or add --select-on valid")
+    if select_on is not None:
+        check_select_on(select_on)
+    steps = [path for _, path in step_checkpoints(run)] if run.is_dir() else []
+    guard = output_guard([run], steps, overwrite)
+    if select_on is None and output is not None:
+        guard.check(output)
+        return
+    for n in dict.fromkeys(lasts):
+        average = guard.check(average_path(run, n), "the average")
+        if select_on is not None:
+            guard.check(selection_hyp_path(average, select_on), "its hypotheses")
+    if output is not None:
+        guard.check(output)

@@ -23,6 +23,7 @@ from mtkit.cli.options import (
     MinLenOpt,
     NbestOpt,
     NoRepeatOpt,
+    OverwriteOpt,
     ProgressOpt,
     QuantizeOpt,
     RunsArg,
@@ -33,6 +34,7 @@ from mtkit.cli.options import (
     TopKOpt,
     TopPOpt,
     check_positive,
+    output_guard,
 )
 from mtkit.config.schema import ConfigError, DecodingConfig
 from mtkit.errors import plural
@@ -87,6 +89,7 @@ def translate(
     top_p: TopPOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
     engine: EngineOpt = "auto",
     quantize: QuantizeOpt = "none",
     progress: ProgressOpt = None,
@@ -105,11 +108,18 @@ def translate(
       mtkit translate runs/demo -i mono.en --sample --top-p 0.9 -o back.de
     """
     setup_logging()
+    from mtkit.translation.input_lines import check_stdin
     from mtkit.translation.output import FORMATS
 
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got '{format}'")
     check_positive("--chunk-size", chunk_size)
+    if input is None:
+        check_stdin("--input")
+    guard = output_guard(run, [input], overwrite)
+    for path, option in ((output, "--output"), (attention, "--attention")):
+        if path is not None:
+            guard.check(path, option)
     translator = open_engine(run, device, engine, quantize, attention=attention is not None)
     dec = SearchFlags(
         beam_size=beam, greedy=greedy, nbest=nbest, length_penalty=length_penalty,
@@ -135,10 +145,10 @@ def _translate(
     """A prompt on a terminal; otherwise the input file or stdin to the output file or stdout."""
     from mtkit.files import count_lines
     from mtkit.progress import Progress
-    from mtkit.translation.input_lines import iter_lines, stdin_lines
+    from mtkit.translation.input_lines import iter_lines, stdin_is_terminal, stdin_lines
     from mtkit.translation.output import interactive, translate_to_output
 
-    if input is None and output is None and attention is None and sys.stdin.isatty():
+    if input is None and output is None and attention is None and stdin_is_terminal():
         typer.echo("Type a sentence and press Enter (Ctrl-D to quit).", err=True)
         interactive(translator, dec, write=typer.echo, fmt=format)
         return
@@ -165,6 +175,7 @@ def plot_attention(
         Path | None,
         typer.Option("--output", "-o", help="PNG file (default: attention_<line>.png)"),
     ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Draw one sentence's cross-attention as a PNG heatmap (needs matplotlib, the plot extra).
 
@@ -176,7 +187,8 @@ def plot_attention(
     from mtkit.translation.attention_dump import read_attention
 
     check_positive("--line", line)
-    att = read_attention(attention, line - 1)
     out = output or Path(f"attention_{line}.png")
+    output_guard([], [attention], overwrite).check(out)
+    att = read_attention(attention, line - 1)
     plot_matrix(att, out, title=f"{attention}: line {line}")
     typer.echo(f"wrote {out}")

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mtkit.errors import MtkitError
+from mtkit.errors import UsageError
 
 
-class ConfigError(MtkitError):
+class ConfigError(UsageError):
     """A config problem the user must fix; the message names the file/key and what was expected."""
 
 
@@ -68,7 +68,12 @@ class DataConfig:
     # Also filter valid/test by length/ratio/duplicates/same. False keeps them whole so scores
     # compare with other systems (over-long ids are truncated instead).
     clean_eval: bool = False
-    strict: bool = False  # invalid UTF-8 or malformed rows are fatal instead of skipped + counted
+    strict: bool = False  # invalid UTF-8 or NUL bytes are fatal instead of skipped + counted
+    # A row that does not have the shape of its format: a tsv/csv line with another number of
+    # columns than the header (or the first line) has, e.g. a tab inside a field; a jsonl line
+    # that is not a JSON object or lacks the source/target key. error: prepare fails, naming
+    # them (file:line); skip: they are dropped and counted as `bad_row`.
+    on_bad_row: Literal["error", "skip"] = "error"
 
 
 @dataclass
@@ -205,7 +210,8 @@ class EvaluationConfig:
 class ExperimentConfig:
     """One experiment: the whole YAML file."""
 
-    name: str = "experiment"  # run directory is runs/<name> unless run_dir is set
+    # a plain name (no '/' or '..'): the run directory is runs/<name> unless run_dir is set
+    name: str = "experiment"
     run_dir: str | None = None  # where checkpoints, logs and metrics go; None means runs/<name>
     data: DataConfig = field(default_factory=DataConfig)  # input files and cleaning
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)  # sentencepiece

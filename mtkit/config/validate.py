@@ -68,6 +68,7 @@ def validate(cfg: ExperimentConfig) -> None:
         for name in names:
             value = getattr(getattr(cfg, section), name)
             _check(0.0 <= value < 1.0, f"{section}.{name}", "a value in [0, 1)", value)
+    _validate_name(cfg.name)
     m, tok, data = cfg.model, cfg.tokenizer, cfg.data
     heads = f"a multiple of model.n_heads ({m.n_heads})"
     _check(m.d_model % m.n_heads == 0, "model.d_model", heads, m.d_model)
@@ -92,6 +93,17 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"data.max_len: expected at most model.max_positions - 2 ({m.max_positions - 2}), "
             f"got {data.max_len}"
+        )
+
+
+def _validate_name(name: str) -> None:
+    """A run's name names it; where it goes is `run_dir`'s business (runs/<name> by default)."""
+    plain = bool(name) and name.strip() == name and "\x00" not in name
+    plain = plain and not any(sep in name for sep in ("/", "\\")) and ".." not in name
+    if not plain or name == ".":
+        raise ConfigError(
+            f"name: expected a plain name (no '/', '\\' or '..'), got {short_repr(name)}; "
+            "to put the run elsewhere set run_dir (e.g. --set run_dir=/data/runs/x)"
         )
 
 
@@ -153,6 +165,8 @@ def _validate_data(data: DataConfig) -> None:
         )
     hub = data.hub_config
     _check(hub is None or data.format == "hub", "data.hub_config", "null unless format: hub", hub)
+    if data.strict and data.on_bad_row == "skip":
+        raise ConfigError("data.on_bad_row: 'skip' contradicts data.strict: true; drop one of them")
 
 
 def _validate_corpus(corpus: CorpusConfig, key: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import datasets
 
 from mtkit.config.schema import DataConfig
-from mtkit.data.bad_lines import MAX_REPORTED, NUL_BYTE, report_bad_line
+from mtkit.data.bad_lines import NUL_BYTE, BadRows, report_bad_line
 from mtkit.data.corpora import add_corpus_column
 from mtkit.data.loaders import load_with_datasets, select_columns
 from mtkit.data.rows import CODE, FEATURES, DataError
@@ -66,9 +66,9 @@ def _read_source(
             raise DataError(f"{source.key}: {source.spec} has no rows (only a header?)") from None
         return ds
     with progress.stage(f"reading {source.spec}"):
-        raw, unreadable = load_with_datasets(data, source, work, cache)
+        loaded = load_with_datasets(data, source, work, cache)
         cache_file = work / ".cache" / f"{source.split}-{index}.arrow"
-        return select_columns(data, source, raw, cache_file, unreadable)
+        return select_columns(data, source, loaded, cache_file)
 
 
 def _counted_rows(
@@ -130,11 +130,16 @@ def _column_indices(data: DataConfig, source: Source, header: list[str] | None) 
 def _table_rows(
     data: DataConfig, source: Source, records: Iterator[tuple[int, list[str] | None]]
 ) -> Iterator[dict[str, Any]]:
-    """Rows from (line, fields) records of a tsv/csv file; a header row when columns are named."""
+    """Rows from (line, fields) records of a tsv/csv file; a header row when columns are named.
+
+    Every row must have as many fields as the header (or the first row): another number is a
+    bad row (a tab or comma inside a field), never a silently shortened pair.
+    """
     path = source.files[0]
     named = isinstance(data.src_column, str)
     indices: tuple[int, int] | None = None if named else _column_indices(data, source, None)
-    seen = [0]
+    width: int | None = None  # fields per row: the header's, or the first row's
+    seen, bad = [0], BadRows(data, path, source.key)
     for line, fields in records:
         if fields is None:
             report_bad_line(data, path, line, seen)
@@ -146,26 +151,28 @@ def _table_rows(
             continue
         if indices is None:
             indices = _column_indices(data, source, [f.strip() for f in fields])
+            width = len(fields)
             continue
-        need = max(indices) + 1
-        if len(fields) < need:
-            if data.strict or line == 1:
-                raise DataError(
-                    f"{path}:{line}: expected at least {plural(need, data.format + ' column')}, "
-                    f"found {len(fields)} (check data.format, data.src_column/data.tgt_column)"
-                )
-            seen[0] += 1
-            if seen[0] <= MAX_REPORTED:
-                logger.warning(
-                    "%s:%d: %s, expected %d; skipping",
-                    path,
-                    line,
-                    plural(len(fields), "column"),
-                    need,
-                )
-            yield {"src": "", "tgt": "", "drop": CODE["malformed"]}
+        if width is None:  # the first row: it must hold the configured columns
+            width = _first_width(data, path, line, fields, max(indices) + 1)
+        if len(fields) != width:
+            sep = "tab" if data.format == "tsv" else "comma or quote"
+            found = plural(len(fields), "column")
+            bad.add(line, f"{found}, expected {width} (a {sep} inside a field?)")
+            yield {"src": "", "tgt": "", "drop": CODE["bad_row"]}
             continue
         yield {"src": fields[indices[0]], "tgt": fields[indices[1]], "drop": 0}
+    bad.finish()
+
+
+def _first_width(data: DataConfig, path: Path, line: int, fields: list[str], need: int) -> int:
+    """The number of fields of the first row, which must hold the configured columns."""
+    if len(fields) < need:
+        raise DataError(
+            f"{path}:{line}: expected at least {plural(need, data.format + ' column')}, found "
+            f"{len(fields)} (check data.format, data.src_column/data.tgt_column)"
+        )
+    return len(fields)
 
 
 def _tsv_rows(data: DataConfig, source: Source) -> Iterator[dict[str, Any]]:

@@ -23,7 +23,8 @@ class DataError(MtkitError):
 # Reason codes in the `drop` column; 0 keeps the pair. Order = order of the checks.
 REASONS = (
     "invalid_utf8",
-    "malformed",
+    "malformed",  # a NUL byte
+    "bad_row",  # not the shape of its format (columns, JSON object, keys): data.on_bad_row
     "empty",
     "same",
     "duplicate",

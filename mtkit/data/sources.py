@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mtkit.config.schema import CorpusConfig, DataConfig
 from mtkit.data.rows import DataError
+from mtkit.files import special_kind
 
 
 @dataclass
@@ -64,6 +65,10 @@ def _source(data: DataConfig, split: str, spec: str) -> Source:
     for path in src.files:
         if path.is_dir():
             raise DataError(f"{src.key}: {path} is a directory, expected a {data.format} file")
+        if path.exists() and not path.is_file():  # /dev/zero, a FIFO: never read (or waited on)
+            raise DataError(
+                f"{src.key}: {path} is {special_kind(path)}, expected a regular {data.format} file"
+            )
         if not path.exists():
             hint = (
                 f" (format text reads PREFIX.{data.src_lang} and PREFIX.{data.tgt_lang}; "

@@ -20,7 +20,7 @@ import sentencepiece as spm
 
 from mtkit.config.schema import ConfigError, TokenizerConfig
 from mtkit.errors import MtkitError
-from mtkit.files import atomic_writer, read_lines
+from mtkit.files import atomic_write_bytes, atomic_writer, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -172,10 +172,8 @@ class TokenizerPair:
 
     def save(self, directory: Path) -> None:
         """Write the .model file(s) into `directory` (a run dir, a checkpoint dir)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         for name, data in self.model_files().items():
-            (directory / name).write_bytes(data)
+            atomic_write_bytes(Path(directory) / name, data)
 
 
 # --------------------------------------------------------------------------- training

@@ -57,6 +57,7 @@ class EvalSet:
     references: list[list[str]]
     source_name: str
     reference_names: list[str]
+    paths: list[Path] = field(default_factory=list)  # the files read (an output must not be one)
 
 
 def read_lines(path: Path) -> list[str]:
@@ -130,7 +131,7 @@ def file_set(src: Path, refs: Sequence[Path]) -> EvalSet:
     references = [read_lines(r) for r in refs]
     names = [str(r) for r in refs]
     check_counts(str(src), len(sources), names, references)
-    return EvalSet(sources, references, str(src), names)
+    return EvalSet(sources, references, str(src), names, [src, *refs])
 
 
 def split_set(translator: Any, split: str) -> EvalSet:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mtkit.config.schema import DecodingConfig
 from mtkit.evaluation.evaluate import (
     EvalSet,
     EvaluationError,
@@ -71,14 +72,37 @@ def eval_inputs(
     if refs:  # other references for the split's sources
         inputs.references = [read_lines(r) for r in refs]
         inputs.reference_names = [str(r) for r in refs]
+        inputs.paths += refs
         check_counts(
             inputs.source_name, len(inputs.sources), inputs.reference_names, inputs.references
         )
     return inputs
 
 
-def default_hyp_path(engine: Any, split: str | None, src: Path | None) -> Path:
-    """RUN/<split or source stem>.hyp.<target language>, beside the checkpoint."""
-    run_dir = engine.checkpoint.parent
+def default_hyp_path(
+    engine: Any, split: str | None, src: Path | None, dec: DecodingConfig, n_models: int = 1
+) -> Path:
+    """RUN/<split or source stem>.<checkpoint>.<search>.hyp.<target language>, beside the
+    checkpoint, e.g. runs/demo/test.best.beam5.lp1.0.hyp.de: evaluations with another
+    checkpoint or other search options never share a file."""
+    checkpoint = Path(engine.checkpoint)
     stem = src.stem if src is not None else (split or "test")
-    return Path(run_dir) / f"{stem}.hyp.{engine.config.data.tgt_lang}"
+    model = checkpoint.stem if n_models == 1 else f"ensemble{n_models}"
+    search = search_label(dec, engine.config.decoding)
+    name = f"{stem}.{model}.{search}.hyp.{engine.config.data.tgt_lang}"
+    return checkpoint.parent / name
+
+
+def search_label(dec: DecodingConfig, default: DecodingConfig) -> str:
+    """'greedy' or 'beam5.lp1.0', then every other search option that differs from the run's
+    `default` ('norm-average', 'minlen3', 'norepeat3', 'maxlen1.5x10')."""
+    parts = ["greedy" if dec.beam_size == 1 else f"beam{dec.beam_size}.lp{dec.length_penalty}"]
+    if dec.beam_size > 1 and dec.length_norm != default.length_norm:
+        parts.append(f"norm-{dec.length_norm}")
+    if dec.min_len != default.min_len:
+        parts.append(f"minlen{dec.min_len}")
+    if dec.no_repeat_ngram != default.no_repeat_ngram:
+        parts.append(f"norepeat{dec.no_repeat_ngram}")
+    if (dec.max_len_a, dec.max_len_b) != (default.max_len_a, default.max_len_b):
+        parts.append(f"maxlen{dec.max_len_a}x{dec.max_len_b}")
+    return ".".join(parts)

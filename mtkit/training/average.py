@@ -90,9 +90,28 @@ def average_run(
     }
     averaged["model"] = average_state_dicts([s["model"] for s in states])
     averaged["averaged_from"] = [p.name for p in chosen]
-    out = output or run_dir / f"average_last{last}.pt"
+    out = output or average_path(run_dir, last)
     save_checkpoint(out, averaged)
     return out
+
+
+def check_select_on(split: str) -> None:
+    """Averages are chosen on valid (test is for scoring the choice, once)."""
+    if split != "valid":
+        raise CheckpointError(
+            f"--select-on: expected valid, got '{split}' (choose on validation data, then "
+            "score the choice on test once with `mtkit evaluate`)"
+        )
+
+
+def average_path(run_dir: Path, last: int) -> Path:
+    """Where the average of the last `last` checkpoints goes by default: RUN/average_lastN.pt."""
+    return run_dir / f"average_last{last}.pt"
+
+
+def selection_hyp_path(average: Path, split: str) -> Path:
+    """The hypotheses `select_average` writes next to an average (average_lastN.<split>.hyp)."""
+    return average.with_suffix(f".{split}.hyp")
 
 
 @dataclass
@@ -122,11 +141,7 @@ def select_average(
     from mtkit.evaluation.evaluate import evaluate_model, split_set
     from mtkit.translation.translator import Translator
 
-    if split != "valid":
-        raise CheckpointError(
-            f"--select-on: expected valid, got '{split}' (choose on validation data, then "
-            "score the choice on test once with `mtkit evaluate`)"
-        )
+    check_select_on(split)
     candidates = []
     for last in dict.fromkeys(lasts):  # in order, without repeats
         path = average_run(run_dir, last, progress=progress)
@@ -134,7 +149,7 @@ def select_average(
         inputs = split_set(translator, split)
         report = evaluate_model(
             translator, inputs, translator.config.decoding, ["bleu"],
-            path.with_suffix(f".{split}.hyp"), tokenize=translator.config.evaluation.tokenize,
+            selection_hyp_path(path, split), tokenize=translator.config.evaluation.tokenize,
             progress=progress,
         )  # fmt: skip
         logger.info("%s: %s BLEU %.2f", path.name, split, report.scores[0].score)

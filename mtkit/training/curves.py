@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mtkit.errors import MtkitError
+from mtkit.files import atomic_writer
 
 
 class PlotError(MtkitError):
@@ -110,7 +111,7 @@ def plot_curves(curves: Curves, out: Path, title: str) -> Path:
             ax.legend()
             ax.grid(alpha=0.3)
     fig.suptitle(title)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    with atomic_writer(out, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return out

@@ -15,13 +15,12 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 from mtkit import distributed
-from mtkit.config.load import dump_config
 from mtkit.config.paths import absolute_paths
 from mtkit.config.schema import ExperimentConfig
 from mtkit.data.batching import Batch, collate_columns
@@ -32,12 +31,13 @@ from mtkit.errors import MtkitError, plural
 from mtkit.progress import QUIET, Progress, format_duration
 from mtkit.runtime import check_precision, keep_freed_memory, resolve_device, set_threads
 from mtkit.training.checkpoints import save
-from mtkit.training.interrupt import Interrupt
+from mtkit.training.interrupt import Interrupt, stop_on_sigterm
 from mtkit.training.progress import Window, compile_finished, compile_started, report_progress
-from mtkit.training.run_dir import RunDirError, RunLock, prepare_run_dir
+from mtkit.training.resume_guard import check_resume
+from mtkit.training.run_dir import RunDirError, RunLock, check_run_dir, prepare_run_dir
 from mtkit.training.schedule import learning_rate
 from mtkit.training.state import Origin, Run, TrainState, build_run, find_origin
-from mtkit.training.tokenizer_guard import check_resume_settings, check_same_tokenizer
+from mtkit.training.tokenizer_guard import check_same_tokenizer
 from mtkit.training.update import update
 from mtkit.training.validation import check_bleu_tokenizer, validate
 
@@ -56,26 +56,31 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: Progress = QUIET,
+    start_log: Callable[[], None] | None = None,
 ) -> Path:
     """Prepare data if needed, train, validate and checkpoint; return the run directory.
 
     Single process, or one rank of a `torchrun` job (see mtkit/distributed.py). The run's
     config (RUN/config.yaml, and in every checkpoint) holds absolute paths (config/paths.py).
     `progress` shows the stages of preparing the data (training logs its own progress lines).
+    Nothing is written before the config, the run directory and (with `resume`) the checkpoint
+    are checked; `start_log` (e.g. opening train.log) runs once they are. A SIGTERM before the
+    first update stops at once, releasing the run lock.
     """
     given = cfg.run_path
     cfg = absolute_paths(cfg)
-    check_bleu_tokenizer(cfg)  # a typo fails now, not at the first validation
-    device = resolve_device(cfg.training.device)
-    check_precision(cfg.training.precision, device)
-    set_threads(cfg.training.threads)
-    keep_freed_memory()  # large per-step tensors reuse the heap instead of fresh pages
-    dist_info, device = distributed.init_from_env(device)
-    try:
-        _train(cfg, dist_info, device, Interrupt(), resume, overwrite, progress)
-    except BaseException:
-        distributed.close(dist_info)  # a failing rank must not wait for peers that may be gone
-        raise
+    with stop_on_sigterm():
+        check_bleu_tokenizer(cfg)  # a typo fails now, not at the first validation
+        device = resolve_device(cfg.training.device)
+        check_precision(cfg.training.precision, device)
+        set_threads(cfg.training.threads)
+        keep_freed_memory()  # large per-step tensors reuse the heap instead of fresh pages
+        dist_info, device = distributed.init_from_env(device)
+        try:
+            _train(cfg, dist_info, device, Interrupt(), resume, overwrite, progress, start_log)
+        except BaseException:
+            distributed.close(dist_info)  # a failing rank must not wait for peers that are gone
+            raise
     distributed.close(dist_info, wait_for_peers=True)
     return given
 
@@ -88,6 +93,7 @@ def _train(
     resume: bool,
     overwrite: bool,
     progress: Progress,
+    start_log: Callable[[], None] | None,
 ) -> Path:
     run_dir = cfg.run_path
     lock: RunLock | None = None
@@ -96,9 +102,12 @@ def _train(
     if d.is_main:  # one writer: run directory, lock, prepared data
         try:
             origin = find_origin(cfg, resume)
+            check_run_dir(run_dir, resume=resume, overwrite=overwrite)
             if origin.resumed is not None:  # before anything is written
-                check_resume_settings(cfg, origin.resumed[1])
-            lock = prepare_run_dir(run_dir, dump_config(cfg), resume=resume, overwrite=overwrite)
+                check_resume(cfg, *origin.resumed)
+            if start_log is not None:
+                start_log()
+            lock = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
             prepared = prepare(cfg, tokenizers=origin.tokenizers(cfg), progress=progress)
             if origin.resumed is not None:
                 check_same_tokenizer(cfg, prepared, origin.resumed[1])

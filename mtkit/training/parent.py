@@ -20,7 +20,12 @@ import torch
 
 from mtkit.checkpoint import CheckpointError, load_checkpoint, load_weights
 from mtkit.config.convert import short_repr
-from mtkit.config.load import apply_overrides, config_from_dict, read_yaml
+from mtkit.config.load import (
+    apply_overrides,
+    check_required,
+    config_from_dict,
+    read_config_file,
+)
 from mtkit.config.schema import ConfigError, ExperimentConfig, TrainingConfig
 from mtkit.data.tokenizer import TokenizerError, TokenizerPair
 from mtkit.errors import MtkitError
@@ -109,7 +114,7 @@ def load_train_config(path: Path, overrides: list[str], resume: bool = False) ->
     ConfigError naming the key, both values and the parent. Resuming a run whose parent is gone
     skips the merge (its saved config is complete).
     """
-    raw = apply_overrides(read_yaml(path), overrides)
+    raw = apply_overrides(read_config_file(path), overrides)
     training = raw.get("training")
     spec = training.get("init_from") if isinstance(training, dict) else None
     if isinstance(spec, str) and spec and not (resume and not Path(spec).exists()):
@@ -119,9 +124,11 @@ def load_train_config(path: Path, overrides: list[str], resume: bool = False) ->
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
     try:
-        return config_from_dict(raw)
+        cfg = config_from_dict(raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    check_required(raw, path)
+    return cfg
 
 
 def with_parent_sections(raw: dict[str, Any], parent: Parent) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from mtkit.checkpoint import CheckpointError, find_resume_checkpoint
+from mtkit.config.load import dump_config
 from mtkit.config.schema import ExperimentConfig, TrainingConfig
 from mtkit.data.batching import TokenBatchSampler, lengths, load_prepared, load_prepared_text
 from mtkit.data.sampling import SubwordSampler
@@ -148,7 +149,8 @@ def build_run(
         cfg, stepper, state, data, tokenizers, cfg.run_path, interrupt, MetricsSink(None), bad,
         parent=parent,
     )  # fmt: skip
-    if d.is_main:
+    if d.is_main:  # the run starts: its config (a resume's, too) is known to fit the checkpoint
+        atomic_write_text(cfg.run_path / "config.yaml", dump_config(cfg))
         for name, blob in tokenizers.model_files().items():
             path = cfg.run_path / name
             if not path.is_file() or path.read_bytes() != blob:

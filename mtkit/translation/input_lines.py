@@ -10,9 +10,24 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from mtkit.config.schema import ConfigError
 from mtkit.translation.translator import TranslationError
 
 logger = logging.getLogger(__name__)
+
+
+def stdin_is_terminal() -> bool:
+    """stdin is an interactive terminal (False when it is closed: `mtkit ... <&-`)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except ValueError:  # a stdin object that was closed
+        return False
+
+
+def check_stdin(option: str) -> None:
+    """Refuse (exit 2) to read stdin when there is none: it was closed (`<&-`, some daemons)."""
+    if sys.stdin is None:
+        raise ConfigError(f"no input: stdin is closed; pass {option} FILE or pipe text in")
 
 
 def iter_lines(path: Path) -> Iterator[str]:
@@ -32,6 +47,7 @@ def iter_lines(path: Path) -> Iterator[str]:
 def stdin_lines() -> Iterator[str]:
     """stdin lines split on "\\n" only (a stray "\\r" must not add a line), decoded as UTF-8;
     undecodable bytes become U+FFFD with a warning naming the line (never a traceback)."""
+    check_stdin("--input")
     buffer = getattr(sys.stdin, "buffer", None)
     if buffer is None:  # a text-only stdin (embedding, some test runners)
         for line in sys.stdin:

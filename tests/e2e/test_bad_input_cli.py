@@ -213,15 +213,14 @@ def test_tsv_rows_with_the_wrong_number_of_columns(
     rows[5] = "only one column"
     tsv = write(tmp_path / "train.tsv", "\n".join(rows) + "\n")
     data = {"format": "tsv", "train": str(tsv), "valid": None, "test": None, "valid_size": 20}
+    line = assert_error(invoke("prepare", str(make_config(data=data))), "train.tsv:6")
+    assert "1 column, expected 2" in line and "data.on_bad_row: skip" in line
+    data["on_bad_row"] = "skip"
     result = invoke("prepare", str(make_config(data=data)))
     assert_ok(result)
-    assert "train.tsv:6: 1 column, expected 2; skipping" in result.stderr
-    assert load_stats(tmp_path / "prepared")["splits"]["train"]["dropped"]["malformed"] == 1
-    data["strict"] = True
-    line = assert_error(invoke("prepare", str(make_config(data=data))), "train.tsv:6")
-    assert "expected at least 2 tsv columns, found 1" in line
+    assert "train.tsv:6: 1 column, expected 2 (a tab inside a field?); dropping" in result.stderr
+    assert load_stats(tmp_path / "prepared")["splits"]["train"]["dropped"]["bad_row"] == 1
     write(tsv, "only one column\n" + "\n".join(rows[6:]) + "\n")
-    data["strict"] = False
     assert_error(invoke("prepare", str(make_config(data=data))), "train.tsv:1", "tsv columns")
 
 
@@ -434,7 +433,8 @@ def test_failed_translation_leaves_no_output_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.en"]
     out.write_text("yesterday's work\n", encoding="utf-8")
     calls[0] = 0
-    assert invoke(*cmd).exit_code == 130
+    assert invoke(*cmd).exit_code == 2  # refused before translating: it exists
+    assert invoke(*cmd, "--overwrite").exit_code == 130
     assert out.read_text(encoding="utf-8") == "yesterday's work\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.en", "out.de"]
 
@@ -492,7 +492,8 @@ def test_outputs_get_the_permissions_a_plain_open_would(run_dir: Path, tmp_path:
         assert_ok(invoke("translate", str(run_dir), "-o", str(out), input="the cat\n"))
         assert out.stat().st_mode & 0o777 == 0o644
         out.chmod(0o640)  # an existing file keeps its mode, as with open(path, "w")
-        assert_ok(invoke("translate", str(run_dir), "-o", str(out), input="the cat\n"))
+        args = ("translate", str(run_dir), "-o", str(out), "--overwrite")
+        assert_ok(invoke(*args, input="the cat\n"))
         assert out.stat().st_mode & 0o777 == 0o640
         save_checkpoint(tmp_path / "x.pt", {"config": {}, "model": {}})
         assert (tmp_path / "x.pt").stat().st_mode & 0o777 == 0o644

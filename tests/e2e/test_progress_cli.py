@@ -61,7 +61,7 @@ def test_evaluate_progress(ckpt: Path, tmp_path: Path) -> None:
     assert code == 0, err
     assert f"translating: {len(SOURCES)} lines in " in err
     assert "translating" not in out and out.startswith("BLEU")
-    code, _, err = run(*args)
+    code, _, err = run(*args, "--overwrite")  # the same -o again: replacing it is asked for
     assert code == 0 and "translating" not in err
 
 

@@ -36,7 +36,8 @@ def parent(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def child_yaml(tmp_path: Path, **sections: Any) -> Path:
     path = tmp_path / "child.yaml"
-    raw = {"run_dir": str(tmp_path / "child"), "data": {"max_len": 30}, **sections}
+    raw = {"run_dir": str(tmp_path / "child"), "data": {"train": "data/train", "max_len": 30},
+           **sections}  # fmt: skip
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
 

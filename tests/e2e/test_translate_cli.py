@@ -114,6 +114,8 @@ def test_attention_dump_and_plot(ckpt: Path, tmp_path: Path) -> None:
     assert code == 0, err
     assert png.read_bytes()[:4] == b"\x89PNG"
     code, _, err = run("plot-attention", att, "--line", "2", "-o", png)
+    assert code == 2 and "att.png: --output exists; pass --overwrite" in err
+    code, _, err = run("plot-attention", att, "--line", "2", "-o", png, "--overwrite")
     assert code == 1 and "empty input line" in err
 
 

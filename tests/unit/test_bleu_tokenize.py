@@ -42,7 +42,7 @@ def test_evaluate_uses_the_runs_tokenizer(checkpoint: Path, tmp_path: Path) -> N
     out = str(tmp_path / "hyp.de")
     assert "tok:none" in signature(str(checkpoint), "--src", str(src), "--ref", str(ref), "-o", out)
     flag = signature(str(checkpoint), "--src", str(src), "--ref", str(ref), "-o", out,
-                     "--tokenize", "13a")  # fmt: skip
+                     "--tokenize", "13a", "--overwrite")  # fmt: skip
     assert "tok:13a" in flag
 
 

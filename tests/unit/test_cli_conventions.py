@@ -102,7 +102,7 @@ def test_train_device_and_precision_reach_the_config(
 ) -> None:
     seen: list[ExperimentConfig] = []
 
-    def fake_train(cfg: ExperimentConfig, resume: bool, overwrite: bool, progress: Any) -> Path:
+    def fake_train(cfg: ExperimentConfig, resume: bool, overwrite: bool, **_: object) -> Path:
         seen.append(cfg)
         return tmp_path
 

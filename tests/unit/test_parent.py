@@ -24,7 +24,7 @@ def parent(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def child(tmp_path: Path, parent: Path | str, **sections: dict[str, Any]) -> Path:
-    raw: dict[str, Any] = {"data": {"max_len": 30}, **sections}
+    raw: dict[str, Any] = {"data": {"train": "data/train", "max_len": 30}, **sections}
     raw.setdefault("training", {})["init_from"] = str(parent)
     path = tmp_path / "child.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
