@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import random
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,6 +18,11 @@ import torch
 from mtkit.errors import MtkitError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+BF16_MIN_SPEEDUP = 1.5  # `auto` picks bf16 on a CPU only if its matmuls run this much faster
+PROBE_SHAPE = (1024, 256, 1024)  # (m, k, n): the size of a batch through one model projection
+PROBE_BUDGET_S = 1.0  # the probe stops timing after this long
+
+logger = logging.getLogger(__name__)
 
 
 class RuntimeConfigError(MtkitError):
@@ -30,20 +38,124 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_precision(precision: str, device: torch.device) -> None:
+@dataclass(frozen=True)
+class Bf16Probe:
+    """What a device says about bfloat16: native support as torch reports it, and its speed."""
+
+    native: str  # e.g. "AVX512_BF16", "AMX", "CUDA (NVIDIA H100)"; "" when bf16 is not native
+    speedup: float | None = None  # bf16 / fp32 FLOP/s of the probe matmul; None: not measured
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What `precision: auto` resolved to, and why (one log line)."""
+
+    precision: str  # "float32" or "bfloat16"
+    reason: str
+
+    def __str__(self) -> str:
+        return f"precision auto -> {self.precision}: {self.reason}"
+
+
+def choose_precision(device: torch.device, probe: Bf16Probe) -> PrecisionChoice:
+    """bfloat16 where the hardware runs it natively fast, float32 elsewhere (no side effects).
+
+    CUDA: bf16 when the GPU supports it natively. CPU: bf16 only when torch reports
+    AVX512-BF16 or AMX *and* the probe's bf16 matmul ran >= BF16_MIN_SPEEDUP times the fp32
+    one; CPUs without them emulate bf16 at 1-2% of the fp32 speed.
+    """
+    if device.type == "cuda":
+        if probe.native:
+            return PrecisionChoice("bfloat16", f"{probe.native} runs bf16 natively")
+        return PrecisionChoice("float32", "this GPU has no native bf16")
+    if device.type != "cpu":
+        return PrecisionChoice("float32", f"no bf16 rule for device {device.type}")
+    if not probe.native:
+        return PrecisionChoice("float32", "CPU has no AVX512_BF16 or AMX (bf16 would be slow)")
+    if probe.speedup is None:
+        return PrecisionChoice("float32", f"CPU has {probe.native}, bf16 speed not measured")
+    speed = f"bf16 matmul {probe.speedup:.1f}x fp32"
+    if probe.speedup < BF16_MIN_SPEEDUP:
+        return PrecisionChoice(
+            "float32", f"CPU has {probe.native} but {speed} (< {BF16_MIN_SPEEDUP}x)"
+        )
+    return PrecisionChoice("bfloat16", f"CPU has {probe.native}, {speed}")
+
+
+def cpu_bf16_features() -> str:
+    """The native bf16 instruction sets torch reports for this CPU ("" if none)."""
+    checks = {"AMX": "_is_amx_tile_supported", "AVX512_BF16": "_is_avx512_bf16_supported"}
+    found = [name for name, fn in checks.items() if getattr(torch.cpu, fn, lambda: False)()]
+    capabilities: Mapping[str, Any] = getattr(torch.cpu, "get_capabilities", dict)()  # >= 2.9
+    if capabilities.get("sve_bf16") or capabilities.get("bf16"):  # ARM
+        found.append("ARM BF16")
+    return ", ".join(found)
+
+
+def matmul_speedup(
+    shape: tuple[int, int, int] = PROBE_SHAPE, budget_s: float = PROBE_BUDGET_S
+) -> float:
+    """bf16 / fp32 speed of an (m, k) x (k, n) matmul on the CPU (best of alternating runs).
+
+    Uses its own random generator (the global RNG streams do not move) and stops after
+    `budget_s` seconds.
+    """
+    m, k, n = shape
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+    pairs = {torch.float32: (a, b), torch.bfloat16: (a.bfloat16(), b.bfloat16())}
+    best = dict.fromkeys(pairs, float("inf"))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for x, y in pairs.values():
+            x @ y  # warm-up: kernel selection, packing buffers
+        for _ in range(10):
+            for dtype, (x, y) in pairs.items():
+                t = time.perf_counter()
+                x @ y
+                best[dtype] = min(best[dtype], time.perf_counter() - t)
+            if time.perf_counter() - start > budget_s:
+                break
+    return best[torch.float32] / best[torch.bfloat16]
+
+
+def probe_bf16(device: torch.device) -> Bf16Probe:
+    """Ask torch whether `device` runs bf16 natively; on such a CPU, time it (< 1 s)."""
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return Bf16Probe(f"CUDA ({torch.cuda.get_device_name(device)})")
+        return Bf16Probe("")
+    if device.type != "cpu":
+        return Bf16Probe("")
+    native = cpu_bf16_features()
+    return Bf16Probe(native, matmul_speedup() if native else None)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """An explicit precision as is; `auto` through `choose_precision`, logging the choice."""
+    if precision != "auto":
+        return precision
+    choice = choose_precision(device, probe_bf16(device))
+    logger.info("%s", choice)
+    return choice.precision
+
+
+def check_precision(precision: str, device: torch.device, key: str = "training.precision") -> None:
     """float16 needs CUDA (it trains with a gradient scaler); bfloat16 works everywhere."""
     if precision == "float16" and device.type != "cuda":
         raise RuntimeConfigError(
-            "training.precision: float16 needs a CUDA device; use float32 (or bfloat16) on CPU"
+            f"{key}: float16 needs a CUDA device; use auto, float32 or bfloat16 on CPU"
         )
 
 
 def autocast_context(
     device: torch.device, precision: str
 ) -> contextlib.AbstractContextManager[Any]:
-    """Autocast for reduced precision; a no-op for float32."""
+    """Autocast for reduced precision; a no-op for float32 (`resolve_precision` first)."""
     if precision == "float32":
         return contextlib.nullcontext()
+    if precision not in DTYPES:
+        raise ValueError(f"precision {precision!r}: resolve it with resolve_precision first")
     return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 
 

@@ -38,7 +38,13 @@ from mtkit.errors import MtkitError
 from mtkit.files import atomic_writer
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer, build_model
-from mtkit.runtime import keep_freed_memory, resolve_device
+from mtkit.runtime import (
+    autocast_context,
+    check_precision,
+    keep_freed_memory,
+    resolve_device,
+    resolve_precision,
+)  # fmt: skip
 from mtkit.search.common import Hypothesis
 from mtkit.search.strategy import search
 
@@ -219,10 +225,14 @@ class Translator:
     config: ExperimentConfig
     device: torch.device
     checkpoint: Path
+    precision: str = "float32"  # resolved (never auto): float32, bfloat16 or float16
 
     @classmethod
-    def load(cls, path: Path, device: str = "auto") -> Translator:
-        """Load from a run directory (its best checkpoint) or a checkpoint file."""
+    def load(cls, path: Path, device: str = "auto", precision: str | None = None) -> Translator:
+        """Load from a run directory (its best checkpoint) or a checkpoint file.
+
+        `precision` None: the run's `decoding.precision` (auto by default).
+        """
         ckpt_path = resolve_checkpoint(path)
         state = load_checkpoint(ckpt_path)
         try:
@@ -230,9 +240,12 @@ class Translator:
         except MtkitError as e:  # one line naming the file, never a torch traceback
             raise CheckpointError(f"{ckpt_path}: {e}") from None
         torch_device = resolve_device(device)
+        precision = precision or cfg.decoding.precision
+        check_precision(precision, torch_device, "decoding.precision")
         keep_freed_memory()  # per-step logits reuse the heap instead of fresh pages
         model.to(torch_device).eval()
-        return cls(model, tokenizers, cfg, torch_device, ckpt_path)
+        chosen = resolve_precision(precision, torch_device)
+        return cls(model, tokenizers, cfg, torch_device, ckpt_path, chosen)
 
     def translate(self, lines: Sequence[str], dec: DecodingConfig) -> list[str]:
         """Translate lines; an empty (or whitespace-only) line gives an empty line."""
@@ -265,9 +278,11 @@ class Translator:
             logger.warning("%d input line(s) longer than %d tokens were truncated", too_long, limit)
         if generator is None and dec.sampling:
             generator = self.generator(dec.seed)
-        decoded = translate_nbest(
-            self.model, src_ids, dec, self.device, attention=attention, generator=generator
-        )
+        with autocast_context(self.device, self.precision_for(dec)):
+            decoded = translate_nbest(
+                self.model, src_ids, dec, self.device, attention=attention,
+                generator=generator,
+            )  # fmt: skip
         tgt = self.tokenizers.tgt
         for i, ids, d in zip(keep, src_ids, decoded, strict=True):
             texts = [_one_line(t) for t in tgt.decode([h.tokens for h in d.hyps])]
@@ -280,6 +295,13 @@ class Translator:
                 target = _pieces(tgt, d.hyps[0].tokens)
                 out[i].attention = Attention(source, target, d.attention)
         return out
+
+    def precision_for(self, dec: DecodingConfig) -> str:
+        """`dec.precision`; `auto` as it was resolved when the translator was loaded."""
+        if dec.precision == "auto":
+            return self.precision
+        check_precision(dec.precision, self.device, "decoding.precision")
+        return dec.precision
 
     def generator(self, seed: int) -> torch.Generator:
         """A random generator on the model's device (sampling)."""
