@@ -351,6 +351,11 @@ BatchTokensOpt = Annotated[
     int | None, typer.Option(help="Source tokens per batch", rich_help_panel=SEARCH)
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda")]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(help="auto (bf16 where the hardware runs it natively fast), float32, bfloat16 "
+                 "or float16 (CUDA); default: the run's decoding.precision"),
+]  # fmt: skip
 
 
 def _load_translator(run: Path, device: str) -> Any:
@@ -418,6 +423,7 @@ def translate(
     min_len: MinLenOpt = None,
     no_repeat_ngram: NoRepeatOpt = None,
     batch_tokens: BatchTokensOpt = None,
+    precision: PrecisionOpt = None,
     sample: Annotated[
         bool,
         typer.Option("--sample", help="Sample instead of searching", rich_help_panel=SAMPLING),
@@ -463,7 +469,7 @@ def translate(
         translator, greedy, beam_size=beam, nbest=nbest, length_penalty=length_penalty,
         length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
         no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens, sampling=sample or None,
-        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, precision=precision,
     )  # fmt: skip
     if input is None and output is None and attention is None and sys.stdin.isatty():
         typer.echo("Type a sentence and press Enter (Ctrl-D to quit).", err=True)
@@ -586,6 +592,7 @@ def evaluate(
     min_len: MinLenOpt = None,
     no_repeat_ngram: NoRepeatOpt = None,
     batch_tokens: BatchTokensOpt = None,
+    precision: PrecisionOpt = None,
     metrics: Annotated[
         str, typer.Option(help="Comma-separated: bleu, chrf, chrf++, ter")
     ] = "bleu,chrf",
@@ -644,7 +651,7 @@ def evaluate(
     dec = _decoding(
         translator, greedy, beam_size=beam, length_penalty=length_penalty,
         length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
-        no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens,
+        no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens, precision=precision,
     )  # fmt: skip
     tokenize = _run_tokenizer(translator, tokenize, names)
     inputs = _eval_inputs(translator, split, src, ref)

@@ -104,7 +104,7 @@ class TrainingConfig:
     # auto: bfloat16 autocast where the hardware runs it natively fast (CUDA with bf16; CPUs
     # with AVX512-BF16 or AMX whose bf16 matmul probes >= 1.5x fp32), else float32.
     # float16 (autocast + gradient scaler) needs CUDA.
-    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    precision: Precision = "auto"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     max_tokens: int = 4096  # token budget per batch (source + target, padding included)
     max_steps: int = 10000  # optimizer updates; the run stops here
@@ -139,6 +139,7 @@ class TrainingConfig:
 
 
 LengthNorm = Literal["gnmt", "average", "none"]
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 @dataclass
@@ -166,9 +167,9 @@ class DecodingConfig:
     top_p: float = 1.0  # sampling: keep the smallest set of tokens with this much mass
     seed: int = 1234  # sampling: the same seed and input give the same samples
     max_tokens: int = 4000  # source-token budget per translation batch
-    # translate/evaluate/serve: auto picks bfloat16 autocast as `training.precision` does
-    # (fast on CUDA and on CPUs with native bf16), else float32; float16 needs CUDA.
-    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # translate/evaluate (--precision): auto picks bfloat16 autocast as `training.precision`
+    # does (fast on CUDA and on CPUs with native bf16), else float32; float16 needs CUDA.
+    precision: Precision = "auto"
 
 
 @dataclass
