@@ -90,6 +90,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--system-malloc", action="store_true",
         help="skip mtkit.runtime.keep_freed_memory (what train/translate do), to measure it",
     )  # fmt: skip
+    p.add_argument(
+        "--onednn-caches", action="store_true",
+        help="skip mtkit.runtime.limit_onednn_caches in training (what train does), to measure it",
+    )  # fmt: skip
     p.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="training token budget")
     p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--out", type=Path, default=REPO / "bench_results" / "bench.json")
@@ -187,9 +191,12 @@ def setup_torch(args: argparse.Namespace) -> torch.device:
     import datasets
     import torch
 
-    from mtkit.runtime import keep_freed_memory
+    from mtkit.runtime import keep_freed_memory, limit_onednn_caches
 
     datasets.disable_progress_bars()
+    training = getattr(args, "section", None) in ("train", "train_memory", "model")
+    if training and not getattr(args, "onednn_caches", False):  # compare_joeynmt: no flag
+        limit_onednn_caches()  # as mtkit train does (before any bf16 matmul)
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     if not args.system_malloc:
@@ -815,6 +822,7 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device, "precision": args.precision, "compile": args.compile,
         "precisions": getattr(args, "precisions", [args.precision]),
         "keep_freed_memory": not args.system_malloc,
+        "limit_onednn_caches": not getattr(args, "onednn_caches", False),
         "git_commit": commit, "quick": args.quick, "repeats": args.repeats,
         "config": {**MODEL, "vocab": VOCAB, "max_tokens": args.max_tokens},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg_start": os.getloadavg(),

@@ -28,7 +28,13 @@ from mtkit.data.prepare import prepare
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.distributed import Dist
 from mtkit.errors import MtkitError
-from mtkit.runtime import check_precision, keep_freed_memory, resolve_device, set_threads
+from mtkit.runtime import (
+    check_precision,
+    keep_freed_memory,
+    limit_onednn_caches,
+    resolve_device,
+    set_threads,
+)  # fmt: skip
 from mtkit.training.checkpoints import save
 from mtkit.training.interrupt import Interrupt
 from mtkit.training.progress import Window, format_duration, report_progress
@@ -57,6 +63,7 @@ def train(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = Fals
     check_precision(cfg.training.precision, device)
     set_threads(cfg.training.threads)
     keep_freed_memory()  # large per-step tensors reuse the heap instead of fresh pages
+    limit_onednn_caches()  # bf16 on CPU: no compiled matmul kept per batch shape
     dist_info, device = distributed.init_from_env(device)
     try:
         run_dir = _train(cfg, dist_info, device, Interrupt(), resume, overwrite)
