@@ -33,7 +33,7 @@ def test_onednn_caches_are_limited_unless_the_user_chose(monkeypatch: pytest.Mon
     monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
     monkeypatch.delenv("LRU_CACHE_CAPACITY", raising=False)
     assert limit_onednn_caches()
-    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "0"
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "16"
     assert os.environ["LRU_CACHE_CAPACITY"] == "1"  # 0 crashes ideep
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
     monkeypatch.delenv("LRU_CACHE_CAPACITY")
