@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,plot,ctranslate2]'
+	$(PY) -m pip install -q -e '.[dev,plot,ctranslate2,hf,serve]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install mtkit with dev tools
@@ -34,12 +34,12 @@ format: $(STAMP) ## Format the code
 
 demo: $(STAMP) ## prepare → train → translate → evaluate on the bundled data, prints BLEU
 	$(VENV)/bin/mtkit train configs/demo.yaml --overwrite
-	$(VENV)/bin/mtkit evaluate runs/demo --split test
+	$(VENV)/bin/mtkit evaluate runs/demo --split test --overwrite
 
 bench: $(STAMP) ## Speed and memory benchmarks (not part of make test); BENCH_ARGS=--quick etc.
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
-	@if [ -f $(CT2_RUN)/best.pt ]; then $(PY) benchmarks/bench_ct2.py $(CT2_RUN) data/test.en; \
-	else echo "skipping mtkit vs CTranslate2 beam-5 speed: no $(CT2_RUN)/best.pt (run make demo first)"; fi
+	@if [ -f $(CT2_RUN)/best.pt ]; then $(PY) benchmarks/bench_decode.py $(CT2_RUN) data/test.en --ref data/test.de; \
+	else echo "skipping mtkit vs CTranslate2 decoding speed: no $(CT2_RUN)/best.pt (run make demo first)"; fi
 
 docs: $(STAMP) ## Regenerate docs/config.md from the comments in mtkit/config/schema.py
 	$(PY) scripts/gen_config_doc.py

@@ -1,4 +1,4 @@
-from mtkit.cli.app import main
+from mtkit.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtkit.errors import MtkitError
+from mtkit.errors import UsageError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BF16_MIN_SPEEDUP = 1.5  # `auto` picks bf16 on a CPU only if its matmuls run this much faster
@@ -26,8 +26,8 @@ PROBE_BUDGET_S = 1.0  # the probe stops timing after this long
 logger = logging.getLogger(__name__)
 
 
-class RuntimeConfigError(MtkitError):
-    """A device/precision combination that cannot run on this machine."""
+class RuntimeConfigError(UsageError):
+    """A device/precision combination that cannot run on this machine (exit 2)."""
 
 
 def resolve_device(name: str) -> torch.device:

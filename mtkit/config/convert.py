@@ -67,6 +67,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             try:
                 return _convert(value, arg, key)
             except ConfigError:
+                if _same_shape(value, arg):  # the member the value meant to be: its error
+                    raise
                 continue
         raise _type_error(key, value, tp)
     if tp is type(None) or origin is Literal:
@@ -91,6 +93,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping of keys, got {short_repr(value)}")
         return dataclass_from_dict(tp, value, key)  # type: ignore[arg-type]
     raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover
+
+
+def _same_shape(value: Any, tp: Any) -> bool:
+    """A list for a list type, a mapping for a section: the error inside says more."""
+    if isinstance(value, dict):
+        return dataclasses.is_dataclass(tp)
+    return isinstance(value, list) and typing.get_origin(tp) is list
 
 
 def _yaml11_float(text: str) -> float | str:
@@ -131,6 +140,9 @@ def _type_name(tp: Any) -> str:
         return f"a list of {len(args)} values (" + ", ".join(_type_name(a) for a in args) + ")"
     if typing.get_origin(tp) is list:
         return "a list of " + _type_name(typing.get_args(tp)[0])
+    if dataclasses.is_dataclass(tp):
+        names = ", ".join(f.name for f in dataclasses.fields(tp))
+        return f"a mapping ({names})"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )

@@ -77,6 +77,27 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+START_HINT = "start from configs/demo.yaml (copy it, then edit its data paths)"
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """An experiment YAML file's mapping; an empty file (no sections) is refused."""
+    raw = read_yaml(path)
+    if not raw:
+        raise ConfigError(f"{path}: the config is empty; {START_HINT}")
+    return raw
+
+
+def check_required(raw: dict[str, Any], path: Path) -> None:
+    """Keys without a useful default must be given: data.train (what to train on)."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or "train" not in data:
+        raise ConfigError(
+            f"{path}: data.train: required (the training data: a path prefix, a file or a "
+            f"hub dataset); {START_HINT}"
+        )
+
+
 def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     """Build and validate an ExperimentConfig from a plain dict."""
     cfg = dataclass_from_dict(ExperimentConfig, raw, "")
@@ -85,13 +106,19 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
 
 
 def load_config(path: Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load YAML (or defaults when `path` is None), apply overrides, validate."""
-    raw = read_yaml(path) if path is not None else {}
+    """Load YAML (or defaults when `path` is None), apply overrides, validate.
+
+    A file must give data.train (and cannot be empty); the defaults alone are for the API.
+    """
+    raw = read_config_file(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
     try:
-        return config_from_dict(raw)
+        cfg = config_from_dict(raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from None
+    if path is not None:
+        check_required(raw, path)
+    return cfg
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -12,11 +12,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mtkit.errors import MtkitError
+from mtkit.errors import UsageError
 
 
-class ConfigError(MtkitError):
+class ConfigError(UsageError):
     """A config problem the user must fix; the message names the file/key and what was expected."""
+
+
+@dataclass
+class CorpusConfig:
+    """One corpus of `data.train` as a mapping (a plain path: the same without options)."""
+
+    path: str = ""  # what a plain `data.train` entry holds: a text prefix, a file or a hub name
+    # prepended to every source sentence of this corpus (one piece of a trained tokenizer), e.g.
+    # "<BT>" for back-translated pairs (tagged back-translation); null: none
+    tag: str | None = None
+    weight: float = 1.0  # sampling weight: 2 takes every pair twice, 0.5 a seeded half
 
 
 @dataclass
@@ -30,7 +41,9 @@ class DataConfig:
     format: Literal["text", "tsv", "csv", "jsonl", "parquet", "hub"] = "text"
     # text: a path prefix, read as PREFIX.src_lang / PREFIX.tgt_lang. Other formats: a file path.
     # hub: "NAME" or "NAME:SPLIT" (split defaults to train / validation / test).
-    train: str | list[str] = "data/train"  # A list: several corpora, concatenated.
+    # A list: several corpora, concatenated. An entry may be a mapping {path, tag, weight}: tag
+    # is prepended to its source sentences, weight up- or down-samples it (see docs/training.md).
+    train: str | CorpusConfig | list[str | CorpusConfig] = "data/train"
     valid: str | None = "data/valid"  # None: carve `valid_size` pairs out of train
     test: str | None = "data/test"  # None: no test split (unless test_size/test_fraction carve one)
     valid_size: int = 1000  # pairs carved from train when `valid` is None
@@ -55,7 +68,12 @@ class DataConfig:
     # Also filter valid/test by length/ratio/duplicates/same. False keeps them whole so scores
     # compare with other systems (over-long ids are truncated instead).
     clean_eval: bool = False
-    strict: bool = False  # invalid UTF-8 or malformed rows are fatal instead of skipped + counted
+    strict: bool = False  # invalid UTF-8 or NUL bytes are fatal instead of skipped + counted
+    # A row that does not have the shape of its format: a tsv/csv line with another number of
+    # columns than the header (or the first line) has, e.g. a tab inside a field; a jsonl line
+    # that is not a JSON object or lacks the source/target key. error: prepare fails, naming
+    # them (file:line); skip: they are dropped and counted as `bad_row`.
+    on_bad_row: Literal["error", "skip"] = "error"
 
 
 @dataclass
@@ -74,6 +92,11 @@ class TokenizerConfig:
     # unigram: sampling from all segmentations (Kudo 2018) with p ~ P(x)^alpha, 0.1-0.5 typical
     # (smaller = more varied). Does not change the prepared data.
     sampling_alpha: float = 0.0  # 0 = off (the one deterministic segmentation)
+    # Reuse a tokenizer instead of training one: a .model file (joint), or a folder holding
+    # spm.model, or spm.src.model + spm.tgt.model (written by `mtkit tokenizer train`, a prepared
+    # dir, a run dir). prepare copies it byte for byte; the keys above are then not used, except
+    # `joint`, which must say what the folder holds.
+    model: str | None = None
 
 
 @dataclass
@@ -136,6 +159,14 @@ class TrainingConfig:
     # KL(p2|p1)) over target tokens: the paper's alpha (5 in its IWSLT runs) with fairseq's
     # normalisation. Each update costs about twice the compute and activation memory.
     rdrop_alpha: float = 0.0  # 0 = off; needs model dropout > 0 to do anything
+    # Start from another run: its weights and its tokenizer(s), byte for byte (none is trained).
+    # A run directory (its best.pt, else last.pt) or a checkpoint file. Model keys left out of
+    # this config come from the parent's; shape keys given must agree (`--init-from` on the CLI).
+    init_from: str | None = None
+    init_keep_optimizer: bool = False  # with init_from: also take the parent's Adam moments
+    # with init_from: continue the parent's step count, so the lr schedule (warm-up included)
+    # goes on where it stopped and max_steps counts the parent's updates too; false: start at 0
+    init_keep_schedule: bool = False
 
 
 LengthNorm = Literal["gnmt", "average", "none"]
@@ -186,7 +217,8 @@ class EvaluationConfig:
 class ExperimentConfig:
     """One experiment: the whole YAML file."""
 
-    name: str = "experiment"  # run directory is runs/<name> unless run_dir is set
+    # a plain name (no '/' or '..'): the run directory is runs/<name> unless run_dir is set
+    name: str = "experiment"
     run_dir: str | None = None  # where checkpoints, logs and metrics go; None means runs/<name>
     data: DataConfig = field(default_factory=DataConfig)  # input files and cleaning
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)  # sentencepiece

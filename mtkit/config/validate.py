@@ -12,6 +12,7 @@ from typing import Any
 from mtkit.config.convert import short_repr
 from mtkit.config.schema import (
     ConfigError,
+    CorpusConfig,
     DataConfig,
     DecodingConfig,
     ExperimentConfig,
@@ -68,6 +69,7 @@ def validate(cfg: ExperimentConfig) -> None:
         for name in names:
             value = getattr(getattr(cfg, section), name)
             _check(0.0 <= value < 1.0, f"{section}.{name}", "a value in [0, 1)", value)
+    _validate_name(cfg.name)
     m, tok, data = cfg.model, cfg.tokenizer, cfg.data
     heads = f"a multiple of model.n_heads ({m.n_heads})"
     _check(m.d_model % m.n_heads == 0, "model.d_model", heads, m.d_model)
@@ -92,6 +94,17 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"data.max_len: expected at most model.max_positions - 2 ({m.max_positions - 2}), "
             f"got {data.max_len}"
+        )
+
+
+def _validate_name(name: str) -> None:
+    """A run's name names it; where it goes is `run_dir`'s business (runs/<name> by default)."""
+    plain = bool(name) and name.strip() == name and "\x00" not in name
+    plain = plain and not any(sep in name for sep in ("/", "\\")) and ".." not in name
+    if not plain or name == ".":
+        raise ConfigError(
+            f"name: expected a plain name (no '/', '\\' or '..'), got {short_repr(name)}; "
+            "to put the run elsewhere set run_dir (e.g. --set run_dir=/data/runs/x)"
         )
 
 
@@ -122,6 +135,9 @@ def validate_decoding(dec: DecodingConfig, prefix: str = "decoding.") -> None:
 def _validate_training(t: TrainingConfig) -> None:
     """Training keys that depend on each other."""
     _check(t.min_lr <= t.lr, "training.min_lr", f"at most training.lr ({t.lr})", t.min_lr)
+    for name in ("init_keep_optimizer", "init_keep_schedule"):
+        if getattr(t, name) and t.init_from is None:
+            raise ConfigError(f"training.{name}: needs training.init_from (--init-from RUN)")
     if t.best_metric != "loss" and t.valid_bleu_sentences == 0:
         raise ConfigError(
             f"training.best_metric: '{t.best_metric}' needs training.valid_bleu_sentences > 0 "
@@ -134,7 +150,13 @@ def _validate_data(data: DataConfig) -> None:
     carved = data.valid_fraction + data.test_fraction
     _check(carved < 1.0, "data.test_fraction", "less than 1 - data.valid_fraction", carved)
     trains = data.train if isinstance(data.train, list) else [data.train]
-    _check(bool(trains) and all(trains), "data.train", "a path or a list of paths", data.train)
+    _check(bool(trains), "data.train", "a path or a list of paths", data.train)
+    for i, entry in enumerate(trains):
+        key = f"data.train[{i}]" if isinstance(data.train, list) else "data.train"
+        if isinstance(entry, CorpusConfig):
+            _validate_corpus(entry, key)
+        else:
+            _check(bool(entry), key, "a path", entry)
     for name in ("src_column", "tgt_column"):
         v = getattr(data, name)
         ok = v is None or v != "" and not (isinstance(v, int) and v < 0)
@@ -147,3 +169,14 @@ def _validate_data(data: DataConfig) -> None:
         )
     hub = data.hub_config
     _check(hub is None or data.format == "hub", "data.hub_config", "null unless format: hub", hub)
+    if data.strict and data.on_bad_row == "skip":
+        raise ConfigError("data.on_bad_row: 'skip' contradicts data.strict: true; drop one of them")
+
+
+def _validate_corpus(corpus: CorpusConfig, key: str) -> None:
+    """A `data.train` entry given as {path, tag, weight}."""
+    _check(bool(corpus.path), f"{key}.path", "a path", corpus.path)
+    _check(corpus.weight > 0, f"{key}.weight", "a positive number", corpus.weight)
+    tag = corpus.tag
+    ok = tag is None or bool(tag) and len(tag.split()) == 1 and tag.strip() == tag
+    _check(ok, f"{key}.tag", "null or a word without spaces, e.g. '<BT>'", tag)

@@ -1,7 +1,9 @@
 """Lines that cannot become a pair: reporting them, and finding the ones that are not UTF-8.
 
-A bad line is skipped and counted (the first few are named in the log), or is fatal under
-`data.strict`.
+An undecodable line (or one with a NUL byte) is skipped and counted (the first few are named in
+the log), or is fatal under `data.strict`. A row that does not have the shape of its format
+(`BadRows`: columns, JSON object, keys) fails prepare naming the first few (file:line) and
+their count, or with `data.on_bad_row: skip` is dropped and counted as `bad_row`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from mtkit.config.schema import DataConfig
 from mtkit.data.rows import DataError
 from mtkit.data.sources import Source
+from mtkit.errors import plural
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,44 @@ def report_bad_line(
         logger.warning("%s:%d: %s; skipping the pair", path, line, what)
 
 
+SHOWN = 3  # bad rows named in the error message
+
+
+class BadRows:
+    """The rows of one file that do not have the shape of its format, as they are found:
+    logged (the first few) and dropped under `data.on_bad_row: skip`, else one DataError at
+    `finish` naming the first few and the count."""
+
+    def __init__(self, data: DataConfig, path: Path, key: str) -> None:
+        self.skip = data.on_bad_row == "skip" and not data.strict
+        self.path, self.key = path, key  # the file, and its config key (data.train)
+        self.found: list[str] = []  # "FILE:LINE: what", the first few
+        self.count = 0
+
+    def add(self, line: int, what: str) -> None:
+        self.count += 1
+        if self.count <= max(SHOWN, MAX_REPORTED):
+            self.found.append(f"{self.path}:{line}: {what}")
+        if self.skip and self.count <= MAX_REPORTED:
+            logger.warning("%s:%d: %s; dropping the row (data.on_bad_row: skip)", self.path,
+                           line, what)  # fmt: skip
+
+    def finish(self) -> None:
+        """Fail when rows were found and are not to be skipped; else log their number."""
+        if not self.count:
+            return
+        if self.skip:
+            if self.count > MAX_REPORTED:
+                logger.warning("%s: %d malformed rows dropped in all", self.path, self.count)
+            return
+        more = f"; and {self.count - SHOWN} more" if self.count > SHOWN else ""
+        rows = plural(self.count, "malformed row")
+        raise DataError(
+            f"{self.key}: {rows}: {'; '.join(self.found[:SHOWN])}{more}"
+            " (fix them, or set data.on_bad_row: skip to drop and count them)"
+        )
+
+
 def without_bad_utf8(data: DataConfig, source: Source, path: Path, work: Path) -> tuple[Path, int]:
     """`path`, or a copy in `work` without its undecodable lines; and how many were removed."""
     bad = scan_utf8(path)
@@ -38,14 +79,17 @@ def without_bad_utf8(data: DataConfig, source: Source, path: Path, work: Path) -
     seen = [0]
     for line in bad:
         report_bad_line(data, path, line, seen)
-    copy = work / ".cache" / f"{source.split}-{path.name}"
+    return without_lines(path, set(bad), work / ".cache" / f"{source.split}-{path.name}"), len(bad)
+
+
+def without_lines(path: Path, skip: set[int], copy: Path) -> Path:
+    """A copy of `path` at `copy` without the lines (1-based) in `skip`."""
     copy.parent.mkdir(parents=True, exist_ok=True)
-    skip = set(bad)
     with open(path, "rb") as f, open(copy, "wb") as out:
         for n, raw in enumerate(f, start=1):
             if n not in skip:
                 out.write(raw)
-    return copy, len(bad)
+    return copy
 
 
 def scan_utf8(path: Path, chunk: int = 8 << 20) -> list[int]:

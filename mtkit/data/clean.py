@@ -16,6 +16,7 @@ import numpy as np
 
 from mtkit.config.schema import DataConfig
 from mtkit.data.rows import CODE, DataError, mark
+from mtkit.errors import plural
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,9 @@ def carve(
         for batch in splits[split].iter(batch_size=10_000):
             carved_text.update(batch["src"])
             carved_text.update(batch["tgt"])
-        logger.info("carved %d %s pairs out of train (data.seed=%d)", size, split, data.seed)
+        logger.info(
+            "carved %s out of train (data.seed=%d)", plural(size, f"{split} pair"), data.seed
+        )
     rest = train.select(
         np.sort(perm[start:]), indices_cache_file_name=str(cache / "train-rest.indices.arrow")
     )

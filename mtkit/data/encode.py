@@ -1,4 +1,4 @@
-"""Encoding a cleaned split into token ids, the length/ratio filters, and the stats table.
+"""Encoding a cleaned split into token ids, the length/ratio filters, and their statistics.
 
 Length and ratio are measured in sentencepiece tokens (without BOS/EOS), i.e. in the units the
 model sees. Train pairs over the limits are dropped; valid/test ids are truncated instead
@@ -7,7 +7,6 @@ model sees. Train pairs over the limits are dropped; valid/test ids are truncate
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,7 @@ from mtkit.config.schema import DataConfig
 from mtkit.data.clean import check_not_empty
 from mtkit.data.rows import CODE, drop_counts, keep, mark
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer, TokenizerPair
-
-logger = logging.getLogger(__name__)
+from mtkit.progress import QUIET, Progress
 
 MAX_CHARS_PER_TOKEN = 64  # sentencepiece pieces are <= 16 characters; 4x slack for normalising
 
@@ -96,24 +94,33 @@ def encode_split(
     data: DataConfig,
     stats: dict[str, Any],
     cache: Path,
+    progress: Progress = QUIET,
 ) -> datasets.Dataset:
-    """Add src_ids/tgt_ids; drop (train) or truncate (valid/test) over-long pairs."""
-    enc = mark(
-        ds,
-        encode_batch,
-        cache,
-        f"{split}-encode",
-        fn_kwargs={
-            "src_tok": tokenizers.src,
-            "tgt_tok": tokenizers.tgt,
-            "max_len": data.max_len,
-            "max_ratio": data.max_ratio,
-            "filter_lengths": split == "train" or data.clean_eval,
-        },
-        features=ENCODED_FEATURES,
-        # worker start-up costs more than it saves on small splits
-        num_proc=data.num_proc if len(ds) >= 10_000 * data.num_proc else None,
-    )
+    """Add src_ids/tgt_ids; drop (train) or truncate (valid/test) over-long pairs.
+
+    `progress` counts the pairs encoded (in one process; with several, it shows elapsed time).
+    """
+    # worker start-up costs more than it saves on small splits
+    num_proc = data.num_proc if len(ds) >= 10_000 * data.num_proc else None
+    with progress.task(f"encoding {split}", total=len(ds), unit="pairs") as task:
+        enc = mark(
+            ds,
+            encode_batch,
+            cache,
+            f"{split}-encode",
+            advance=task.advance if num_proc is None else None,  # workers cannot report
+            fn_kwargs={
+                "src_tok": tokenizers.src,
+                "tgt_tok": tokenizers.tgt,
+                "max_len": data.max_len,
+                "max_ratio": data.max_ratio,
+                "filter_lengths": split == "train" or data.clean_eval,
+            },
+            features=ENCODED_FEATURES,
+            num_proc=num_proc,
+        )
+        if num_proc is not None:
+            task.advance(len(ds))
     counts = drop_counts(enc)
     stats["dropped"].update({k: counts[k] for k in ("too_long", "ratio") if k in counts})
     enc = keep(enc, cache, f"{split}-encode")
@@ -132,19 +139,3 @@ def split_stats(enc: datasets.Dataset) -> dict[str, Any]:
         "src": length_stats(table["src_ids"], specials=1),
         "tgt": length_stats(table["tgt_ids"], specials=2),
     }
-
-
-def log_table(stats: dict[str, dict[str, Any]]) -> None:
-    """One log line per split: read, kept, tokens, mean/max length, <unk> share, drops."""
-    side = f"{'tokens':>9} {'mean/max':>10} {'unk%':>6}"
-    logger.info(f"{'split':<6} {'read':>9} {'kept':>9} | src {side} | tgt {side} | dropped")
-    for split, s in stats.items():
-        dropped = ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "-"
-        if s.get("truncated"):
-            dropped += f"; truncated {s['truncated']}"
-        cells = [f"{split:<6} {s['read']:>9} {s['kept']:>9}"]
-        for name in ("src", "tgt"):
-            x = s[name]
-            length = f"{x['mean_len']:.1f}/{x['max_len']}"
-            cells.append(f"{name} {x['tokens']:>9} {length:>10} {100 * x['unk_share']:>6.2f}")
-        logger.info(" | ".join([*cells, dropped]))

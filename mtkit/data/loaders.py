@@ -9,54 +9,110 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
 
 from mtkit.config.schema import DataConfig
-from mtkit.data.bad_lines import without_bad_utf8
-from mtkit.data.rows import CODE, FEATURES, DataError
+from mtkit.data.bad_lines import BadRows, scan_utf8, without_bad_utf8, without_lines
+from mtkit.data.rows import CODE, FEATURES, DataError, drop_counts
 from mtkit.data.sources import Source
+from mtkit.files import numbered_lines
 
 _HUB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 
 
-def load_with_datasets(
-    data: DataConfig, source: Source, work: Path, cache: str
-) -> tuple[datasets.Dataset, int]:
+@dataclass
+class Loaded:
+    """A dataset read by `datasets`, and the lines cut out of its file before loading."""
+
+    ds: datasets.Dataset
+    unreadable: int = 0  # lines that were not UTF-8
+    not_objects: int = 0  # jsonl lines that were not JSON objects (data.on_bad_row: skip)
+
+
+def load_with_datasets(data: DataConfig, source: Source, work: Path, cache: str) -> Loaded:
     """jsonl / parquet through `datasets.load_dataset`, hub datasets by name.
 
-    Returns the dataset and the number of undecodable lines removed before loading.
+    A jsonl file's lines that are not UTF-8 are cut out first (bad_lines.py); so are, when
+    `datasets` cannot read it, the lines that are not JSON objects (`BadRows`).
     """
     if data.format == "hub":
-        return _load_hub(data, source), 0
-    path, unreadable = source.files[0], 0
+        return Loaded(_load_hub(data, source))
+    original, unreadable = source.files[0], 0
+    path = original
     if data.format == "jsonl":
-        path, unreadable = without_bad_utf8(data, source, path, work)
+        path, unreadable = without_bad_utf8(data, source, original, work)
     builder = {"jsonl": "json", "parquet": "parquet"}[data.format]
     try:
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache)
+        return Loaded(_load(builder, path, cache), unreadable)
     except datasets.exceptions.DatasetGenerationError as e:
-        where = _first_bad_json_line(path) if data.format == "jsonl" else None
-        cause = where or str(e.__cause__ or e).splitlines()[0]
-        raise DataError(f"{source.key}: could not read {source.files[0]}: {cause}") from None
-    return ds, unreadable
+        cause = str(e.__cause__ or e).splitlines()[0]
+        not_objects = bad_json_lines(original) if data.format == "jsonl" else []
+        if not not_objects:
+            raise DataError(f"{source.key}: could not read {original}: {cause}") from None
+    bad = BadRows(data, original, source.key)
+    for line, what in not_objects:
+        bad.add(line, what)
+    bad.finish()  # fails unless data.on_bad_row: skip
+    skip = {n for n, _ in not_objects} | set(scan_utf8(original))
+    path = without_lines(original, skip, work / ".cache" / f"{source.split}-objects.jsonl")
+    return Loaded(_load(builder, path, cache), unreadable, len(not_objects))
 
 
-def _first_bad_json_line(path: Path) -> str | None:
-    """'line N: problem' for the first line that is not a JSON object (error path only)."""
-    with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                return f"line {n}: invalid JSON ({e})"
-            if not isinstance(obj, dict):
-                return f"line {n}: expected one JSON object per line, found {type(obj).__name__}"
-    return None
+def _load(builder: str, path: Path, cache: str) -> datasets.Dataset:
+    return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache)
+
+
+def bad_json_lines(path: Path) -> list[tuple[int, str]]:
+    """(line, problem) for each line that is not a JSON object (UTF-8 errors aside)."""
+    found = []
+    for n, text in numbered_lines(path):
+        if text is None or not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            found.append((n, f"invalid JSON ({str(e)[:60]})"))
+            continue
+        if not isinstance(obj, dict):
+            found.append((n, f"not a JSON object (found {type(obj).__name__})"))
+    return found
+
+
+def missing_key_lines(data: DataConfig, path: Path) -> list[tuple[int, str]]:
+    """(line, problem) for each JSON object lacking its source or target (or holding null)."""
+    found = []
+    for n, text in numbered_lines(path):
+        if text is None or not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            continue  # reported by bad_json_lines
+        problem = _missing_key(data, obj) if isinstance(obj, dict) else None
+        if problem:
+            found.append((n, problem))
+    return found
+
+
+def _missing_key(data: DataConfig, obj: dict[str, Any]) -> str | None:
+    cols = (data.src_column, data.tgt_column)
+    if isinstance(cols[0], int):  # columns by position: nothing to name
+        return None
+    if isinstance(cols[0], str) and isinstance(cols[1], str):
+        keys: tuple[str, str] = (cols[0], cols[1])
+        missing = [k for k in keys if obj.get(k) is None]
+    else:  # {src_lang: .., tgt_lang: ..}, or the same under "translation"
+        s, t = data.src_lang, data.tgt_lang
+        nested = obj.get("translation")
+        where = nested if isinstance(nested, dict) and s not in obj and t not in obj else obj
+        missing = [k for k in (s, t) if where.get(k) is None]
+    if not missing:
+        return None
+    return f"no {' or '.join(map(repr, missing))} (or null)"
 
 
 def _load_hub(data: DataConfig, source: Source) -> datasets.Dataset:
@@ -83,15 +139,18 @@ def _load_hub(data: DataConfig, source: Source) -> datasets.Dataset:
 
 
 def select_columns(
-    data: DataConfig, source: Source, ds: datasets.Dataset, cache_file: Path, unreadable: int
+    data: DataConfig, source: Source, loaded: Loaded, cache_file: Path
 ) -> datasets.Dataset:
-    """Map a loaded dataset's columns onto (src, tgt, drop); `unreadable` rows are appended."""
+    """Map a loaded dataset's columns onto (src, tgt, drop); the lines cut out before loading
+    are appended as dropped rows. A jsonl row without its source or target is a bad row."""
+    ds = loaded.ds
     getters = _column_getters(data, source, ds)
+    lacks = CODE["bad_row"] if data.format == "jsonl" else 0  # elsewhere a null is "empty"
 
     def pick(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        src = [_as_text(v) for v in getters[0](batch)]
-        tgt = [_as_text(v) for v in getters[1](batch)]
-        return {"src": src, "tgt": tgt, "drop": [0] * len(src)}
+        src, tgt = getters[0](batch), getters[1](batch)
+        drop = [lacks if s is None or t is None else 0 for s, t in zip(src, tgt, strict=True)]
+        return {"src": [_as_text(v) for v in src], "tgt": [_as_text(v) for v in tgt], "drop": drop}
 
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     out = ds.map(
@@ -103,13 +162,19 @@ def select_columns(
         new_fingerprint=cache_file.stem,
         desc=f"reading {source.spec}",
     )
-    if unreadable:  # lines removed before loading become dropped rows, so they are counted
-        n = unreadable
-        bad = datasets.Dataset.from_dict(
-            {"src": [""] * n, "tgt": [""] * n, "drop": [CODE["invalid_utf8"]] * n},
-            features=FEATURES,
+    if lacks and drop_counts(out).get("bad_row"):
+        bad = BadRows(data, source.files[0], source.key)
+        for line, what in missing_key_lines(data, source.files[0]):
+            bad.add(line, what)
+        bad.finish()  # fails unless data.on_bad_row: skip
+    cut = [(loaded.unreadable, CODE["invalid_utf8"]), (loaded.not_objects, CODE["bad_row"])]
+    rows = [code for n, code in cut for _ in range(n)]
+    if rows:  # lines removed before loading become dropped rows, so they are counted
+        n = len(rows)
+        dropped = datasets.Dataset.from_dict(
+            {"src": [""] * n, "tgt": [""] * n, "drop": rows}, features=FEATURES
         )
-        out = datasets.concatenate_datasets([out, bad])
+        out = datasets.concatenate_datasets([out, dropped])
     return out
 
 

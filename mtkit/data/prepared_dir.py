@@ -16,19 +16,30 @@ from pathlib import Path
 from typing import Any
 
 from mtkit.config.schema import ExperimentConfig
+from mtkit.data.reused_tokenizer import files_digest
 from mtkit.data.rows import DataError
 from mtkit.data.sources import Source
-from mtkit.data.tokenizer import JOINT_FILE, SRC_FILE, TGT_FILE
+from mtkit.data.tokenizer import JOINT_FILE, SRC_FILE, TGT_FILE, TokenizerPair
 from mtkit.files import pid_alive
 
 FINGERPRINT_VERSION = 1  # bump when the prepared layout or the cleaning changes meaning
 
 
-def fingerprint_of(cfg: ExperimentConfig, sources: dict[str, list[Source]]) -> dict[str, Any]:
-    """What the prepared data depends on: data/tokenizer config and input file size + mtime."""
+def fingerprint_of(
+    cfg: ExperimentConfig,
+    sources: dict[str, list[Source]],
+    reused: TokenizerPair | None = None,
+) -> dict[str, Any]:
+    """What the prepared data depends on: data/tokenizer config and input file size + mtime.
+
+    With a `reused` tokenizer (not trained here) its content hash stands for the tokenizer
+    keys: the same model files from another path give the same prepared data.
+    """
     data = dataclasses.asdict(cfg.data)
     for irrelevant in ("prepared_dir", "num_proc"):
         data.pop(irrelevant)
+    if data["on_bad_row"] == "error":  # absent from older fingerprints: they keep their digest
+        data.pop("on_bad_row")
     inputs = []
     for split, srcs in sources.items():
         for s in srcs:
@@ -43,19 +54,41 @@ def fingerprint_of(cfg: ExperimentConfig, sources: dict[str, list[Source]]) -> d
                     }
                 )
     tokenizer = dataclasses.asdict(cfg.tokenizer)
+    tokenizer.pop("model")  # absent from older fingerprints: unchanged configs keep their digest
     tokenizer.pop("sampling_alpha")  # applied to training batches; the prepared data is the same
     body = {
         "version": FINGERPRINT_VERSION,
         "data": data,
-        "tokenizer": tokenizer,
+        "tokenizer": tokenizer if reused is None else {"files": files_digest(reused)},
         "inputs": inputs,
     }
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    return {"digest": digest, **body}
+    return {"digest": _digest(body), **body}
+
+
+def _digest(body: dict[str, Any]) -> str:
+    """sha256 of the fingerprint, where data.train/valid/test count by the files they name
+    (`inputs`, resolved), not by how they are spelled: data/train and /work/data/train (a
+    run's saved config holds absolute paths) give the same digest."""
+    data = dict(body["data"]) if isinstance(body.get("data"), dict) else {}
+    if data.get("format") != "hub":
+        for split in ("train", "valid", "test"):
+            data[split] = _unspelled(data.get(split))
+    canonical = {**body, "data": data}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def _unspelled(value: Any) -> Any:
+    """A data.train/valid/test value with its paths blanked (corpus options kept)."""
+    if isinstance(value, list):
+        return [_unspelled(v) for v in value]
+    if isinstance(value, dict):
+        return {**value, "path": ""}
+    return None if value is None else ""
 
 
 def matches(out: Path, fingerprint: dict[str, Any]) -> bool:
-    """`out` is complete and its fingerprint.json has the same digest."""
+    """`out` is complete and its fingerprint.json has the same digest (recomputed: a
+    fingerprint written before paths were spelled out counts the same)."""
     fp = out / "fingerprint.json"
     if not fp.is_file():
         return False
@@ -67,7 +100,10 @@ def matches(out: Path, fingerprint: dict[str, Any]) -> bool:
         stored = json.loads(fp.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return complete and stored.get("digest") == fingerprint["digest"]
+    if not complete or not isinstance(stored, dict):
+        return False
+    stored.pop("digest", None)
+    return _digest(stored) == str(fingerprint["digest"])
 
 
 def check_replaceable(out: Path) -> None:

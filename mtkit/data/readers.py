@@ -10,39 +10,52 @@ from __future__ import annotations
 import csv
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import datasets
 
 from mtkit.config.schema import DataConfig
-from mtkit.data.bad_lines import MAX_REPORTED, NUL_BYTE, report_bad_line
+from mtkit.data.bad_lines import NUL_BYTE, BadRows, report_bad_line
+from mtkit.data.corpora import add_corpus_column
 from mtkit.data.loaders import load_with_datasets, select_columns
 from mtkit.data.rows import CODE, FEATURES, DataError
-from mtkit.data.sources import Source
-from mtkit.files import numbered_lines
+from mtkit.data.sources import Source, has_corpus_options
+from mtkit.errors import plural
+from mtkit.files import count_lines, numbered_lines
+from mtkit.progress import QUIET, Progress
 
 logger = logging.getLogger(__name__)
 
 
-def read_split(data: DataConfig, sources: list[Source], work: Path) -> datasets.Dataset:
-    """All corpora of one split as one Dataset(src, tgt, drop)."""
-    parts = [_read_source(data, s, work, i) for i, s in enumerate(sources)]
+def read_split(
+    data: DataConfig, sources: list[Source], work: Path, progress: Progress = QUIET
+) -> datasets.Dataset:
+    """All corpora of one split as one Dataset(src, tgt, drop); with per-corpus tags or
+    weights, a `corpus` column says which corpus each row came from (corpora.py)."""
+    parts = [_read_source(data, s, work, i, progress) for i, s in enumerate(sources)]
+    if has_corpus_options(sources):
+        parts = add_corpus_column(parts)
     if len(parts) == 1:
         return parts[0]
     return datasets.concatenate_datasets(parts)
 
 
-def _read_source(data: DataConfig, source: Source, work: Path, index: int) -> datasets.Dataset:
+def _read_source(
+    data: DataConfig, source: Source, work: Path, index: int, progress: Progress
+) -> datasets.Dataset:
     cache = str(work / ".cache")
     if data.format in ("text", "tsv", "csv"):
         reader = {"text": _text_rows, "tsv": _tsv_rows, "csv": _csv_rows}[data.format]
-        kwargs = {"data": data, "source": source}
+        total = count_lines(source.files[0]) if progress.enabled else None
         try:
-            ds = datasets.Dataset.from_generator(
-                reader, features=FEATURES, cache_dir=cache, gen_kwargs=kwargs
-            )
+            with progress.task(f"reading {source.spec}", total=total, unit="pairs") as task:
+                kwargs = {"reader": reader, "data": data, "source": source, "advance": task.advance}
+                ds = datasets.Dataset.from_generator(
+                    _counted_rows, features=FEATURES, cache_dir=cache, gen_kwargs=kwargs,
+                    fingerprint=f"{source.split}-{index}-read",  # fresh cache: nothing to hash
+                )  # fmt: skip
         except datasets.exceptions.DatasetGenerationError as e:
             if isinstance(e.__cause__, DataError):
                 raise e.__cause__ from None
@@ -52,9 +65,25 @@ def _read_source(data: DataConfig, source: Source, work: Path, index: int) -> da
                 raise
             raise DataError(f"{source.key}: {source.spec} has no rows (only a header?)") from None
         return ds
-    raw, unreadable = load_with_datasets(data, source, work, cache)
-    cache_file = work / ".cache" / f"{source.split}-{index}.arrow"
-    return select_columns(data, source, raw, cache_file, unreadable)
+    with progress.stage(f"reading {source.spec}"):
+        loaded = load_with_datasets(data, source, work, cache)
+        cache_file = work / ".cache" / f"{source.split}-{index}.arrow"
+        return select_columns(data, source, loaded, cache_file)
+
+
+def _counted_rows(
+    reader: Callable[[DataConfig, Source], Iterator[dict[str, Any]]],
+    data: DataConfig,
+    source: Source,
+    advance: Callable[[int], None],
+) -> Iterator[dict[str, Any]]:
+    """The rows of `reader`, telling `advance` about every 10,000 (and the rest at the end)."""
+    n = 0
+    for n, row in enumerate(reader(data, source), start=1):
+        yield row
+        if n % 10_000 == 0:
+            advance(10_000)
+    advance(n % 10_000)
 
 
 def _text_rows(data: DataConfig, source: Source) -> Iterator[dict[str, Any]]:
@@ -79,7 +108,7 @@ def _text_rows(data: DataConfig, source: Source) -> Iterator[dict[str, Any]]:
         yield {"src": s or "", "tgt": t or "", "drop": drop}
     if n_src != n_tgt:
         raise DataError(
-            f"{source.key}: {src_path} has {n_src} lines but {tgt_path} has {n_tgt}; "
+            f"{source.key}: {src_path} has {plural(n_src, 'line')} but {tgt_path} has {n_tgt}; "
             "parallel files must be line-aligned"
         )
 
@@ -101,11 +130,16 @@ def _column_indices(data: DataConfig, source: Source, header: list[str] | None) 
 def _table_rows(
     data: DataConfig, source: Source, records: Iterator[tuple[int, list[str] | None]]
 ) -> Iterator[dict[str, Any]]:
-    """Rows from (line, fields) records of a tsv/csv file; a header row when columns are named."""
+    """Rows from (line, fields) records of a tsv/csv file; a header row when columns are named.
+
+    Every row must have as many fields as the header (or the first row): another number is a
+    bad row (a tab or comma inside a field), never a silently shortened pair.
+    """
     path = source.files[0]
     named = isinstance(data.src_column, str)
     indices: tuple[int, int] | None = None if named else _column_indices(data, source, None)
-    seen = [0]
+    width: int | None = None  # fields per row: the header's, or the first row's
+    seen, bad = [0], BadRows(data, path, source.key)
     for line, fields in records:
         if fields is None:
             report_bad_line(data, path, line, seen)
@@ -117,22 +151,28 @@ def _table_rows(
             continue
         if indices is None:
             indices = _column_indices(data, source, [f.strip() for f in fields])
+            width = len(fields)
             continue
-        need = max(indices) + 1
-        if len(fields) < need:
-            if data.strict or line == 1:
-                raise DataError(
-                    f"{path}:{line}: expected at least {need} {data.format} columns, found "
-                    f"{len(fields)} (check data.format, data.src_column/data.tgt_column)"
-                )
-            seen[0] += 1
-            if seen[0] <= MAX_REPORTED:
-                logger.warning(
-                    "%s:%d: %d columns, expected %d; skipping", path, line, len(fields), need
-                )
-            yield {"src": "", "tgt": "", "drop": CODE["malformed"]}
+        if width is None:  # the first row: it must hold the configured columns
+            width = _first_width(data, path, line, fields, max(indices) + 1)
+        if len(fields) != width:
+            sep = "tab" if data.format == "tsv" else "comma or quote"
+            found = plural(len(fields), "column")
+            bad.add(line, f"{found}, expected {width} (a {sep} inside a field?)")
+            yield {"src": "", "tgt": "", "drop": CODE["bad_row"]}
             continue
         yield {"src": fields[indices[0]], "tgt": fields[indices[1]], "drop": 0}
+    bad.finish()
+
+
+def _first_width(data: DataConfig, path: Path, line: int, fields: list[str], need: int) -> int:
+    """The number of fields of the first row, which must hold the configured columns."""
+    if len(fields) < need:
+        raise DataError(
+            f"{path}:{line}: expected at least {plural(need, data.format + ' column')}, found "
+            f"{len(fields)} (check data.format, data.src_column/data.tgt_column)"
+        )
+    return len(fields)
 
 
 def _tsv_rows(data: DataConfig, source: Source) -> Iterator[dict[str, Any]]:

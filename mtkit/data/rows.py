@@ -23,7 +23,8 @@ class DataError(MtkitError):
 # Reason codes in the `drop` column; 0 keeps the pair. Order = order of the checks.
 REASONS = (
     "invalid_utf8",
-    "malformed",
+    "malformed",  # a NUL byte
+    "bad_row",  # not the shape of its format (columns, JSON object, keys): data.on_bad_row
     "empty",
     "same",
     "duplicate",
@@ -60,9 +61,19 @@ def keep(ds: datasets.Dataset, cache: Path, name: str) -> datasets.Dataset:
 
 
 def mark(
-    ds: datasets.Dataset, fn: Callable[..., Any], cache: Path, name: str, **kw: Any
+    ds: datasets.Dataset,
+    fn: Callable[..., Any],
+    cache: Path,
+    name: str,
+    advance: Callable[[int], None] | None = None,
+    **kw: Any,
 ) -> datasets.Dataset:
-    """Run a batched map writing into the build cache (never reusing a stale result)."""
+    """Run a batched map writing into the build cache (never reusing a stale result).
+
+    `advance(n)` is told each batch's size once it is done (progress; one process only).
+    """
+    if advance is not None:
+        fn = _counting(fn, advance)
     return ds.map(
         fn,
         batched=True,
@@ -72,3 +83,14 @@ def mark(
         desc=name,
         **kw,
     )
+
+
+def _counting(fn: Callable[..., Any], advance: Callable[[int], None]) -> Callable[..., Any]:
+    """`fn` that reports the rows of each batch it has processed."""
+
+    def counted(batch: dict[str, list[Any]], **kwargs: Any) -> Any:
+        out = fn(batch, **kwargs)
+        advance(len(next(iter(batch.values()))))
+        return out
+
+    return counted

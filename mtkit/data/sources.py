@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtkit.config.schema import DataConfig
+from mtkit.config.schema import CorpusConfig, DataConfig
 from mtkit.data.rows import DataError
+from mtkit.files import special_kind
 
 
 @dataclass
@@ -16,6 +17,8 @@ class Source:
     split: str  # train / valid / test
     spec: str  # the config value (path, prefix, or hub NAME[:SPLIT])
     files: list[Path] = field(default_factory=list)  # local files (empty for hub)
+    tag: str | None = None  # prepended to its source sentences (a train corpus's option)
+    weight: float = 1.0  # sampling weight (a train corpus's option)
 
     @property
     def key(self) -> str:
@@ -25,17 +28,30 @@ class Source:
 
 def resolve_sources(data: DataConfig) -> dict[str, list[Source]]:
     """Resolve and check every configured input; missing files fail here, before any work."""
-    specs: dict[str, list[str]] = {
-        "train": data.train if isinstance(data.train, list) else [data.train]
-    }
+    trains = data.train if isinstance(data.train, list) else [data.train]
+    out: dict[str, list[Source]] = {"train": []}
+    for entry in trains:
+        if isinstance(entry, CorpusConfig):
+            source = _source(data, "train", entry.path)
+            source.tag, source.weight = entry.tag, entry.weight
+        else:
+            source = _source(data, "train", entry)
+        out["train"].append(source)
     for split in ("valid", "test"):
         value = getattr(data, split)
         if value is not None:
-            specs[split] = [value]
-    out: dict[str, list[Source]] = {}
-    for split, values in specs.items():
-        out[split] = [_source(data, split, v) for v in values]
+            out[split] = [_source(data, split, value)]
     return out
+
+
+def has_corpus_options(sources: list[Source]) -> bool:
+    """Some corpus carries a tag or a weight other than 1."""
+    return any(s.tag is not None or s.weight != 1.0 for s in sources)
+
+
+def tags(sources: list[Source]) -> list[str]:
+    """The distinct source tags of these corpora, in order."""
+    return list(dict.fromkeys(s.tag for s in sources if s.tag is not None))
 
 
 def _source(data: DataConfig, split: str, spec: str) -> Source:
@@ -49,6 +65,10 @@ def _source(data: DataConfig, split: str, spec: str) -> Source:
     for path in src.files:
         if path.is_dir():
             raise DataError(f"{src.key}: {path} is a directory, expected a {data.format} file")
+        if path.exists() and not path.is_file():  # /dev/zero, a FIFO: never read (or waited on)
+            raise DataError(
+                f"{src.key}: {path} is {special_kind(path)}, expected a regular {data.format} file"
+            )
         if not path.exists():
             hint = (
                 f" (format text reads PREFIX.{data.src_lang} and PREFIX.{data.tgt_lang}; "

@@ -11,16 +11,16 @@ import io
 import logging
 import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import sentencepiece as spm
 
 from mtkit.config.schema import ConfigError, TokenizerConfig
 from mtkit.errors import MtkitError
-from mtkit.files import atomic_writer, read_lines
+from mtkit.files import atomic_write_bytes, atomic_writer, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -172,10 +172,8 @@ class TokenizerPair:
 
     def save(self, directory: Path) -> None:
         """Write the .model file(s) into `directory` (a run dir, a checkpoint dir)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         for name, data in self.model_files().items():
-            (directory / name).write_bytes(data)
+            atomic_write_bytes(Path(directory) / name, data)
 
 
 # --------------------------------------------------------------------------- training
@@ -195,9 +193,14 @@ def _lines(source: Iterable[str] | Path) -> Iterator[str]:
 
 
 def train_sentencepiece(
-    sentences: Iterable[str] | Path, cfg: TokenizerConfig, name: str
+    sentences: Iterable[str] | Path,
+    cfg: TokenizerConfig,
+    name: str,
+    symbols: Sequence[str] = (),
 ) -> Tokenizer:
     """Train one sentencepiece model in memory from sentences (an iterable or a text file).
+
+    `symbols` (e.g. a back-translation tag "<BT>") are each kept as one piece.
 
     sentencepiece samples at most `cfg.input_sentence_size` of them (shuffled); its own stderr
     logging is switched off. "Vocabulary size too high" becomes a TokenizerError that names
@@ -222,6 +225,7 @@ def train_sentencepiece(
             bos_id=BOS_ID,
             eos_id=EOS_ID,
             pad_piece="<pad>",
+            user_defined_symbols=list(symbols),
             minloglevel=2,  # quiet: sentencepiece logs every step to stderr by default
             num_threads=1,
         )
@@ -274,29 +278,30 @@ def train_tokenizers(
     tgt_lang: str,
     *,
     seed: int | None = None,
+    src_symbols: Sequence[str] = (),
 ) -> TokenizerPair:
     """Train a joint model (spm.model) or one per side (spm.src.model, spm.tgt.model).
 
     Pass the training split only. sentencepiece samples at most `cfg.input_sentence_size`
     sentences per model (for a joint model, from both sides together). The model files are
     written into `out_dir`. `seed` fixes sentencepiece's sampling (the default: its own seed).
+    `src_symbols` (source tags) are single pieces of the source (or joint) model.
     """
     if seed is not None:
         spm.set_random_generator_seed(seed)
     if cfg.joint:
         both = _chain(_lines(train_src), _lines(train_tgt))
-        tok = train_sentencepiece(both, cfg, name=f"joint {src_lang}+{tgt_lang}")
+        tok = train_sentencepiece(both, cfg, f"joint {src_lang}+{tgt_lang}", src_symbols)
         pair = TokenizerPair(tok, tok)
     else:
         pair = TokenizerPair(
-            train_sentencepiece(train_src, cfg, name=f"source ({src_lang})"),
+            train_sentencepiece(train_src, cfg, f"source ({src_lang})", src_symbols),
             train_sentencepiece(train_tgt, cfg, name=f"target ({tgt_lang})"),
         )
     pair.save(out_dir)
     logger.info(
-        "trained %s %s tokenizer(s): vocab %d/%d",
-        "joint" if pair.joint else "separate",
-        cfg.type,
+        "trained %s: vocab %d/%d",
+        f"a joint {cfg.type} tokenizer" if pair.joint else f"separate {cfg.type} tokenizers",
         pair.src.vocab_size,
         pair.tgt.vocab_size,
     )
@@ -323,37 +328,63 @@ def encode_file(
 
     Reads in batches, so large files stream. Lines are split on "\\n" only.
     """
-    n = 0
     with atomic_writer(Path(dst)) as out:
-        for batch in _batched(_lines(Path(src)), batch_lines):
-            if as_ids:
-                rows = [" ".join(map(str, ids)) for ids in tokenizer.encode(batch)]
-            else:
-                rows = [" ".join(p) for p in tokenizer.encode_pieces(batch)]
-            out.writelines(r + "\n" for r in rows)
-            n += len(rows)
+        return encode_lines(tokenizer, Path(src), out, as_ids=as_ids, batch_lines=batch_lines)
+
+
+def encode_lines(
+    tokenizer: Tokenizer,
+    lines: Iterable[str] | Path,
+    out: TextIO,
+    *,
+    as_ids: bool = False,
+    batch_lines: int = 10_000,
+) -> int:
+    """`encode_file` from any lines (a file, stdin) to any text stream, flushed per batch."""
+    n = 0
+    for batch in _batched(_lines(lines), batch_lines):
+        if as_ids:
+            rows = [" ".join(map(str, ids)) for ids in tokenizer.encode(batch)]
+        else:
+            rows = [" ".join(p) for p in tokenizer.encode_pieces(batch)]
+        out.writelines(r + "\n" for r in rows)
+        out.flush()
+        n += len(rows)
     return n
 
 
 def decode_file(tokenizer: Tokenizer, src: Path, dst: Path, *, batch_lines: int = 10_000) -> int:
     """Inverse of `encode_file`: pieces or integer ids per line back to text; returns lines."""
-    n = 0
     with atomic_writer(Path(dst)) as out:
-        for batch in _batched(_lines(Path(src)), batch_lines):
-            tokens = [line.split() for line in batch]
-            if all(t.isdigit() for row in tokens for t in row):
-                ids = [[int(t) for t in row] for row in tokens]
-                for i, row in enumerate(ids):
-                    if any(x >= tokenizer.vocab_size for x in row):
-                        raise TokenizerError(
-                            f"{src}:{n + i + 1}: id out of range (the model has "
-                            f"{tokenizer.vocab_size} pieces)"
-                        )
-                rows = tokenizer.decode(ids)
-            else:
-                rows = tokenizer.decode_pieces(tokens)
-            out.writelines(r + "\n" for r in rows)
-            n += len(rows)
+        return decode_lines(tokenizer, Path(src), out, batch_lines=batch_lines)
+
+
+def decode_lines(
+    tokenizer: Tokenizer,
+    lines: Iterable[str] | Path,
+    out: TextIO,
+    *,
+    batch_lines: int = 10_000,
+) -> int:
+    """`decode_file` from any lines (a file, stdin) to any text stream, flushed per batch."""
+    where = str(lines) if isinstance(lines, Path) else "stdin"  # names a line out of range
+    n = 0
+    for batch in _batched(_lines(lines), batch_lines):
+        tokens = [line.split() for line in batch]
+        if all(t.isdigit() for row in tokens for t in row):
+            ids = [[int(t) for t in row] for row in tokens]
+            for i, row in enumerate(ids):
+                if any(x >= tokenizer.vocab_size for x in row):
+                    raise TokenizerError(
+                        f"{where}:{n + i + 1}: id out of range (the model has "
+                        f"{tokenizer.vocab_size} pieces)"
+                    )
+            rows = tokenizer.decode(ids)
+        else:
+            rows = tokenizer.decode_pieces(tokens)
+        out.writelines(r + "\n" for r in rows)
+        out.flush()
+        n += len(rows)
     return n
 
 

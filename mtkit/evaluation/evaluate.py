@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from mtkit.config.schema import DecodingConfig
-from mtkit.errors import MtkitError
+from mtkit.errors import MtkitError, plural
+from mtkit.evaluation.config_paths import file_problem, path_hint
 from mtkit.evaluation.metrics import MetricResult, corpus_scores
 from mtkit.evaluation.significance import (
     DEFAULT_SAMPLES,
@@ -20,6 +21,7 @@ from mtkit.evaluation.significance import (
     paired_bootstrap,
 )
 from mtkit.files import atomic_write_bytes
+from mtkit.progress import QUIET, Progress
 from mtkit.translation.translator import Translator
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class EvalSet:
     references: list[list[str]]
     source_name: str
     reference_names: list[str]
+    paths: list[Path] = field(default_factory=list)  # the files read (an output must not be one)
 
 
 def read_lines(path: Path) -> list[str]:
@@ -82,7 +85,8 @@ def check_counts(
     for ref_name, lines in zip(ref_names, refs, strict=True):
         if len(lines) != n:
             raise EvaluationError(
-                f"{ref_name} has {len(lines)} lines but {name} has {n}; they must be line-aligned"
+                f"{ref_name} has {plural(len(lines), 'line')} but {name} has {n}; they must be "
+                "line-aligned"
             )
 
 
@@ -127,11 +131,12 @@ def file_set(src: Path, refs: Sequence[Path]) -> EvalSet:
     references = [read_lines(r) for r in refs]
     names = [str(r) for r in refs]
     check_counts(str(src), len(sources), names, references)
-    return EvalSet(sources, references, str(src), names)
+    return EvalSet(sources, references, str(src), names, [src, *refs])
 
 
-def split_set(translator: Translator, split: str) -> EvalSet:
-    """A split of the run's data config.
+def split_set(translator: Any, split: str) -> EvalSet:
+    """A split of the run's data config (`translator`: an engine, or anything with the
+    run's `config` and a `checkpoint` path that error messages name as its origin).
 
     `format: text` splits given as files are read as they are (scores compare with other
     systems on the same files). Any other format, and splits carved out of train, come from
@@ -142,17 +147,22 @@ def split_set(translator: Translator, split: str) -> EvalSet:
         raise EvaluationError(f"--split: expected test or valid, got '{split}'")
     prefix = getattr(data, split)
     if data.format == "text" and prefix is not None:
-        src = Path(f"{prefix}.{data.src_lang}")
-        return file_set(src, [Path(f"{prefix}.{data.tgt_lang}")])
+        files = [Path(f"{prefix}.{lang}") for lang in (data.src_lang, data.tgt_lang)]
+        for path in files:
+            problem = file_problem(translator, f"data.{split}", path)
+            if problem is not None:
+                raise EvaluationError(problem)
+        return file_set(files[0], files[1:])
     from mtkit.data.batching import load_prepared_text
 
     prepared = Path(data.prepared_dir)
     try:
         splits = load_prepared_text(prepared)
     except MtkitError:
+        hint = path_hint(translator, "data.prepared_dir", prepared)
         raise EvaluationError(
-            f"the {split} split comes from the prepared data, but {prepared} holds none; run "
-            "`mtkit prepare` with the run's config, or pass --src and --ref"
+            f"the {split} split comes from the prepared data, but {prepared} holds none{hint}; "
+            "run `mtkit prepare` with the run's config, or pass --src and --ref"
         ) from None
     if split not in splits:
         raise EvaluationError(f"{prepared} has no {split} split; pass --src and --ref")
@@ -168,10 +178,16 @@ def evaluate_model(
     metrics: Sequence[str],
     out: Path,
     tokenize: str = "13a",
+    progress: Progress = QUIET,
 ) -> Report:
     """Translate the sources, write the hypotheses to `out`, and score them."""
     start = time.monotonic()
-    hypotheses = translator.translate(inputs.sources, dec)
+    with progress.task("translating", total=len(inputs.sources), unit="lines") as task:
+        if isinstance(translator, Translator):
+            hypotheses = translator.translate(inputs.sources, dec, advance=task.advance)
+        else:  # a CTranslate2 export translates the whole set at once
+            hypotheses = translator.translate(inputs.sources, dec)
+            task.advance(len(hypotheses))
     seconds = time.monotonic() - start
     atomic_write_bytes(out, "".join(h + "\n" for h in hypotheses).encode("utf-8"))
     scores = corpus_scores(hypotheses, inputs.references, metrics, tokenize=tokenize)

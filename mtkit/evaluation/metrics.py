@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mtkit.errors import MtkitError
+from mtkit.errors import MtkitError, plural
 
 METRICS = ("bleu", "chrf", "chrf++", "ter")
 # sacrebleu tokenizers that fetch a sentencepiece model on first use (into ~/.sacrebleu)
@@ -90,8 +90,9 @@ def check_references(hypotheses: Sequence[str], references: Sequence[Sequence[st
     for i, ref in enumerate(references):
         if len(ref) != len(hypotheses):
             raise MetricError(
-                f"reference set {i + 1} has {len(ref)} lines but there are "
-                f"{len(hypotheses)} hypotheses"
+                f"reference set {i + 1} has {plural(len(ref), 'line')} but there "
+                f"{'is' if len(hypotheses) == 1 else 'are'} "
+                f"{plural(len(hypotheses), 'hypothesis', 'hypotheses')}"
             )
 
 

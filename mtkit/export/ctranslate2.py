@@ -28,11 +28,12 @@ from torch import Tensor, nn
 import mtkit
 from mtkit.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from mtkit.config.load import config_to_dict
-from mtkit.config.schema import ModelConfig
+from mtkit.config.schema import ExperimentConfig, ModelConfig
 from mtkit.data.tokenizer import TokenizerPair
 from mtkit.errors import MtkitError
 from mtkit.model.layers import DecoderLayer, EncoderLayer, MultiHeadAttention, Residual
 from mtkit.model.transformer import Transformer
+from mtkit.progress import QUIET, Progress
 from mtkit.translation.ctranslate2_engine import (
     EXPORT_CONFIG,
     EXPORT_VERSION,
@@ -186,9 +187,17 @@ def register_vocabularies(spec: Any, tokenizers: TokenizerPair) -> None:
 
 
 def export_ctranslate2(
-    run: Path, output: Path, *, quantization: str | None = None, force: bool = False
+    run: Path,
+    output: Path,
+    *,
+    quantization: str | None = None,
+    force: bool = False,
+    progress: Progress = QUIET,
 ) -> Path:
-    """Write `output`/: CTranslate2 model, sentencepiece model(s), mtkit_export.yaml."""
+    """Write `output`/: CTranslate2 model, sentencepiece model(s), mtkit_export.yaml.
+
+    `progress` counts its steps: read the checkpoint, convert, quantize, save.
+    """
     quantization = quantization or "float32"
     if quantization not in QUANTIZATIONS:
         raise ExportError(
@@ -197,16 +206,30 @@ def export_ctranslate2(
     ct2 = require_ctranslate2()
     _check_output(output, force)
     ckpt = resolve_checkpoint(Path(run))
-    state = load_checkpoint(ckpt)  # its errors already name the file
-    try:
-        cfg, tokenizers, model = restore(state)
-    except MtkitError as e:  # one line naming the file, as Translator.load does
-        raise CheckpointError(f"{ckpt}: {e}") from None
-    spec = build_spec(model.eval(), ct2)
-    register_vocabularies(spec, tokenizers)
-    spec.validate()
-    spec.optimize(quantization=quantization)
-    info = {
+    with progress.task("exporting to CTranslate2", total=4, unit="steps") as task:
+        state = load_checkpoint(ckpt)  # its errors already name the file
+        try:
+            cfg, tokenizers, model = restore(state)
+        except MtkitError as e:  # one line naming the file, as Translator.load does
+            raise CheckpointError(f"{ckpt}: {e}") from None
+        task.advance()
+        spec = build_spec(model.eval(), ct2)
+        register_vocabularies(spec, tokenizers)
+        spec.validate()
+        task.advance()
+        spec.optimize(quantization=quantization)
+        task.advance()
+        _save(spec, tokenizers, _export_info(ckpt, cfg, tokenizers, quantization, ct2), output)
+        task.advance()
+    logger.info("exported %s to %s (CTranslate2, %s)", ckpt, output, quantization)
+    return output
+
+
+def _export_info(
+    ckpt: Path, cfg: ExperimentConfig, tokenizers: TokenizerPair, quantization: str, ct2: Any
+) -> dict[str, Any]:
+    """What mtkit_export.yaml says: versions, source checkpoint, languages, decoding, config."""
+    return {
         "format": "ctranslate2",
         "export_version": EXPORT_VERSION,
         "quantization": quantization,
@@ -219,6 +242,10 @@ def export_ctranslate2(
         "decoding": dataclasses.asdict(cfg.decoding),  # defaults for translate/evaluate
         "experiment": config_to_dict(cfg),  # the run's resolved config
     }
+
+
+def _save(spec: Any, tokenizers: TokenizerPair, info: dict[str, Any], output: Path) -> None:
+    """Write the export into a temporary folder beside `output`, then rename it into place."""
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
@@ -232,8 +259,6 @@ def export_ctranslate2(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("exported %s to %s (CTranslate2, %s)", ckpt, output, quantization)
-    return output
 
 
 def _check_output(output: Path, force: bool) -> None:

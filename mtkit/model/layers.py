@@ -93,6 +93,9 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
+        # set by `fuse_projections` (inference): the stacked products as modules of their own
+        self.qkv_proj: nn.Module | None = None
+        self.kv_proj: nn.Module | None = None
 
     def forward(self, query: Tensor, *, key: Tensor, value: Tensor, mask: Tensor | None) -> Tensor:
         """Shapes: query (batch, q_len, d_model), key/value (batch, k_len, d_model),
@@ -164,17 +167,42 @@ class MultiHeadAttention(nn.Module):
         x = x.view(batch, length, self.n_heads, self.head_dim)  # (batch, len, n_heads, head_dim)
         return x.transpose(1, 2)  # (batch, n_heads, len, head_dim)
 
+    def fuse_projections(self) -> None:
+        """Store [W_q; W_k; W_v] and [W_k; W_v] as Linears of their own (for inference).
+
+        The fused products then skip stacking the weights on every call, and a module-level
+        transform such as dynamic quantization converts them like any Linear. The separate
+        projections stay (checkpoints and export read them); the results are the same.
+        """
+        self.qkv_proj = _stacked((self.q_proj, self.k_proj, self.v_proj))
+        self.kv_proj = _stacked((self.k_proj, self.v_proj))
+
     def _fused(self, x: Tensor, projections: tuple[nn.Linear, ...]) -> tuple[Tensor, ...]:
         """x times the stacked weights of `projections`, split per projection and head.
 
         Shapes: x (batch, len, d_model) -> n x (batch, n_heads, len, head_dim), strided views.
         """
-        weight = torch.cat([p.weight for p in projections])  # (n * d_model, d_model)
-        bias = torch.cat([p.bias for p in projections])  # (n * d_model,)
-        y = F.linear(x, weight, bias)  # (batch, len, n * d_model)
+        stored = self.qkv_proj if len(projections) == 3 else self.kv_proj
+        if stored is not None:
+            y: Tensor = stored(x)  # (batch, len, n * d_model)
+        else:
+            weight = torch.cat([p.weight for p in projections])  # (n * d_model, d_model)
+            bias = torch.cat([p.bias for p in projections])  # (n * d_model,)
+            y = F.linear(x, weight, bias)  # (batch, len, n * d_model)
         batch, length, _ = x.shape
         y = y.view(batch, length, len(projections), self.n_heads, self.head_dim)
         return y.permute(2, 0, 3, 1, 4).unbind(0)  # n x (batch, n_heads, len, head_dim)
+
+
+def _stacked(projections: tuple[nn.Linear, ...]) -> nn.Linear:
+    """One Linear computing every projection in `projections` at once (outputs stacked)."""
+    weight = torch.cat([p.weight.detach() for p in projections])  # (n * d_out, d_in)
+    bias = torch.cat([p.bias.detach() for p in projections])  # (n * d_out,)
+    fused = nn.Linear(weight.size(1), weight.size(0), device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        fused.weight.copy_(weight)
+        fused.bias.copy_(bias)
+    return fused.requires_grad_(False)
 
 
 class FeedForward(nn.Module):

@@ -36,13 +36,45 @@ def beam_search(
 
     Scores are GNMT-normalised: log_prob / ((5 + len) / 6) ** dec.length_penalty (len counts
     EOS); `dec.length_norm` "average" divides by len instead, "none" ranks by raw log_prob.
-    A sentence stops once it has `dec.beam_size` finished hypotheses that no live one can beat.
+    A sentence stops once it has `dec.nbest` finished hypotheses that no live one can beat:
+    its n-best list is then final (later hypotheses could only rank below it).
     Also uses the length keys and dec.no_repeat_ngram (sampling keys are ignored).
     Shapes: src (batch, src_len), src_mask (batch, src_len) bool.
     """
     with torch.inference_mode():
         kept = _beam_search(model, src, src_mask, dec, bos_id, eos_id, use_cache)
     return [hyps[: dec.nbest] for hyps in kept]
+
+
+def top_candidates(lp: Tensor, scores: Tensor, k: int, chunk: int = 64) -> tuple[Tensor, Tensor]:
+    """The `k` best of each sentence's `beam * vocab` candidate scores lp + score, best first.
+
+    The same values as `(lp + scores[..., None]).view(n, -1).topk(k)` (ties aside), without
+    adding to or ranking all of them: each row's vocabulary is cut into chunks of `chunk`
+    tokens, and the k best candidates lie in the k chunks with the best maxima (a chunk holding
+    one of them has a maximum at least the k-th best value). Adding a row's score to a chunk's
+    maximum gives the maximum of the chunk plus the score exactly (rounding is monotone).
+    Shapes: lp (n*beam, vocab), scores (n, beam) -> values (n, k), indices into beam*vocab (n, k).
+    """
+    rows, vocab = lp.shape
+    n, beam = scores.shape
+    whole = vocab // chunk * chunk
+    maxima = lp[:, :whole].view(rows, whole // chunk, chunk).amax(dim=-1)  # (n*beam, chunks)
+    if whole < vocab:  # the last, shorter chunk
+        maxima = torch.cat([maxima, lp[:, whole:].amax(dim=-1, keepdim=True)], dim=1)
+    chunks = maxima.size(1)
+    best = (maxima + scores.view(rows, 1)).view(n, beam * chunks)  # (n, beam*chunks)
+    picked = best.topk(min(k, beam * chunks), dim=1).indices  # (n, k') best chunks
+    origin = picked // chunks  # (n, k') beam of each chunk
+    cols = (picked % chunks * chunk)[..., None] + torch.arange(chunk, device=lp.device)
+    inside = cols < vocab  # (n, k', chunk) False past the last token
+    cols = cols.clamp(max=vocab - 1)  # (n, k', chunk)
+    rows_of = (torch.arange(n, device=lp.device)[:, None] * beam + origin)[..., None]
+    values = lp[rows_of, cols] + scores.gather(1, origin)[..., None]  # (n, k', chunk)
+    values = values.masked_fill_(~inside, -math.inf).view(n, -1)  # (n, k' * chunk)
+    top, where = values.topk(k, dim=1)  # (n, k) each
+    index = (origin[..., None] * vocab + cols).view(n, -1).gather(1, where)  # (n, k)
+    return top, index
 
 
 def _add_finished(kept: list[Hypothesis], hyp: Hypothesis, beam_size: int) -> list[Hypothesis]:
@@ -77,19 +109,20 @@ def _collect_finished(
 def _sentence_done(
     kept: list[Hypothesis], best_live: float, step: int, max_len: int, dec: DecodingConfig
 ) -> bool:
-    """True when no live hypothesis of this sentence can still enter the kept set.
+    """True when no live hypothesis of this sentence can still enter its n-best list.
 
     A live prefix of `step + 1` tokens with raw log-prob `best_live` (<= 0) ends at a length
     (EOS counted) in [step + 2, max_len + 1] with raw log-prob <= best_live; the normaliser is
-    monotone in length, so its best normalised score is at one of the two ends.
+    monotone in length, so its best normalised score is at one of the two ends. A later
+    hypothesis that only ties the `nbest`-th score sorts after it, so the list is final.
     """
     if step >= max_len or best_live == -math.inf:
         return True
-    if len(kept) < dec.beam_size:
+    if len(kept) < dec.nbest:
         return False
     ends = (step + 2, max_len + 1)
     bound = max(best_live / length_normaliser(n, dec.length_penalty, dec.length_norm) for n in ends)
-    return bound <= kept[-1].score
+    return bound <= kept[dec.nbest - 1].score
 
 
 def _beam_search(
@@ -123,9 +156,8 @@ def _beam_search(
             lp, step, max_lens.repeat_interleave(beam), bos_id=bos_id, eos_id=eos_id,
             pad_id=model.pad_id, min_len=dec.min_len, banned=banned,
         )  # fmt: skip
-        cand = lp.add_(scores.view(-1, 1)).view(n, beam * vocab)  # (n, beam*vocab), in place
         k = min(2 * beam, beam * vocab)  # 2 x beam in case half are EOS
-        top, idx = cand.topk(k, dim=1)  # (n, k) each
+        top, idx = top_candidates(lp, scores, k)  # (n, k) each, over beam*vocab
         origin, token = idx // vocab, idx % vocab  # (n, k) each
         is_eos = token == eos_id  # (n, k)
         # 1) EOS candidates ranked within the beam finish a hypothesis

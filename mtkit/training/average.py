@@ -14,7 +14,9 @@ from typing import Any
 import torch
 
 from mtkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_checkpoints
+from mtkit.errors import plural
 from mtkit.evaluation.metrics import MetricResult
+from mtkit.progress import QUIET, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +51,14 @@ def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torc
     return out
 
 
-def average_run(run_dir: Path, last: int, output: Path | None = None) -> Path:
+def average_run(
+    run_dir: Path, last: int, output: Path | None = None, progress: Progress = QUIET
+) -> Path:
     """Average the newest `last` step_NNNNNN.pt of a run into a new, translatable checkpoint.
 
     The result keeps the newest checkpoint's config and tokenizer, drops optimizer and RNG
-    state (it is for translating, not for resuming) and lists its sources.
+    state (it is for translating, not for resuming) and lists its sources. `progress` counts
+    the checkpoints read.
     """
     if last < 1:
         raise CheckpointError(f"--last: expected a positive number, got {last}")
@@ -62,23 +67,51 @@ def average_run(run_dir: Path, last: int, output: Path | None = None) -> Path:
     found = step_checkpoints(run_dir)
     if len(found) < last:
         raise CheckpointError(
-            f"{run_dir}: asked to average {last} checkpoints but only {len(found)} step_*.pt "
-            "files are kept (see training.keep_last)"
+            f"{run_dir}: asked to average {plural(last, 'checkpoint')} but only "
+            f"{plural(len(found), 'step_*.pt file')} {'is' if len(found) == 1 else 'are'} kept "
+            "(see training.keep_last)"
         )
     chosen = [path for _, path in found[-last:]]
     states: list[dict[str, Any]] = []
-    for path in chosen:
-        states.append(load_checkpoint(path))
-        logger.info("averaging %s", path.name)
+    with progress.task(f"reading {last} checkpoints", total=last, unit="checkpoints") as task:
+        for path in chosen:
+            states.append(load_checkpoint(path))
+            logger.info("averaging %s", path.name)
+            task.advance()
     newest = states[-1]
+    for path, state in zip(chosen, states, strict=True):
+        if state["tokenizer"] != newest["tokenizer"]:
+            raise CheckpointError(
+                f"{path} and {chosen[-1]} were trained with different tokenizers; only "
+                "checkpoints of one run (one tokenizer) can be averaged"
+            )
     averaged: dict[str, Any] = {
-        key: newest[key] for key in ("config", "vocab", "tokenizer") if key in newest
+        key: newest[key] for key in ("config", "vocab", "tokenizer", "parent") if key in newest
     }
     averaged["model"] = average_state_dicts([s["model"] for s in states])
     averaged["averaged_from"] = [p.name for p in chosen]
-    out = output or run_dir / f"average_last{last}.pt"
+    out = output or average_path(run_dir, last)
     save_checkpoint(out, averaged)
     return out
+
+
+def check_select_on(split: str) -> None:
+    """Averages are chosen on valid (test is for scoring the choice, once)."""
+    if split != "valid":
+        raise CheckpointError(
+            f"--select-on: expected valid, got '{split}' (choose on validation data, then "
+            "score the choice on test once with `mtkit evaluate`)"
+        )
+
+
+def average_path(run_dir: Path, last: int) -> Path:
+    """Where the average of the last `last` checkpoints goes by default: RUN/average_lastN.pt."""
+    return run_dir / f"average_last{last}.pt"
+
+
+def selection_hyp_path(average: Path, split: str) -> Path:
+    """The hypotheses `select_average` writes next to an average (average_lastN.<split>.hyp)."""
+    return average.with_suffix(f".{split}.hyp")
 
 
 @dataclass
@@ -91,7 +124,11 @@ class Candidate:
 
 
 def select_average(
-    run_dir: Path, lasts: list[int], split: str = "valid", device: str = "auto"
+    run_dir: Path,
+    lasts: list[int],
+    split: str = "valid",
+    device: str = "auto",
+    progress: Progress = QUIET,
 ) -> list[Candidate]:
     """Average the last N step checkpoints for each N in `lasts`; score each on `split`.
 
@@ -104,19 +141,16 @@ def select_average(
     from mtkit.evaluation.evaluate import evaluate_model, split_set
     from mtkit.translation.translator import Translator
 
-    if split != "valid":
-        raise CheckpointError(
-            f"--select-on: expected valid, got '{split}' (choose on validation data, then "
-            "score the choice on test once with `mtkit evaluate`)"
-        )
+    check_select_on(split)
     candidates = []
     for last in dict.fromkeys(lasts):  # in order, without repeats
-        path = average_run(run_dir, last)
+        path = average_run(run_dir, last, progress=progress)
         translator = Translator.load(path, device=device)
         inputs = split_set(translator, split)
         report = evaluate_model(
             translator, inputs, translator.config.decoding, ["bleu"],
-            path.with_suffix(f".{split}.hyp"), tokenize=translator.config.evaluation.tokenize,
+            selection_hyp_path(path, split), tokenize=translator.config.evaluation.tokenize,
+            progress=progress,
         )  # fmt: skip
         logger.info("%s: %s BLEU %.2f", path.name, split, report.scores[0].score)
         candidates.append(Candidate(path, last, report.scores[0]))

@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 def checkpoint_state(run: Run, rngs: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything needed to translate with, or continue, this run."""
     s = run.stepper
+    parent = {"parent": run.parent} if run.parent is not None else {}
     return {
+        **parent,
         "config": config_to_dict(run.cfg),
         "model": s.raw.state_dict(),
         "optimizer": s.optimizer.state_dict(),

@@ -1,13 +1,20 @@
-"""Learning curves from a run's metrics.jsonl: loss and BLEU against updates and wall time."""
+"""Learning curves from a run's metrics.jsonl: losses and BLEU against updates and wall time.
+
+Only like is drawn with like: training and validation NLL per token share a panel (the train
+NLL is log(ppl) of the progress records, measured with dropout on); the label-smoothed
+cross-entropy that training minimises has a panel of its own, as it is not comparable with NLL.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mtkit.errors import MtkitError
+from mtkit.files import atomic_writer
 
 
 class PlotError(MtkitError):
@@ -20,7 +27,8 @@ class Curves:
 
     train_step: list[int] = field(default_factory=list)
     train_time: list[float] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)  # label-smoothed CE (the objective)
+    train_nll: list[float] = field(default_factory=list)  # log(ppl); NaN where a record has none
     valid_step: list[int] = field(default_factory=list)
     valid_time: list[float] = field(default_factory=list)
     valid_loss: list[float] = field(default_factory=list)
@@ -41,6 +49,8 @@ def read_curves(metrics_file: Path) -> Curves:
             curves.train_step.append(int(record["step"]))
             curves.train_time.append(float(record.get("elapsed_s", 0.0)))
             curves.train_loss.append(float(record["loss"]))
+            ppl = record.get("ppl")
+            curves.train_nll.append(math.log(ppl) if isinstance(ppl, int | float) else math.nan)
         elif record.get("kind") == "valid":
             curves.valid_step.append(int(record["step"]))
             curves.valid_time.append(float(record.get("elapsed_s", 0.0)))
@@ -51,8 +61,35 @@ def read_curves(metrics_file: Path) -> Curves:
     return curves
 
 
+@dataclass
+class Series:
+    """One line of a panel: its legend label, x against updates and minutes, y, style."""
+
+    label: str
+    steps: list[int]
+    minutes: list[float]
+    y: list[float]
+    style: str = "-"
+
+
+def panels(c: Curves) -> list[tuple[str, list[Series]]]:
+    """(y-axis label, series) per row: NLL (train and valid), the training objective, BLEU."""
+    train_min, valid_min = [t / 60 for t in c.train_time], [t / 60 for t in c.valid_time]
+    nll = [Series("valid NLL", c.valid_step, valid_min, c.valid_loss, "o-")]
+    if any(not math.isnan(v) for v in c.train_nll):
+        train = Series("train NLL (log ppl, dropout on)", c.train_step, train_min, c.train_nll)
+        nll.insert(0, train)
+    objective = Series("train label-smoothed CE", c.train_step, train_min, c.train_loss)
+    bleu = Series("valid BLEU (greedy)", c.valid_step, valid_min, c.valid_bleu, "o-")
+    return [
+        ("NLL per token", nll),
+        ("training objective\n(label-smoothed CE)", [objective]),
+        ("valid BLEU (greedy)", [bleu]),
+    ]
+
+
 def plot_curves(curves: Curves, out: Path, title: str) -> Path:
-    """Render a 2×2 grid (loss and BLEU, against updates and against minutes) to a PNG."""
+    """Render `panels` (rows) against updates and against minutes (columns) to a PNG."""
     try:
         import matplotlib
 
@@ -62,26 +99,19 @@ def plot_curves(curves: Curves, out: Path, title: str) -> Path:
         raise PlotError(
             "plotting needs matplotlib: pip install 'mtkit[plot]' (or pip install matplotlib)"
         ) from None
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
-    for col, (train_x, valid_x, label) in enumerate(
-        [
-            (curves.train_step, curves.valid_step, "updates"),
-            ([t / 60 for t in curves.train_time], [t / 60 for t in curves.valid_time], "minutes"),
-        ]
-    ):
-        loss_ax, bleu_ax = axes[0][col], axes[1][col]
-        loss_ax.plot(train_x, curves.train_loss, label="train loss (smoothed CE)", lw=1)
-        loss_ax.plot(valid_x, curves.valid_loss, "o-", label="valid loss (NLL)", ms=3)
-        loss_ax.set_xlabel(label)
-        loss_ax.set_ylabel("loss per token")
-        loss_ax.legend()
-        loss_ax.grid(alpha=0.3)
-        bleu_ax.plot(valid_x, curves.valid_bleu, "o-", color="C2", ms=3)
-        bleu_ax.set_xlabel(label)
-        bleu_ax.set_ylabel("valid BLEU (greedy)")
-        bleu_ax.grid(alpha=0.3)
+    rows = panels(curves)
+    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 3.2 * len(rows)), constrained_layout=True)
+    for row, (ylabel, series) in zip(axes, rows, strict=True):
+        for ax, xlabel in zip(row, ("updates", "minutes"), strict=True):
+            for i, line in enumerate(series):
+                x = line.steps if xlabel == "updates" else line.minutes
+                ax.plot(x, line.y, line.style, label=line.label, color=f"C{i}", lw=1, ms=3)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.legend()
+            ax.grid(alpha=0.3)
     fig.suptitle(title)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    with atomic_writer(out, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return out

@@ -1,11 +1,17 @@
-"""SIGINT/SIGTERM during training: stop after the current update and save."""
+"""SIGINT/SIGTERM during training: stop after the current update and save; before training
+begins (start-up): stop at once, cleanly."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 from collections.abc import Iterator
 from types import FrameType
+
+logger = logging.getLogger(__name__)
+
+SIGTERM_EXIT = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
 
 
 class Interrupt:
@@ -37,3 +43,23 @@ class Interrupt:
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Inside the block SIGTERM raises SystemExit(143), so cleanup (the run lock) runs; by
+    default it would end the process on the spot. Training replaces this with `Interrupt`."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        logger.warning("stopped by SIGTERM during start-up, before the first update")
+        raise SystemExit(SIGTERM_EXIT)
+
+    try:
+        old = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

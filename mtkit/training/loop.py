@@ -15,19 +15,20 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 from mtkit import distributed
-from mtkit.config.load import dump_config
+from mtkit.config.paths import absolute_paths
 from mtkit.config.schema import ExperimentConfig
 from mtkit.data.batching import Batch, collate_columns
 from mtkit.data.prepare import prepare
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.distributed import Dist
-from mtkit.errors import MtkitError
+from mtkit.errors import MtkitError, plural
+from mtkit.progress import QUIET, Progress, format_duration
 from mtkit.runtime import (
     check_precision,
     keep_freed_memory,
@@ -36,11 +37,13 @@ from mtkit.runtime import (
     set_threads,
 )  # fmt: skip
 from mtkit.training.checkpoints import save
-from mtkit.training.interrupt import Interrupt
-from mtkit.training.progress import Window, format_duration, report_progress
-from mtkit.training.run_dir import RunDirError, RunLock, prepare_run_dir
+from mtkit.training.interrupt import Interrupt, stop_on_sigterm
+from mtkit.training.progress import Window, compile_finished, compile_started, report_progress
+from mtkit.training.resume_guard import check_resume
+from mtkit.training.run_dir import RunDirError, RunLock, check_run_dir, prepare_run_dir
 from mtkit.training.schedule import learning_rate
-from mtkit.training.state import Run, TrainState, build_run
+from mtkit.training.state import Origin, Run, TrainState, build_run, find_origin
+from mtkit.training.tokenizer_guard import check_same_tokenizer
 from mtkit.training.update import update
 from mtkit.training.validation import check_bleu_tokenizer, validate
 
@@ -53,25 +56,40 @@ class TrainingDiverged(MtkitError):
     """Too many updates in a row had a NaN/inf loss or gradient."""
 
 
-def train(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
+def train(
+    cfg: ExperimentConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Progress = QUIET,
+    start_log: Callable[[], None] | None = None,
+) -> Path:
     """Prepare data if needed, train, validate and checkpoint; return the run directory.
 
-    Single process, or one rank of a `torchrun` job (see mtkit/distributed.py).
+    Single process, or one rank of a `torchrun` job (see mtkit/distributed.py). The run's
+    config (RUN/config.yaml, and in every checkpoint) holds absolute paths (config/paths.py).
+    `progress` shows the stages of preparing the data (training logs its own progress lines).
+    Nothing is written before the config, the run directory and (with `resume`) the checkpoint
+    are checked; `start_log` (e.g. opening train.log) runs once they are. A SIGTERM before the
+    first update stops at once, releasing the run lock.
     """
-    check_bleu_tokenizer(cfg)  # a typo fails now, not at the first validation
-    device = resolve_device(cfg.training.device)
-    check_precision(cfg.training.precision, device)
-    set_threads(cfg.training.threads)
-    keep_freed_memory()  # large per-step tensors reuse the heap instead of fresh pages
-    limit_onednn_caches()  # bf16 on CPU: no compiled matmul kept per batch shape
-    dist_info, device = distributed.init_from_env(device)
-    try:
-        run_dir = _train(cfg, dist_info, device, Interrupt(), resume, overwrite)
-    except BaseException:
-        distributed.close(dist_info)  # a failing rank must not wait for peers that may be gone
-        raise
+    given = cfg.run_path
+    cfg = absolute_paths(cfg)
+    with stop_on_sigterm():
+        check_bleu_tokenizer(cfg)  # a typo fails now, not at the first validation
+        device = resolve_device(cfg.training.device)
+        check_precision(cfg.training.precision, device)
+        set_threads(cfg.training.threads)
+        keep_freed_memory()  # large per-step tensors reuse the heap instead of fresh pages
+        limit_onednn_caches()  # bf16 on CPU: no compiled matmul kept per batch shape
+        dist_info, device = distributed.init_from_env(device)
+        try:
+            _train(cfg, dist_info, device, Interrupt(), resume, overwrite, progress, start_log)
+        except BaseException:
+            distributed.close(dist_info)  # a failing rank must not wait for peers that are gone
+            raise
     distributed.close(dist_info, wait_for_peers=True)
-    return run_dir
+    return given
 
 
 def _train(
@@ -81,19 +99,31 @@ def _train(
     interrupt: Interrupt,
     resume: bool,
     overwrite: bool,
+    progress: Progress,
+    start_log: Callable[[], None] | None,
 ) -> Path:
     run_dir = cfg.run_path
     lock: RunLock | None = None
     error: Exception | None = None
+    origin: Origin | None = None
     if d.is_main:  # one writer: run directory, lock, prepared data
         try:
-            lock = prepare_run_dir(run_dir, dump_config(cfg), resume=resume, overwrite=overwrite)
-            prepare(cfg)
+            origin = find_origin(cfg, resume)
+            check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+            if origin.resumed is not None:  # before anything is written
+                check_resume(cfg, *origin.resumed)
+            if start_log is not None:
+                start_log()
+            lock = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+            prepared = prepare(cfg, tokenizers=origin.tokenizers(cfg), progress=progress)
+            if origin.resumed is not None:
+                check_same_tokenizer(cfg, prepared, origin.resumed[1])
         except Exception as e:
             error = e
     try:
         distributed.check_peers(d, error)
-        run = build_run(cfg, d, device, interrupt, resume)
+        run = build_run(cfg, d, device, interrupt, origin or find_origin(cfg, resume))
+        origin = None  # the loaded checkpoint: its memory is not needed while training
         with interrupt.installed():  # from here on, a signal means "save and stop"
             loop(run)
     finally:
@@ -151,14 +181,11 @@ def loop(run: Run) -> None:
             t.max_time and time.monotonic() - start >= t.max_time * 60
         )
 
-    def new_window() -> Window:
-        zero = torch.zeros((), device=run.stepper.device)
-        return Window(zero.clone(), zero.clone())
-
     batches = micro_batches(run)
-    window = new_window()
+    window = Window.on(run.stepper.device)
     reason = stop_reason(run)
     validated = False
+    compiling = compile_started(run)
     while reason is None:
         lr = learning_rate(
             state.step + 1, schedule=t.schedule, peak=t.lr, warmup=t.warmup_steps,
@@ -166,6 +193,9 @@ def loop(run: Run) -> None:
         )  # fmt: skip
         result = update(run.stepper, [next(batches) for _ in range(t.accumulate)], lr,
                         stop_requested)  # fmt: skip
+        if compiling is not None:
+            compile_finished(run, compiling)
+            compiling = None
         state.step += 1
         state.elapsed = time.monotonic() - start
         run.bad.add(result.bad, state.step, t.max_bad_steps)
@@ -176,7 +206,7 @@ def loop(run: Run) -> None:
             reason = check_bad_steps(run)  # reads device counters: only at these points
         if at_log:
             report_progress(run, window, start, lr)
-            window = new_window()
+            window = Window.on(run.stepper.device)
         validated = reason is None and at_valid
         if validated:
             reason = validate(run)
@@ -202,13 +232,14 @@ def check_bad_steps(run: Run) -> str | None:
     state.bad_steps, state.bad_in_a_row = total, in_a_row
     if new:
         logger.warning(
-            "%d update(s) up to step %d had a NaN/inf loss or gradient and were skipped "
-            "(%d in a row now, %d in total)", new, state.step, in_a_row, total,
+            "%s up to step %d had a NaN/inf loss or gradient and %s skipped (%d in a row "
+            "now, %d in total)", plural(new, "update"), state.step, "was" if new == 1 else "were",
+            in_a_row, total,
         )  # fmt: skip
     if tripped:
         return (
-            f"diverged: {limit} updates in a row (steps {tripped - limit + 1}-{tripped}) had a "
-            f"NaN/inf loss or gradient (training.max_bad_steps={limit})"
+            f"diverged: {plural(limit, 'update')} in a row (steps {tripped - limit + 1}-{tripped})"
+            f" had a NaN/inf loss or gradient (training.max_bad_steps={limit})"
         )
     return None
 
@@ -240,7 +271,7 @@ def finish(run: Run, reason: str, validated: bool) -> None:
     if d.is_main:
         best = "none" if state.best_score is None else f"{state.best_score:.3f}"
         logger.info(
-            "training stopped: %s after %d steps in %s; best %s %s at step %d",
-            reason, state.step, format_duration(state.elapsed), run.cfg.training.best_metric,
-            best, state.best_step,
+            "training stopped: %s after %s in %s; best %s %s at step %d",
+            reason, plural(state.step, "step"), format_duration(state.elapsed),
+            run.cfg.training.best_metric, best, state.best_step,
         )  # fmt: skip

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
+
+TENSORBOARD_HINT = "pip install 'mtkit[tensorboard]'"
 
 
 class MetricsSink:
@@ -22,7 +27,8 @@ class MetricsSink:
 
                 self.writer = SummaryWriter(str(run_dir / "tensorboard"))
             except ImportError:
-                self.writer = None
+                logger.info("TensorBoard is not installed, so metrics go to metrics.jsonl only; "
+                            "for event files: %s", TENSORBOARD_HINT)  # fmt: skip
 
     def write(self, record: dict[str, Any]) -> None:
         if self.run_dir is None:

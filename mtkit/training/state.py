@@ -1,7 +1,9 @@
-"""One training run's state: its counters, data and parts, built fresh or restored to resume."""
+"""One training run's state: its counters, data and parts, built fresh, from a parent run's
+weights (`training.init_from`), or restored from its own checkpoint to resume."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,17 +12,25 @@ from typing import Any
 import torch
 
 from mtkit.checkpoint import CheckpointError, find_resume_checkpoint
-from mtkit.config.schema import ExperimentConfig
+from mtkit.config.load import dump_config
+from mtkit.config.schema import ExperimentConfig, TrainingConfig
 from mtkit.data.batching import TokenBatchSampler, lengths, load_prepared, load_prepared_text
 from mtkit.data.sampling import SubwordSampler
 from mtkit.data.tokenizer import TokenizerPair
 from mtkit.distributed import Dist
-from mtkit.errors import MtkitError
-from mtkit.files import atomic_write_bytes
+from mtkit.errors import MtkitError, plural
+from mtkit.files import atomic_write_bytes, atomic_write_text
 from mtkit.model.transformer import build_model
 from mtkit.runtime import seed_everything, set_rng_state
 from mtkit.training.interrupt import Interrupt
 from mtkit.training.metrics_log import MetricsSink
+from mtkit.training.parent import (
+    Parent,
+    check_agrees,
+    check_options,
+    load_parent,
+    start_from_parent,
+)
 from mtkit.training.update import BadSteps, Stepper, make_optimizer, wrap_model
 
 logger = logging.getLogger(__name__)
@@ -67,16 +77,54 @@ class Run:
     sink: MetricsSink
     bad: BadSteps
     saved_step: int = -1  # step of the newest checkpoint written by this process
+    parent: dict[str, Any] | None = None  # Parent.record() of the run it started from, if any
 
     @property
     def dist(self) -> Dist:
         return self.stepper.dist
 
 
+@dataclass
+class Origin:
+    """Where a run's weights start: its own newest checkpoint, a parent run's, or fresh ones."""
+
+    resumed: tuple[Path, dict[str, Any]] | None = None  # (checkpoint, its contents)
+    parent: Parent | None = None
+
+    def tokenizers(self, cfg: ExperimentConfig) -> TokenizerPair | None:
+        """The tokenizer(s) prepare must use as they are (None: tokenizer.model or train one).
+
+        A resumed run that took its tokenizer from elsewhere (a parent, tokenizer.model) keeps
+        encoding with its own copy, even where the original has gone.
+        """
+        if self.resumed is not None:
+            if cfg.training.init_from is None and cfg.tokenizer.model is None:
+                return None
+            return TokenizerPair.from_model_files(self.resumed[1]["tokenizer"])
+        return self.parent.tokenizers if self.parent is not None else None
+
+
+def find_origin(cfg: ExperimentConfig, resume: bool) -> Origin:
+    """The newest checkpoint when resuming (if any), else the parent of training.init_from."""
+    found = find_resume_checkpoint(cfg.run_path) if resume else None
+    if found is not None:
+        return Origin(resumed=found)
+    t = cfg.training
+    if resume:
+        start = "its parent" if t.init_from else "scratch"
+        logger.info("--resume: %s holds no checkpoint yet; starting from %s", cfg.run_path, start)
+    if t.init_from is None:
+        return Origin()
+    parent = load_parent(t.init_from)
+    check_agrees(cfg, parent)
+    check_options(t, parent)
+    return Origin(parent=parent)
+
+
 def build_run(
-    cfg: ExperimentConfig, d: Dist, device: torch.device, interrupt: Interrupt, resume: bool
+    cfg: ExperimentConfig, d: Dist, device: torch.device, interrupt: Interrupt, origin: Origin
 ) -> Run:
-    """Load data and tokenizers, build model/optimizer, restore a checkpoint when resuming."""
+    """Load data and tokenizers, build model/optimizer, then take the weights `origin` has."""
     t = cfg.training
     prepared = Path(cfg.data.prepared_dir)
     tokenizers = TokenizerPair.load(prepared)
@@ -86,25 +134,43 @@ def build_run(
     optimizer = make_optimizer(raw, t)
     seed_everything(t.seed + d.rank)  # per-rank dropout streams
     stepper = wrap_model(raw, optimizer, t, device, d)
-    state = TrainState()
-    found = find_resume_checkpoint(cfg.run_path) if resume else None
-    if found is not None:
-        state = restore_state(found[0], found[1], stepper, d)
-        logger.info("resumed from %s at step %d", found[0], state.step)
-    elif resume:
-        logger.info("--resume: %s holds no checkpoint yet; starting from scratch", cfg.run_path)
+    state, parent = TrainState(), None
+    if origin.resumed is not None:
+        path, ckpt = origin.resumed
+        state = restore_state(path, ckpt, stepper, d)
+        parent = ckpt.get("parent")
+        logger.info("resumed from %s at step %d", path, state.step)
+    elif origin.parent is not None:
+        start_from_parent(raw, optimizer, origin.parent, t.init_keep_optimizer)
+        state.step = origin.parent.step if t.init_keep_schedule else 0
+        parent = origin.parent.record()
     bad = BadSteps(device, state.bad_in_a_row, state.bad_steps)
     run = Run(
-        cfg, stepper, state, data, tokenizers, cfg.run_path, interrupt, MetricsSink(None), bad
-    )
-    if d.is_main:
+        cfg, stepper, state, data, tokenizers, cfg.run_path, interrupt, MetricsSink(None), bad,
+        parent=parent,
+    )  # fmt: skip
+    if d.is_main:  # the run starts: its config (a resume's, too) is known to fit the checkpoint
+        atomic_write_text(cfg.run_path / "config.yaml", dump_config(cfg))
         for name, blob in tokenizers.model_files().items():
             path = cfg.run_path / name
             if not path.is_file() or path.read_bytes() != blob:
                 atomic_write_bytes(path, blob)
+        if origin.parent is not None:
+            atomic_write_text(cfg.run_path / "parent.json", json.dumps(parent, indent=2) + "\n")
+            log_parent(origin.parent, t)
         run.sink = MetricsSink(cfg.run_path)
         log_setup(run)
     return run
+
+
+def log_parent(parent: Parent, t: TrainingConfig) -> None:
+    """Say where the weights come from and what starts afresh."""
+    optimizer = "its Adam moments" if t.init_keep_optimizer else "a fresh optimizer"
+    schedule = f"its step count ({parent.step})" if t.init_keep_schedule else "step 0"
+    logger.info(
+        "initialised from %s (step %d, sha256 %s): its weights and tokenizer, %s, schedule "
+        "from %s", parent.checkpoint, parent.step, parent.sha256[:16], optimizer, schedule,
+    )  # fmt: skip
 
 
 def load_data(cfg: ExperimentConfig, prepared: Path, d: Dist, tokenizers: TokenizerPair) -> Data:
@@ -150,8 +216,8 @@ def restore_state(path: Path, ckpt: dict[str, Any], s: Stepper, d: Dist) -> Trai
     saved_world = int(ckpt.get("world_size", 1))
     if saved_world != d.world_size:
         logger.warning(
-            "resuming a %d-process run with %d process(es): data order and dropout will differ "
-            "from an uninterrupted run", saved_world, d.world_size,
+            "resuming a %d-process run with %s: data order and dropout will differ from an "
+            "uninterrupted run", saved_world, plural(d.world_size, "process", "processes"),
         )  # fmt: skip
         state.batch_in_epoch = state.batch_in_epoch * saved_world // d.world_size
     set_rng_state(rngs[d.rank] if d.rank < len(rngs) else rngs[0])
@@ -167,9 +233,10 @@ def log_setup(run: Run) -> None:
         n_params / 1e6, run.stepper.device, run.data.n_train, run.run_dir,
     )  # fmt: skip
     logger.info(
-        "global batch: up to %d tokens per update = %d per batch x %d rank(s) x %d accumulated"
+        "global batch: up to %d tokens per update = %d per batch x %s x %d accumulated"
         " | %d batches per epoch per rank | schedule %s, peak lr %.2e, warm-up %d",
-        t.max_tokens * d.world_size * t.accumulate, t.max_tokens, d.world_size, t.accumulate,
+        t.max_tokens * d.world_size * t.accumulate, t.max_tokens, plural(d.world_size, "rank"),
+        t.accumulate,
         len(run.data.sampler), t.schedule, t.lr, t.warmup_steps,
     )  # fmt: skip
     extras = [f"R-Drop alpha {t.rdrop_alpha:g}"] if t.rdrop_alpha > 0 else []

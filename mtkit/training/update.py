@@ -52,6 +52,7 @@ class UpdateResult:
     padded: int  # src + tgt positions including padding (this rank)
     bad: Tensor  # 0-d float on the device: 1.0 if NaN/inf made the update a no-op, else 0.0
     stop: bool  # some rank asked to stop (signal or time limit): all ranks agree
+    grad_norm: Tensor  # 0-d on the device: the gradient's total norm before clipping
 
 
 def compute_loss(logits: Tensor, target: Tensor, smoothing: float) -> tuple[Tensor, Tensor]:
@@ -121,15 +122,18 @@ def update(
             (s.scaler.scale(scaled) if s.scaler is not None else scaled).backward()
         loss_sum += loss.detach()
         nll_sum += nll
-    bad, stop = _step(s, loss_sum, stop_requested)
+    bad, stop, norm = _step(s, loss_sum, stop_requested)
     return UpdateResult(
         loss_sum, nll_sum, local_tokens, sum(b.n_src_tokens for b in micro),
-        sum(b.src.numel() + b.tgt_in.numel() for b in micro), bad, stop,
+        sum(b.src.numel() + b.tgt_in.numel() for b in micro), bad, stop, norm,
     )  # fmt: skip
 
 
-def _step(s: Stepper, loss_sum: Tensor, stop_requested: Callable[[], bool]) -> tuple[Tensor, bool]:
-    """Clip, check for NaN/inf, step or skip; returns (bad, stop), the same on all ranks.
+def _step(
+    s: Stepper, loss_sum: Tensor, stop_requested: Callable[[], bool]
+) -> tuple[Tensor, bool, Tensor]:
+    """Clip, check for NaN/inf, step or skip; returns (bad, stop, the pre-clip gradient norm),
+    the same on all ranks. The norm is clipping's own result, left on the device.
 
     A single process with a fused Adam skips a bad update on the device (the optimizer's
     `found_inf`, as GradScaler uses it), so the host never waits for the device here. Other
@@ -148,7 +152,7 @@ def _step(s: Stepper, loss_sum: Tensor, stop_requested: Callable[[], bool]) -> t
         s.optimizer.found_inf = bad_f  # type: ignore[attr-defined]
         s.optimizer.step()
         s.optimizer.zero_grad(set_to_none=True)
-        return bad_f, stop_requested()
+        return bad_f, stop_requested(), norm.detach()
     flags = torch.zeros(2, device=s.device)  # (bad, stop)
     flags[0] = bad_f
     flags[1] = float(stop_requested())
@@ -160,7 +164,7 @@ def _step(s: Stepper, loss_sum: Tensor, stop_requested: Callable[[], bool]) -> t
     elif not skipped:
         s.optimizer.step()
     s.optimizer.zero_grad(set_to_none=True)
-    return flags[0], stop
+    return flags[0], stop, norm.detach()
 
 
 def _skips_on_device(optimizer: torch.optim.Optimizer) -> bool:

@@ -12,6 +12,7 @@ from mtkit import distributed
 from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig, TrainingConfig
 from mtkit.data.batching import TokenBatchSampler, collate_columns, lengths
 from mtkit.data.tokenizer import PAD_ID
+from mtkit.errors import plural
 from mtkit.evaluation.metrics import MetricError, corpus_scores, make_metric
 from mtkit.model.transformer import Transformer
 from mtkit.runtime import autocast_context, preserved_rng
@@ -109,7 +110,7 @@ def validate(run: Run) -> str | None:
     )
     if t.patience and state.stale_validations >= t.patience:
         return (
-            f"early stopping: {state.stale_validations} validations without a better "
+            f"early stopping: {plural(state.stale_validations, 'validation')} without a better "
             f"{t.best_metric} (training.patience={t.patience})"
         )
     return None
@@ -124,7 +125,7 @@ def log_validation(
     rows = [f"  {'metric':<6} {'value':>9}"]
     rows += [f"  {name:<6} {value:>9.3f}" for name, value in values.items()]
     best = "none" if state.best_score is None else f"{state.best_score:.3f}"
-    since = " (new best)" if improved else f" ({state.stale_validations} validations ago)"
+    since = " (new best)" if improved else f" ({plural(state.stale_validations, 'validation')} ago)"
     rows.append(f"  best {metric} {best} at step {state.best_step}{since}")
     logger.info("validation at step %d\n%s", state.step, "\n".join(rows))
     for src, ref, hyp in examples:

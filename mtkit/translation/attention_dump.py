@@ -13,16 +13,18 @@ matplotlib is an optional dependency (`pip install 'mtkit[plot]'`), imported onl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import numpy.typing as npt
 
 from mtkit.errors import MtkitError
+from mtkit.files import atomic_writer
 from mtkit.translation.translator import Attention, Translation
 
 PLOT_HINT = "pip install 'mtkit[plot]' (or: pip install matplotlib)"
@@ -40,9 +42,14 @@ class AttentionWriter:
         self.npz = self.path.suffix == ".npz"
         if not self.npz and self.path.suffix not in (".jsonl", ".json"):
             raise AttentionError(f"{path}: expected a .jsonl or .npz file name")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._zip = zipfile.ZipFile(self.path, "w") if self.npz else None
-        self._text = None if self.npz else open(self.path, "w", encoding="utf-8", newline="\n")
+        self._files = contextlib.ExitStack()  # the file is renamed into place once complete
+        self._zip: zipfile.ZipFile | None = None
+        self._text: TextIO | None = None
+        if self.npz:
+            raw = self._files.enter_context(atomic_writer(self.path, "wb"))
+            self._zip = zipfile.ZipFile(raw, "w")
+        else:
+            self._text = self._files.enter_context(atomic_writer(self.path))
         self.count = 0
 
     def write(self, translations: list[Translation]) -> None:
@@ -70,12 +77,6 @@ class AttentionWriter:
         with self._zip.open(f"{name}.npy", "w") as f:
             np.lib.format.write_array(f, array, allow_pickle=False)
 
-    def close(self) -> None:
-        if self._zip is not None:
-            self._zip.close()
-        if self._text is not None:
-            self._text.close()
-
     def __enter__(self) -> AttentionWriter:
         return self
 
@@ -85,7 +86,10 @@ class AttentionWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        """Complete the file and rename it into place; after an error, remove it instead."""
+        if self._zip is not None and exc is None:
+            self._zip.close()  # writes the zip's directory
+        self._files.__exit__(exc_type, exc, tb)
 
 
 def read_attention(path: Path, index: int) -> Attention:
@@ -94,6 +98,28 @@ def read_attention(path: Path, index: int) -> Attention:
     if not path.is_file():
         raise AttentionError(f"{path}: attention file not found")
     if path.suffix == ".npz":
+        return _npz_record(path, index)
+    n = 0
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if n == index + 1:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise _not_attention(path, f"line {n} is not UTF-8 text") from None
+                return _record(path, n, line)
+    raise AttentionError(f"{path}: no sentence {index + 1} (it holds {n})")
+
+
+def _not_attention(path: Path, why: str) -> AttentionError:
+    return AttentionError(
+        f"{path}: not an attention file ({why}); expected the .jsonl or .npz that "
+        "`mtkit translate --attention FILE` writes"
+    )
+
+
+def _npz_record(path: Path, index: int) -> Attention:
+    try:
         with np.load(path, allow_pickle=False) as npz:
             n = sum(1 for k in npz.files if k.startswith("weights_"))
             if not 0 <= index < n:
@@ -103,12 +129,10 @@ def read_attention(path: Path, index: int) -> Attention:
                 [str(s) for s in npz[f"target_{index}"]],
                 npz[f"weights_{index}"].astype(np.float32),
             )
-    n = 0
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if n == index + 1:
-                return _record(path, n, line)
-    raise AttentionError(f"{path}: no sentence {index + 1} (it holds {n})")
+    except AttentionError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+        raise _not_attention(path, type(e).__name__) from None
 
 
 def _record(path: Path, line_no: int, line: str) -> Attention:
@@ -117,7 +141,7 @@ def _record(path: Path, line_no: int, line: str) -> Attention:
         weights = np.array(rec["weights"], dtype=np.float32)
         return Attention(list(rec["source"]), list(rec["target"]), weights)
     except (ValueError, KeyError, TypeError) as e:
-        raise AttentionError(f"{path}: line {line_no}: not an attention record ({e})") from None
+        raise _not_attention(path, f"line {line_no}: {str(e)[:80]}") from None
 
 
 def plot_attention(att: Attention, out: Path, title: str | None = None) -> None:
@@ -142,6 +166,6 @@ def plot_attention(att: Attention, out: Path, title: str | None = None) -> None:
         ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    with atomic_writer(out, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)

@@ -38,7 +38,7 @@ import yaml
 from mtkit.config.load import config_from_dict
 from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig
 from mtkit.data.tokenizer import UNK_ID, Tokenizer, TokenizerPair
-from mtkit.errors import MtkitError
+from mtkit.errors import MtkitError, plural
 from mtkit.search.common import length_normaliser
 from mtkit.search.strategy import uses_beam
 from mtkit.translation.translator import MAX_CHARS_PER_TOKEN, Candidate, Translation
@@ -296,9 +296,11 @@ class CT2Translator:
         for i, p in zip(keep, pieces, strict=True):
             truncated[i] = len(p) > limit or len(lines[i].strip()) > cap
         if any(truncated):
+            n = sum(truncated)
             logger.warning(
-                "%d input line(s) longer than %d tokens were truncated", sum(truncated), limit
-            )
+                "%s longer than %d tokens %s truncated", plural(n, "input line"), limit,
+                "was" if n == 1 else "were",
+            )  # fmt: skip
         if dec.sampling:
             require_ctranslate2().set_random_seed(dec.seed)
         sources = [p[:limit] for p in pieces]

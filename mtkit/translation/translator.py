@@ -4,20 +4,18 @@
 `dec` says (the run's `config.decoding`, or a `dataclasses.replace` of it that
 `validate_decoding` accepted). `Translator.stream` reads any iterable of lines chunk by chunk
 and yields `Translation`s (n-best lists with scores, timing, optional cross-attention) as each
-chunk finishes, so memory does not grow with the input.
+chunk finishes, so memory does not grow with the input. Writing them out (text, TSV, JSONL,
+n-best) is in `output.py`; reading input lines in `input_lines.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,8 +32,7 @@ from mtkit.config.load import config_from_dict
 from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig
 from mtkit.data.batching import pad, token_batches
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
-from mtkit.errors import MtkitError
-from mtkit.files import atomic_writer
+from mtkit.errors import MtkitError, plural
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer, build_model
 from mtkit.runtime import (
@@ -46,11 +43,13 @@ from mtkit.runtime import (
     resolve_precision,
 )  # fmt: skip
 from mtkit.search.common import Hypothesis
+from mtkit.search.ensemble import Ensemble
 from mtkit.search.strategy import search
+from mtkit.translation.compatibility import check_vocabulary
+from mtkit.translation.quantize import check_quantization, is_quantized, quantize_model
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("text", "tsv", "jsonl")
 # sentencepiece pieces are at most 16 characters, so a line of over MAX_CHARS_PER_TOKEN * N
 # characters has over N tokens (with 4x slack for normalisation); it is cut before encoding.
 MAX_CHARS_PER_TOKEN = 64
@@ -58,7 +57,8 @@ EOS_PIECE = "</s>"
 
 
 class TranslationError(MtkitError):
-    """A translation request that cannot be served (output format, attention on an export)."""
+    """A translation request that cannot be served (output format, attention on an export,
+    an unreadable input file)."""
 
 
 @dataclass
@@ -89,16 +89,17 @@ def best_attention(
 
 @torch.inference_mode()
 def translate_nbest(
-    model: Transformer,
+    model: Transformer | Ensemble,
     src_ids: Sequence[Sequence[int]],
     dec: DecodingConfig,
     device: torch.device,
     *,
     attention: bool = False,
     generator: torch.Generator | None = None,
+    advance: Callable[[int], None] | None = None,
 ) -> list[Decoded]:
     """Translate encoded sources (each ending in EOS) in token-budget batches sorted by length;
-    results come back in input order."""
+    results come back in input order. `advance(n)` is told each batch's size when it is done."""
     model.eval()
     results: list[Decoded] = [Decoded([], 0.0) for _ in src_ids]
     for index in token_batches([len(s) for s in src_ids], dec.max_tokens):
@@ -108,15 +109,19 @@ def translate_nbest(
         nbest = search(model, src, src_mask, dec, bos_id=BOS_ID, eos_id=EOS_ID, generator=generator)
         weights: Sequence[npt.NDArray[np.float32] | None] = [None] * len(index)
         if attention:
+            if isinstance(model, Ensemble):
+                raise TranslationError("--attention needs one model, not an ensemble")
             weights = best_attention(model, src, src_mask, [hs[0].tokens for hs in nbest])
         seconds = (time.perf_counter() - start) / len(index)
         for i, hyps, w in zip(index, nbest, weights, strict=True):
             results[i] = Decoded(hyps, seconds, w)
+        if advance is not None:
+            advance(len(index))
     return results
 
 
 def translate_ids(
-    model: Transformer,
+    model: Transformer | Ensemble,
     src_ids: Sequence[Sequence[int]],
     dec: DecodingConfig,
     device: torch.device,
@@ -143,6 +148,7 @@ def restore(state: dict[str, Any]) -> tuple[ExperimentConfig, TokenizerPair, Tra
         raise CheckpointError(
             f"its vocabulary sizes do not match its tokenizers ({sizes[0]}/{sizes[1]} pieces)"
         )
+    check_vocabulary(state["model"], tokenizers)
     with torch.device("meta"):  # shapes only: nothing is allocated before they are checked
         check_weights(_build(cfg, sizes).state_dict(), state["model"])
     model = _build(cfg, sizes)
@@ -218,21 +224,23 @@ def _pieces(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
 
 @dataclass
 class Translator:
-    """A model, its tokenizers and its decoding defaults, ready to translate text."""
+    """A model (or an ensemble: translation/ensemble.py), its tokenizers and its decoding
+    defaults, ready to translate text."""
 
-    model: Transformer
+    model: Transformer | Ensemble
     tokenizers: TokenizerPair
     config: ExperimentConfig
     device: torch.device
     checkpoint: Path
-    precision: str = "float32"  # resolved (never auto): float32, bfloat16 or float16
+    auto_precision: str | None = None  # what decoding.precision auto resolved to (on first use)
 
     @classmethod
-    def load(cls, path: Path, device: str = "auto", precision: str | None = None) -> Translator:
+    def load(cls, path: Path, device: str = "auto", quantize: str = "none") -> Translator:
         """Load from a run directory (its best checkpoint) or a checkpoint file.
 
-        `precision` None: the run's `decoding.precision` (auto by default).
+        `quantize` "int8": the Linear layers run in int8 (translation/quantize.py; CPU only).
         """
+        check_quantization(quantize)  # before the (slow) load
         ckpt_path = resolve_checkpoint(path)
         state = load_checkpoint(ckpt_path)
         try:
@@ -240,16 +248,20 @@ class Translator:
         except MtkitError as e:  # one line naming the file, never a torch traceback
             raise CheckpointError(f"{ckpt_path}: {e}") from None
         torch_device = resolve_device(device)
-        precision = precision or cfg.decoding.precision
-        check_precision(precision, torch_device, "decoding.precision")
         keep_freed_memory()  # per-step logits reuse the heap instead of fresh pages
         model.to(torch_device).eval()
-        chosen = resolve_precision(precision, torch_device)
-        return cls(model, tokenizers, cfg, torch_device, ckpt_path, chosen)
+        quantize_model(model, quantize)
+        return cls(model, tokenizers, cfg, torch_device, ckpt_path)
 
-    def translate(self, lines: Sequence[str], dec: DecodingConfig) -> list[str]:
-        """Translate lines; an empty (or whitespace-only) line gives an empty line."""
-        return [t.text for t in self.translate_full(lines, dec)]
+    def translate(
+        self,
+        lines: Sequence[str],
+        dec: DecodingConfig,
+        advance: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Translate lines; an empty (or whitespace-only) line gives an empty line.
+        `advance(n)`: n more lines are done (progress)."""
+        return [t.text for t in self.translate_full(lines, dec, advance=advance)]
 
     def translate_full(
         self,
@@ -259,10 +271,12 @@ class Translator:
         attention: bool = False,
         generator: torch.Generator | None = None,
         warn: bool = True,
+        advance: Callable[[int], None] | None = None,
     ) -> list[Translation]:
         """Translate lines into n-best lists with scores (and cross-attention if asked).
 
         Sources longer than the model's maximum are truncated; `warn` logs how many.
+        `advance(n)`: n more lines are done (after each batch; empty lines at the end).
         """
         lines = [_valid_text(line) for line in lines]
         limit = self.config.model.max_positions - 1
@@ -275,14 +289,19 @@ class Translator:
             out[i].truncated = len(ids) > limit or len(lines[i].strip()) > cap
         too_long = sum(t.truncated for t in out)
         if warn and too_long:
-            logger.warning("%d input line(s) longer than %d tokens were truncated", too_long, limit)
+            logger.warning(
+                "%s longer than %d tokens %s truncated", plural(too_long, "input line"), limit,
+                "was" if too_long == 1 else "were",
+            )  # fmt: skip
         if generator is None and dec.sampling:
             generator = self.generator(dec.seed)
         with autocast_context(self.device, self.precision_for(dec)):
             decoded = translate_nbest(
                 self.model, src_ids, dec, self.device, attention=attention,
-                generator=generator,
+                generator=generator, advance=advance,
             )  # fmt: skip
+        if advance is not None and len(keep) < len(lines):
+            advance(len(lines) - len(keep))
         tgt = self.tokenizers.tgt
         for i, ids, d in zip(keep, src_ids, decoded, strict=True):
             texts = [_one_line(t) for t in tgt.decode([h.tokens for h in d.hyps])]
@@ -297,11 +316,16 @@ class Translator:
         return out
 
     def precision_for(self, dec: DecodingConfig) -> str:
-        """`dec.precision`; `auto` as it was resolved when the translator was loaded."""
-        if dec.precision == "auto":
-            return self.precision
-        check_precision(dec.precision, self.device, "decoding.precision")
-        return dec.precision
+        """`dec.precision`: float32 for an int8 model; `auto` resolved once per translator (the
+        choice is logged); float16 needs CUDA."""
+        if is_quantized(self.model):
+            return "float32"  # int8 Linears take and return float32
+        if dec.precision != "auto":
+            check_precision(dec.precision, self.device, "decoding.precision")
+            return dec.precision
+        if self.auto_precision is None:
+            self.auto_precision = resolve_precision("auto", self.device)
+        return self.auto_precision
 
     def generator(self, seed: int) -> torch.Generator:
         """A random generator on the model's device (sampling)."""
@@ -314,14 +338,16 @@ class Translator:
         chunk_size: int = 500,
         *,
         attention: bool = False,
+        advance: Callable[[int], None] | None = None,
     ) -> Iterator[list[Translation]]:
         """Translate an iterable chunk by chunk; each chunk's results are yielded (in input
-        order) as soon as it is done, before the next chunk is read."""
+        order) as soon as it is done, before the next chunk is read. `advance(n)`: as in
+        `translate_full`."""
         generator = self.generator(dec.seed) if dec.sampling else None
         truncated = total = 0
-        for chunk in _chunk_lines(lines, chunk_size):
+        for chunk in chunk_lines(lines, chunk_size):
             result = self.translate_full(
-                chunk, dec, attention=attention, generator=generator, warn=False
+                chunk, dec, attention=attention, generator=generator, warn=False, advance=advance
             )
             truncated += sum(t.truncated for t in result)
             total += len(result)
@@ -329,8 +355,8 @@ class Translator:
         if truncated:
             limit = self.config.model.max_positions - 1
             logger.warning(
-                "%d of %d input line(s) were longer than %d tokens and were truncated",
-                truncated, total, limit,
+                "%d of %s %s longer than %d tokens and truncated",
+                truncated, plural(total, "input line"), "was" if truncated == 1 else "were", limit,
             )  # fmt: skip
 
     def translate_stream(
@@ -341,7 +367,7 @@ class Translator:
             yield from (t.text for t in chunk)
 
 
-def _chunk_lines(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+def chunk_lines(lines: Iterable[str], size: int) -> Iterator[list[str]]:
     """Lists of up to `size` newline-stripped lines; each is yielded as soon as it is full."""
     chunk: list[str] = []
     for line in lines:
@@ -351,142 +377,3 @@ def _chunk_lines(lines: Iterable[str], size: int) -> Iterator[list[str]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-# --------------------------------------------------------------------------- output
-
-
-def _tsv_field(text: str) -> str:
-    return text.replace("\t", " ")
-
-
-def format_translation(t: Translation, fmt: str, index: int, nbest: bool = False) -> str:
-    """One translation as output text (ending in a newline).
-
-    text: the best hypothesis; with `nbest`, Moses n-best lines `index ||| hypothesis ||| score`
-    (none for an empty input line). tsv: `source<TAB>hypothesis<TAB>score` per hypothesis (an
-    empty input line gives one row of empty fields). jsonl: one object per input line.
-    """
-    if fmt == "jsonl":
-        record = {
-            "index": index,
-            "source": t.source,
-            "translation": t.text,
-            "nbest": [{"text": c.text, "score": c.score, "log_prob": c.log_prob} for c in t.nbest],
-            "time": round(t.seconds, 6),
-            "truncated": t.truncated,
-        }
-        return json.dumps(record, ensure_ascii=False) + "\n"
-    if fmt == "tsv":
-        if not t.nbest:
-            return f"{_tsv_field(t.source)}\t\t\n"
-        src = _tsv_field(t.source)
-        return "".join(f"{src}\t{_tsv_field(c.text)}\t{c.score:.4f}\n" for c in t.nbest)
-    if fmt == "text":
-        if not nbest:
-            return t.text + "\n"
-        return "".join(f"{index} ||| {c.text} ||| {c.score:.4f}\n" for c in t.nbest)
-    raise TranslationError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-
-
-@contextlib.contextmanager
-def open_output(path: Path | None) -> Iterator[TextIO]:
-    """stdout, or a file written through a temp file renamed into place on success.
-
-    The temp file sits next to `path`, so a failed or interrupted run never leaves half a
-    file under the final name, and lines are written as they come (nothing is held back).
-    """
-    if path is None:
-        yield sys.stdout
-        return
-    with atomic_writer(path) as f:
-        yield f
-
-
-def write_translations(
-    chunks: Iterable[list[Translation]],
-    out: TextIO,
-    fmt: str = "text",
-    on_chunk: Callable[[int, list[Translation]], None] | None = None,
-    nbest: bool = False,
-) -> int:
-    """Write each chunk as it arrives, flushing after it; returns the number of input lines.
-
-    `nbest`: n-best lists in text format (see `format_translation`). `on_chunk(first_index,
-    chunk)` runs after a chunk is written (e.g. to dump attention).
-    """
-    n = 0
-    for chunk in chunks:
-        out.write("".join(format_translation(t, fmt, n + i, nbest) for i, t in enumerate(chunk)))
-        out.flush()
-        if on_chunk is not None:
-            on_chunk(n, chunk)
-        n += len(chunk)
-    return n
-
-
-def interactive(
-    translator: Any,
-    dec: DecodingConfig,
-    read: Callable[[str], str] = input,
-    write: Callable[[str], None] = print,
-    fmt: str = "text",
-) -> int:
-    """Prompt for a sentence, print its translation, repeat until EOF; returns lines read.
-
-    `translator`: a Translator, or another engine `stream_translations` accepts.
-    """
-    n = 0
-    while True:
-        try:
-            line = read("> ")
-        except EOFError:
-            return n
-        except UnicodeDecodeError:  # a terminal that sent bytes that are not UTF-8
-            logger.warning("that line was not valid UTF-8; please type it again")
-            continue
-        for chunk in stream_translations(translator, [line], dec):
-            write(format_translation(chunk[0], fmt, n, dec.nbest > 1).rstrip("\n"))
-        n += 1
-
-
-def stream_translations(
-    translator: Any,
-    lines: Iterable[str],
-    dec: DecodingConfig,
-    chunk_size: int = 500,
-    *,
-    attention: bool = False,
-) -> Iterator[list[Translation]]:
-    """`translator.stream(...)`, or for an engine with only `translate_nbest(lines, dec,
-    nbest) -> [[(text, score)]]` (CTranslate2), the same chunks without log-probs/attention."""
-    if isinstance(translator, Translator):
-        yield from translator.stream(lines, dec, chunk_size, attention=attention)
-        return
-    if attention:
-        raise TranslationError("--attention needs the PyTorch model, not an exported one")
-    for chunk in _chunk_lines(lines, chunk_size):
-        start = time.perf_counter()
-        found = translator.translate_nbest(chunk, dec, dec.nbest)
-        seconds = (time.perf_counter() - start) / len(chunk)
-        yield [
-            Translation(
-                line, [Candidate(t, s, None) for t, s in hyps] if line.strip() else [],
-                seconds,
-            )
-            for line, hyps in zip(chunk, found, strict=True)
-        ]  # fmt: skip
-
-
-def iter_lines(path: Path) -> Iterator[str]:
-    """Lines of a UTF-8 file, read lazily and split on "\\n" only (a stray "\\r" is no break);
-    invalid UTF-8 raises TranslationError naming the line."""
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "not found"
-        raise TranslationError(f"{path}: input file {what}")
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, start=1):
-            try:
-                yield raw.decode("utf-8").rstrip("\n").rstrip("\r")
-            except UnicodeDecodeError:
-                raise TranslationError(f"{path}: line {n}: invalid UTF-8") from None

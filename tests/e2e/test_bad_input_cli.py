@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner, Result
 
 from mtkit.checkpoint import load_checkpoint, save_checkpoint
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.data.prepare import load_stats
 from tests.tiny_checkpoint import (
     checkpoint_state,
@@ -213,15 +213,14 @@ def test_tsv_rows_with_the_wrong_number_of_columns(
     rows[5] = "only one column"
     tsv = write(tmp_path / "train.tsv", "\n".join(rows) + "\n")
     data = {"format": "tsv", "train": str(tsv), "valid": None, "test": None, "valid_size": 20}
+    line = assert_error(invoke("prepare", str(make_config(data=data))), "train.tsv:6")
+    assert "1 column, expected 2" in line and "data.on_bad_row: skip" in line
+    data["on_bad_row"] = "skip"
     result = invoke("prepare", str(make_config(data=data)))
     assert_ok(result)
-    assert "train.tsv:6: 1 columns, expected 2; skipping" in result.stderr
-    assert load_stats(tmp_path / "prepared")["splits"]["train"]["dropped"]["malformed"] == 1
-    data["strict"] = True
-    line = assert_error(invoke("prepare", str(make_config(data=data))), "train.tsv:6")
-    assert "expected at least 2 tsv columns, found 1" in line
+    assert "train.tsv:6: 1 column, expected 2 (a tab inside a field?); dropping" in result.stderr
+    assert load_stats(tmp_path / "prepared")["splits"]["train"]["dropped"]["bad_row"] == 1
     write(tsv, "only one column\n" + "\n".join(rows[6:]) + "\n")
-    data["strict"] = False
     assert_error(invoke("prepare", str(make_config(data=data))), "train.tsv:1", "tsv columns")
 
 
@@ -349,7 +348,7 @@ def test_checkpoint_of_another_vocabulary(state: dict[str, Any], tmp_path: Path)
     other["vocab"] = {"src": 80, "tgt": 80}
     save_checkpoint(tmp_path / "vocab.pt", other)
     line = assert_error(translate_with(tmp_path / "vocab.pt"), "vocab.pt", "do not fit")
-    assert "[60, 16] in the file but [80, 16] in the model" in line
+    assert "a vocabulary of 60/60 source/target pieces, the tokenizer has 80/80" in line
     other["vocab"] = {"src": 60, "tgt": 60}
     save_checkpoint(tmp_path / "sizes.pt", other)
     assert_error(translate_with(tmp_path / "sizes.pt"), "vocabulary sizes do not match")
@@ -434,7 +433,8 @@ def test_failed_translation_leaves_no_output_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.en"]
     out.write_text("yesterday's work\n", encoding="utf-8")
     calls[0] = 0
-    assert invoke(*cmd).exit_code == 130
+    assert invoke(*cmd).exit_code == 2  # refused before translating: it exists
+    assert invoke(*cmd, "--overwrite").exit_code == 130
     assert out.read_text(encoding="utf-8") == "yesterday's work\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.en", "out.de"]
 
@@ -453,7 +453,7 @@ def test_evaluate_failures_leave_no_hypothesis_file(
     ref = write(tmp_path / "test.de", "die Katze\n")
     hyp = tmp_path / "hyp.de"
     args = ["evaluate", str(run_dir), "--src", str(src), "--ref", str(ref), "-o", str(hyp)]
-    assert_error(invoke(*args), "test.de has 1 lines", "test.en has 2")
+    assert_error(invoke(*args), "test.de has 1 line but", "test.en has 2")
     assert not hyp.exists()
     write(ref, "die Katze\nein Hund\n")
     assert_error(invoke(*args, "--metrics", "bleu,blue"), "unknown metric 'blue'")
@@ -492,7 +492,8 @@ def test_outputs_get_the_permissions_a_plain_open_would(run_dir: Path, tmp_path:
         assert_ok(invoke("translate", str(run_dir), "-o", str(out), input="the cat\n"))
         assert out.stat().st_mode & 0o777 == 0o644
         out.chmod(0o640)  # an existing file keeps its mode, as with open(path, "w")
-        assert_ok(invoke("translate", str(run_dir), "-o", str(out), input="the cat\n"))
+        args = ("translate", str(run_dir), "-o", str(out), "--overwrite")
+        assert_ok(invoke(*args, input="the cat\n"))
         assert out.stat().st_mode & 0o777 == 0o640
         save_checkpoint(tmp_path / "x.pt", {"config": {}, "model": {}})
         assert (tmp_path / "x.pt").stat().st_mode & 0o777 == 0o644

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +37,11 @@ def test_prepare_train_translate_evaluate(
         assert (run / name).is_file(), name
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(r["kind"] == "train" for r in records)
+    assert all(r["grad_norm"] > 0 for r in records if r["kind"] == "train")  # before clipping
+    log = (run / "train.log").read_text(encoding="utf-8")
+    assert "| gnorm " in log
+    if importlib.util.find_spec("tensorboard") is None:  # one hint, then metrics.jsonl only
+        assert log.count("pip install 'mtkit[tensorboard]'") == 1
     assert any(r["kind"] == "valid" and "bleu" in r for r in records)
     assert "max_steps: 12" in (run / "config.yaml").read_text()
 

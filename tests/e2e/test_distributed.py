@@ -131,7 +131,7 @@ def test_torchrun_resume_translate_and_errors(tmp_path: Path, tiny_corpus: Path)
     full = tmp_path / "run"
     result = torchrun(str(config))
     assert result.returncode == 0, result.stderr
-    assert "x 2 rank(s) x 2 accumulated" in result.stderr
+    assert "x 2 ranks x 2 accumulated" in result.stderr
     assert result.stderr.count("validation at step 6") == 1  # only rank 0 logs
 
     # Resume a copy of the run from its step-3 checkpoint with 2 ranks again.

@@ -8,6 +8,7 @@ end with the same weights as one never interrupted.
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import signal
@@ -33,11 +34,15 @@ WAIT_S = 180.0  # per awaited log line; generous for a loaded 2-core machine
 class Training:
     """`python -m mtkit train CONFIG [--resume]` with its merged output read line by line."""
 
-    def __init__(self, config: Path, *, resume: bool, crash_in_write: bool = False) -> None:
+    def __init__(
+        self, config: Path, *, resume: bool, crash_in_write: bool = False, crash_at: str = "write"
+    ) -> None:
+        """`crash_in_write`: SIGKILL itself at `crash_at` (tests/crash_in_checkpoint_write.py)."""
         mtkit = [sys.executable, *mtkit_module(crash_in_write)]
         args = [*mtkit, "train", str(config)] + ["--resume"] * resume
+        env = {**os.environ, "MTKIT_CRASH_AT": crash_at}
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )  # fmt: skip
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -86,8 +91,10 @@ def checkpoints_readable(run: Path) -> int:
     return max(steps, default=0)
 
 
-def resumes_at(config: Path, step: int, crash_in_write: bool = False) -> Training:
-    t = Training(config, resume=True, crash_in_write=crash_in_write)
+def resumes_at(
+    config: Path, step: int, crash_in_write: bool = False, crash_at: str = "write"
+) -> Training:
+    t = Training(config, resume=True, crash_in_write=crash_in_write, crash_at=crash_at)
     found = t.wait_for(r"resumed from \S+ at step (\d+)")
     assert int(found.group(1)) == step, t.output
     return t
@@ -127,7 +134,7 @@ def test_killed_and_interrupted_training_resumes_exactly(tmp_path: Path, tiny_co
     t.wait_for(rf"step {newest + 1}/40")
     assert not any(p.exists() for p in half_written)  # cleaned on start
     with pytest.raises(RunDirError, match=r"another training \(PID \d+\)"):
-        prepare_run_dir(run, "", resume=True, overwrite=False)
+        prepare_run_dir(run, resume=True, overwrite=False)
     t.kill()
     newest = checkpoints_readable(run)
 
@@ -154,6 +161,54 @@ def test_killed_and_interrupted_training_resumes_exactly(tmp_path: Path, tiny_co
     assert not (run / "train.lock").exists()
     final = load_checkpoint(run / "last.pt")
     assert final["train_state"]["step"] == 40
+
+    reference = train(load_config(config, [f"run_dir={tmp_path / 'reference'}"]))
+    expected = load_checkpoint(reference / "last.pt")["model"]
+    for name, value in expected.items():
+        torch.testing.assert_close(final["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_kills_while_linking_and_pruning_checkpoints_lose_nothing(
+    tmp_path: Path, tiny_corpus: Path
+) -> None:
+    """SIGKILL between the hard link of last.pt/best.pt and its rename, and in the middle of
+    deleting old step files: every checkpoint left loads, the next --resume starts from the
+    newest one (removing the stray link), and the pieced-together run ends where an
+    uninterrupted one does."""
+    config = write_tiny_config(
+        tmp_path, tiny_corpus,
+        training={"max_steps": 12, "log_every": 1, "save_every": 2, "valid_every": 2,
+                  "keep_last": 2, "max_tokens": 600, "valid_bleu_sentences": 3,
+                  "best_metric": "loss"},
+    )  # fmt: skip
+    run = tmp_path / "run"
+
+    # 1) killed after step_000002.pt is written, before last.pt points at it
+    t = Training(config, resume=False, crash_in_write=True, crash_at="link-last")
+    assert t.finish() == -signal.SIGKILL, t.output
+    assert list(run.glob(".last.pt.*.link.tmp")) and not (run / "last.pt").exists()
+    newest = checkpoints_readable(run)
+    assert newest == 2
+
+    # 2) killed when best.pt is about to point at a new best step (last.pt already does)
+    t = resumes_at(config, newest, crash_in_write=True, crash_at="link-best")
+    assert t.finish() == -signal.SIGKILL, t.output
+    assert list(run.glob(".best.pt.*.link.tmp"))
+    newest = checkpoints_readable(run)
+    assert load_checkpoint(run / "last.pt")["train_state"]["step"] == newest > 2
+
+    # 3) killed right after the first old step file was deleted (keep_last: 2)
+    t = resumes_at(config, newest, crash_in_write=True, crash_at="prune")
+    assert t.finish() == -signal.SIGKILL, t.output
+    newest = checkpoints_readable(run)
+
+    # 4) resume to the end: the stray links are gone and the lock released
+    t = resumes_at(config, newest)
+    assert t.finish() == 0, t.output
+    assert not list(run.glob(".*.tmp")) and not (run / "train.lock").exists()
+    assert len(list(run.glob("step_*.pt"))) == 2
+    final = load_checkpoint(run / "last.pt")
+    assert final["train_state"]["step"] == 12
 
     reference = train(load_config(config, [f"run_dir={tmp_path / 'reference'}"]))
     expected = load_checkpoint(reference / "last.pt")["model"]

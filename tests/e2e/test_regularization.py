@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from mtkit.checkpoint import load_checkpoint
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.config.load import load_config
 from mtkit.evaluation.metrics import corpus_scores
 from mtkit.training import validation as validation_mod

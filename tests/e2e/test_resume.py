@@ -86,7 +86,7 @@ def test_run_dir_resume_through_cli(config_for: Callable[..., Path]) -> None:
     """`mtkit train RUN_DIR --resume` reads RUN_DIR/config.yaml and continues."""
     from typer.testing import CliRunner
 
-    from mtkit.cli.app import app
+    from mtkit.cli.main import app
 
     run = train(load_config(config_for("cli", max_steps=4, valid_every=4)))
     moved = run.parent / "moved"
@@ -206,7 +206,7 @@ def test_average_last_checkpoints_translates(config_for: Callable[..., Path]) ->
 def test_average_command(config_for: Callable[..., Path]) -> None:
     from typer.testing import CliRunner
 
-    from mtkit.cli.app import app
+    from mtkit.cli.main import app
 
     run = train(load_config(config_for("avgcli", max_steps=4, save_every=2, valid_every=4)))
     result = CliRunner().invoke(app, ["average", str(run), "--last", "2", "-o", str(run / "a.pt")])
@@ -226,7 +226,7 @@ def test_disk_full_during_training_is_one_error_line(
     from typer.testing import CliRunner
 
     from mtkit import files
-    from mtkit.cli.app import app
+    from mtkit.cli.main import app
 
     real = files.write_payload
     writes = []

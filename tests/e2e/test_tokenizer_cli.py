@@ -7,7 +7,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mtkit.cli.app import app
+from mtkit.cli.main import app
+from mtkit.data.tokenizer import train_tokenizers
+from tests.tiny_translator import DATA, head, tiny_config
 
 
 def test_train_encode_decode_round_trip(
@@ -57,3 +59,27 @@ def test_missing_model_is_one_line(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert result.output.startswith("error:")
+
+
+def test_encode_decode_pipe_stdin_to_stdout(tmp_path: Path) -> None:
+    """Without -i/-o the tokenizer reads stdin and writes stdout, like `mtkit translate`."""
+    lines = head(DATA / "test.en", 5)
+    cfg = tiny_config().tokenizer
+    train_tokenizers(head(DATA / "train.en", 300), head(DATA / "train.de", 300), tmp_path, cfg,
+                     "en", "de", seed=1)  # fmt: skip
+    model = str(tmp_path / "spm.model")
+    runner = CliRunner()
+    for ids in ([], ["--ids"]):
+        enc = runner.invoke(
+            app, ["tokenizer", "encode", model, *ids], input="\n".join(lines) + "\n"
+        )
+        assert enc.exit_code == 0, enc.output
+        assert len(enc.stdout.splitlines()) == 5 and enc.stderr == ""
+        dec = runner.invoke(app, ["tokenizer", "decode", model], input=enc.stdout)
+        assert dec.exit_code == 0, dec.output
+        assert dec.stdout.splitlines() == lines
+    out = tmp_path / "pieces.txt"
+    enc = runner.invoke(app, ["tokenizer", "encode", model, "-o", str(out)], input="Hi.\n")
+    assert enc.exit_code == 0 and enc.stdout == "" and "encoded 1 line to" in enc.stderr
+    bad = runner.invoke(app, ["tokenizer", "decode", model], input="3 99999\n")
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: stdin:1: id out of range")

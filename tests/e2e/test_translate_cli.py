@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from tests.tiny_translator import DATA, head, make_translator, save
 
 SOURCES = head(DATA / "test.en", 6)
@@ -64,8 +64,13 @@ def test_tsv_and_text_formats(ckpt: Path, tmp_path: Path) -> None:
     assert all(float(r[2]) <= 0 for r in (rows[0], rows[2]))
     code, out, _ = run("translate", ckpt, "-i", src, "--nbest", "2")
     assert code == 0
-    ids = [line.split(" ||| ")[0] for line in out.splitlines()]
-    assert ids == ["0", "0", "2", "2"]  # the empty line has no hypotheses
+    moses = [line.split(" ||| ") for line in out.splitlines()]
+    assert [m[0] for m in moses] == ["0", "0", "1", "2", "2"]  # the empty line kept, as in tsv
+    assert moses[2] == ["1", "", ""] and all(len(m) == 3 for m in moses)
+    code, out, _ = run("translate", ckpt, "-i", src, "--nbest", "2", "-f", "tsv")
+    assert [row.split("\t")[0] for row in out.splitlines()] == [SOURCES[2]] * 2 + [""] + [
+        SOURCES[3]
+    ] * 2
     code, out, _ = run("translate", ckpt, "-i", src, "--greedy")
     assert code == 0 and len(out.splitlines()) == 3 and out.splitlines()[1] == ""
 
@@ -83,6 +88,19 @@ def test_output_file_sampling_and_errors(ckpt: Path, tmp_path: Path) -> None:
     assert code == 2 and "--format" in err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--top-k", "5"), ("--top-p", "0.9"), ("--temperature", "0.7"), ("--seed", "3")],
+)
+def test_sampling_flags_need_sampling(ckpt: Path, flag: str, value: str) -> None:
+    """A flag that would do nothing in the chosen mode is an error, not silently ignored."""
+    code, out, err = run("translate", ckpt, flag, value, input="Hi.\n")
+    assert code == 2 and out == ""
+    assert err == f"error: {flag} only applies when sampling: add --sample\n"
+    code, out, err = run("translate", ckpt, flag, value, "--sample", input="Hi.\n")
+    assert code == 0, err
+
+
 def test_attention_dump_and_plot(ckpt: Path, tmp_path: Path) -> None:
     att = tmp_path / "att.jsonl"
     code, out, err = run("translate", ckpt, "--attention", att, input="Hi.\n\nTom is here.\n")
@@ -96,6 +114,8 @@ def test_attention_dump_and_plot(ckpt: Path, tmp_path: Path) -> None:
     assert code == 0, err
     assert png.read_bytes()[:4] == b"\x89PNG"
     code, _, err = run("plot-attention", att, "--line", "2", "-o", png)
+    assert code == 2 and "att.png: --output exists; pass --overwrite" in err
+    code, _, err = run("plot-attention", att, "--line", "2", "-o", png, "--overwrite")
     assert code == 1 and "empty input line" in err
 
 

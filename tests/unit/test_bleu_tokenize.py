@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.config.load import config_from_dict
 from mtkit.config.schema import ConfigError
 from mtkit.training.loop import train
@@ -42,7 +42,7 @@ def test_evaluate_uses_the_runs_tokenizer(checkpoint: Path, tmp_path: Path) -> N
     out = str(tmp_path / "hyp.de")
     assert "tok:none" in signature(str(checkpoint), "--src", str(src), "--ref", str(ref), "-o", out)
     flag = signature(str(checkpoint), "--src", str(src), "--ref", str(ref), "-o", out,
-                     "--tokenize", "13a")  # fmt: skip
+                     "--tokenize", "13a", "--overwrite")  # fmt: skip
     assert "tok:13a" in flag
 
 

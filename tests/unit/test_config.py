@@ -31,7 +31,9 @@ def test_shipped_configs_load(name: str) -> None:
 
 
 def test_yaml_values_and_override_land(tmp_path: Path) -> None:
-    path = write(tmp_path, "name: x\nmodel:\n  d_model: 64\n  n_heads: 2\n")
+    path = write(
+        tmp_path, "name: x\ndata:\n  train: d/train\nmodel:\n  d_model: 64\n  n_heads: 2\n"
+    )
     cfg = load_config(path, ["model.encoder_layers=5", "training.lr=3e-4", "data.valid=null"])
     assert cfg.model.d_model == 64
     assert cfg.model.encoder_layers == 5

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.main import get_command
 
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.config.schema import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from mtkit.checkpoint import save_checkpoint
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.config.load import config_from_dict, config_to_dict
 from mtkit.config.schema import DecodingConfig, ExperimentConfig
 from mtkit.data.batching import pad
@@ -265,7 +265,7 @@ def test_cli_export_translate_evaluate(
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert isinstance(report["scores"][0]["score"], float)
-    assert (out / "src.hyp.de").is_file()  # hypotheses default to the export folder
+    assert (out / "src.model.beam2.lp1.0.hyp.de").is_file()  # next to the export's model.bin
 
 
 # --------------------------------------------------------------------------- trained model

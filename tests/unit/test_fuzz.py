@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mtkit.checkpoint import CheckpointError, load_checkpoint
-from mtkit.cli.app import app
+from mtkit.cli.main import app
 from mtkit.config.load import config_from_dict, load_config
 from mtkit.config.schema import ConfigError, ExperimentConfig
-from mtkit.translation.translator import Translator, interactive
+from mtkit.translation.output import interactive
+from mtkit.translation.translator import Translator
 from tests.tiny_checkpoint import write_tiny_run
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

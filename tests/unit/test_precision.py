@@ -101,19 +101,26 @@ def test_translator_resolves_decoding_precision(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = save(make_translator(tmp_path))
-    monkeypatch.setattr(runtime, "probe_bf16", lambda device: Bf16Probe("", None))
-    assert Translator.load(path, device="cpu").precision == "float32"  # the run's auto
+    calls: list[torch.device] = []
+
+    def slow(device: torch.device) -> Bf16Probe:
+        calls.append(device)
+        return Bf16Probe("", None)
+
+    monkeypatch.setattr(runtime, "probe_bf16", slow)
+    translator = Translator.load(path, device="cpu")
+    dec = replace(translator.config.decoding, beam_size=2)  # the run's precision: auto
+    assert translator.precision_for(dec) == "float32"
+    assert translator.precision_for(dec) == "float32" and len(calls) == 1  # resolved once
     monkeypatch.setattr(runtime, "probe_bf16", lambda device: Bf16Probe("AMX", 4.0))
     fast = Translator.load(path, device="cpu")
-    assert fast.precision == "bfloat16"
-    dec = replace(fast.config.decoding, beam_size=2)
-    assert len(fast.translate(["a tiny test", ""], dec)) == 2
+    assert fast.precision_for(dec) == "bfloat16"
+    assert len(fast.translate(["a tiny test", ""], dec)) == 2  # bf16 runs on any CPU
     assert fast.precision_for(replace(dec, precision="float32")) == "float32"
-    assert Translator.load(path, device="cpu", precision="float32").precision == "float32"
-    with pytest.raises(RuntimeConfigError, match=r"decoding.precision: float16 needs a CUDA"):
-        Translator.load(path, device="cpu", precision="float16")
     with pytest.raises(RuntimeConfigError, match=r"decoding.precision: float16 needs a CUDA"):
         fast.translate(["a tiny test"], replace(dec, precision="float16"))
+    int8 = Translator.load(path, device="cpu", quantize="int8")
+    assert int8.precision_for(replace(dec, precision="bfloat16")) == "float32"
 
 
 def test_bf16_attention_on_cpu_runs_in_float32_and_matches_it() -> None:

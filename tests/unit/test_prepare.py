@@ -69,7 +69,7 @@ def test_unk_share_is_reported(tmp_path: Path) -> None:
 
 
 def test_prepare_logs_a_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="mtkit.data.encode"):
+    with caplog.at_level(logging.INFO, logger="mtkit.data.stats_table"):
         run(tmp_path)
     lines = [r.getMessage() for r in caplog.records]
     assert any(line.startswith("split") and "unk%" in line for line in lines)

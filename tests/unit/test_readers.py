@@ -112,15 +112,37 @@ def test_tsv_named_columns_and_missing_column(tmp_path: Path) -> None:
         )
 
 
-def test_tsv_malformed_rows_skip_or_fail(tmp_path: Path) -> None:
+def test_tsv_malformed_rows_fail_or_skip(tmp_path: Path) -> None:
     path = tmp_path / "train.tsv"
     lines = [f"{s}\t{t}" for s, t in zip(SRC, TGT, strict=True)]
     lines[9] = "no tab here"
+    lines[19] = f"{SRC[19]}\t{TGT[19]}\tand a tab in the target"  # not a shorter target
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out = prepare(make_cfg(tmp_path, format="tsv", train=str(path)))
-    assert load_stats(out)["splits"]["train"]["dropped"] == {"malformed": 1}
-    with pytest.raises(DataError, match=r"train\.tsv:10: expected at least 2 tsv columns, found 1"):
+    with pytest.raises(DataError, match=r"2 malformed rows: .*train\.tsv:10: 1 column, expected 2"):
+        prepare(make_cfg(tmp_path, format="tsv", train=str(path)))
+    out = prepare(make_cfg(tmp_path, format="tsv", train=str(path), on_bad_row="skip"))
+    assert load_stats(out)["splits"]["train"]["dropped"] == {"bad_row": 2}
+    assert not any(t.startswith(TGT[19]) for t in text_split(tmp_path)["tgt"])
+    with pytest.raises(DataError, match=r"train\.tsv:20: 3 columns, expected 2"):
         prepare(make_cfg(tmp_path, format="tsv", train=str(path), strict=True))
+
+
+def test_jsonl_rows_without_a_key_or_not_objects_fail_or_skip(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    rows = [json.dumps({"en": s, "de": t}) for s, t in zip(SRC, TGT, strict=True)]
+    rows[6] = json.dumps({"en": SRC[6]})  # line 7 lacks the target
+    rows[8] = json.dumps([SRC[8], TGT[8]])  # line 9 is not an object
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.jsonl:9: not a JSON object \(found list\)"):
+        prepare(make_cfg(tmp_path, format="jsonl", train=str(path)))
+    rows[8] = json.dumps({"en": SRC[8], "de": TGT[8]})
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"1 malformed row: .*train\.jsonl:7: no 'de' \(or null\)"):
+        prepare(make_cfg(tmp_path, format="jsonl", train=str(path)))
+    rows[8] = json.dumps([SRC[8], TGT[8]])
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = prepare(make_cfg(tmp_path, format="jsonl", train=str(path), on_bad_row="skip"))
+    assert load_stats(out)["splits"]["train"]["dropped"] == {"bad_row": 2}
 
 
 def test_csv_with_header_and_quoting(tmp_path: Path) -> None:
@@ -204,10 +226,12 @@ def test_hub_dataset_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_invalid_json_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "train.jsonl"
     path.write_text('{"en": "a", "de": "b"}\n{"en": "a", "de": \n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"train\.jsonl: line 2: invalid JSON"):
+    with pytest.raises(
+        DataError, match=r"data\.train: 1 malformed row: .*train\.jsonl:2: invalid JSON"
+    ):
         prepare(make_cfg(tmp_path, format="jsonl", train=str(path)))
     path.write_text('{"en": "a", "de": "b"}\n[1, 2]\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"line 2: expected one JSON object per line, found list"):
+    with pytest.raises(DataError, match=r"train\.jsonl:2: not a JSON object \(found list\)"):
         prepare(make_cfg(tmp_path, format="jsonl", train=str(path)))
 
 

@@ -15,7 +15,7 @@ from mtkit.config.schema import DecodingConfig, ModelConfig
 from mtkit.model.cache import DecoderCache
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer
-from mtkit.search.beam import beam_search
+from mtkit.search.beam import beam_search, top_candidates
 from mtkit.search.common import Hypothesis, gnmt_penalty
 from mtkit.search.greedy import greedy_search, sample
 
@@ -176,6 +176,31 @@ def test_nbest_sorted_and_distinct(model: Transformer, batch: tuple[Tensor, Tens
         assert len({tuple(h.tokens) for h in hyps}) == len(hyps)
         for h in hyps:
             assert h.score == pytest.approx(h.log_prob / gnmt_penalty(len(h.tokens) + 1, 1.0))
+
+
+@pytest.mark.parametrize(("vocab", "beam"), [(20, 4), (64, 1), (130, 5), (3000, 3)])
+def test_top_candidates_equal_a_plain_topk(vocab: int, beam: int) -> None:
+    gen = torch.Generator().manual_seed(vocab)
+    n, k = 3, 2 * beam
+    lp = torch.randn(n * beam, vocab, generator=gen).log_softmax(dim=-1)  # (n*beam, vocab)
+    lp[:, :2] = -math.inf  # banned columns, as PAD and BOS are
+    scores = -5 * torch.rand(n, beam, generator=gen)  # (n, beam)
+    expected = (lp + scores.view(-1, 1)).view(n, -1).topk(k, dim=1)
+    top, index = top_candidates(lp, scores, k)
+    assert torch.equal(top, expected.values)
+    assert torch.equal(index, expected.indices)
+
+
+@pytest.mark.parametrize("nbest", [1, 2, 3])
+def test_stopping_at_the_nbest_keeps_the_same_list(
+    model: Transformer, batch: tuple[Tensor, Tensor], nbest: int
+) -> None:
+    # nbest = beam_size waits for beam_size unbeatable hypotheses: the longest search
+    src, mask = batch
+    dec = DecodingConfig(beam_size=5, length_penalty=1.4, max_len_a=2.0)
+    full = beam_search(model, src, mask, replace(dec, nbest=5), **IDS)
+    short = beam_search(model, src, mask, replace(dec, nbest=nbest), **IDS)
+    assert short == [hyps[:nbest] for hyps in full]
 
 
 def test_length_penalty_changes_the_choice() -> None:

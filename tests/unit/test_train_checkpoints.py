@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +22,7 @@ from mtkit.checkpoint import (
     save_run_checkpoint,
     step_checkpoints,
 )
-from mtkit.training.run_dir import RunDirError, RunLock, prepare_run_dir
+from mtkit.training.run_dir import RunDirError, RunLock, prepare_run_dir, process_start
 
 
 def state(step: int) -> dict[str, Any]:
@@ -101,15 +103,31 @@ def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path: Path) -> 
     lock.release()
 
 
+def test_a_lock_whose_pid_was_reused_is_taken_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process killed during start-up left its lock, and its PID now belongs to another
+    process (here: this one, started at another time): the lock is stale, with a message."""
+    if process_start(os.getpid()) is None:
+        pytest.skip("no /proc: start times unknown")
+    (tmp_path / "train.lock").write_text(f"{os.getpid()} {socket.gethostname()} 1\n")
+    lock = RunLock(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        lock.acquire()
+    assert "a new process has its PID" in caplog.text
+    assert (tmp_path / "train.lock").read_text().split()[2] == process_start(os.getpid())
+    lock.release()
+
+
 def test_run_dir_needs_resume_or_overwrite_and_cleans_temp_files(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    prepare_run_dir(run, "name: x\n", resume=False, overwrite=False).release()
+    prepare_run_dir(run, resume=False, overwrite=False).release()
     save_run_checkpoint(run, state(1), 1, best=True, keep_last=5)
     (run / ".step_000002.pt.abc.tmp").write_bytes(b"half a checkpoint")
     with pytest.raises(RunDirError, match="--resume"):
-        prepare_run_dir(run, "name: x\n", resume=False, overwrite=False)
+        prepare_run_dir(run, resume=False, overwrite=False)
     assert not (run / "train.lock").exists()  # a refused start releases the lock
-    prepare_run_dir(run, "name: x\n", resume=True, overwrite=False).release()
+    prepare_run_dir(run, resume=True, overwrite=False).release()
     assert not list(run.glob(".*.tmp"))
-    prepare_run_dir(run, "name: x\n", resume=False, overwrite=True).release()
+    prepare_run_dir(run, resume=False, overwrite=True).release()
     assert not list(run.glob("*.pt"))

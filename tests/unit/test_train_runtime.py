@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -73,13 +74,21 @@ def test_metrics_jsonl_and_tensorboard_when_installed(
     }  # fmt: skip
 
 
-def test_metrics_without_tensorboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_metrics_without_tensorboard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
-    sink = MetricsSink(tmp_path)
-    sink.write({"kind": "valid", "step": 1, "bleu": 3.0})
-    sink.close()
+    with caplog.at_level(logging.INFO):
+        sink = MetricsSink(tmp_path)
+        sink.write({"kind": "valid", "step": 1, "bleu": 3.0})
+        sink.close()
+        MetricsSink(None).write({"kind": "train", "step": 1})  # ranks > 0: writes nothing
     assert sink.writer is None and (tmp_path / "metrics.jsonl").is_file()
-    MetricsSink(None).write({"kind": "train", "step": 1})  # ranks > 0: writes nothing
+    hints = [r.getMessage() for r in caplog.records if "tensorboard" in r.getMessage().lower()]
+    assert hints == [
+        "TensorBoard is not installed, so metrics go to metrics.jsonl only; for event files: "
+        "pip install 'mtkit[tensorboard]'"
+    ]
 
 
 def test_bfloat16_update_on_cpu() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -93,3 +94,20 @@ def test_nonfinite_loss_skips_the_update(
     for state in s.optimizer.state.values():  # no moments, no step count
         assert state["step"].item() == 0 and not state["exp_avg"].any()
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_update_reports_the_gradient_norm_before_clipping() -> None:
+    """The norm is clipping's own result: the unclipped gradient's, even when clipping bites."""
+    batch = collate_columns(*random_pairs(6, seed=3))
+    free, clipped = tiny_model(), tiny_model()
+    before = [p.detach().clone() for p in free.parameters()]
+    r = update(stepper(free), [batch], lr=1.0, stop_requested=lambda: False)
+    applied = [b - p.detach() for b, p in zip(before, free.parameters(), strict=True)]
+    norm = torch.cat([g.flatten() for g in applied]).norm()  # SGD, lr 1: the gradient
+    torch.testing.assert_close(r.grad_norm, norm, rtol=1e-4, atol=1e-6)
+    s = stepper(clipped)
+    s.cfg = dataclasses.replace(s.cfg, clip_norm=norm.item() / 10)
+    small = update(s, [batch], lr=1.0, stop_requested=lambda: False)
+    torch.testing.assert_close(small.grad_norm, norm, rtol=1e-4, atol=1e-6)
+    moved = [b - p.detach() for b, p in zip(before, clipped.parameters(), strict=True)]
+    assert torch.cat([g.flatten() for g in moved]).norm() < norm / 5  # clipping did bite

@@ -24,6 +24,7 @@ from mtkit.config.validate import validate_decoding
 from mtkit.data.batching import pad
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mtkit.model.masks import pad_mask
+from mtkit.model.transformer import Transformer
 from mtkit.search.beam import beam_search
 from mtkit.search.common import length_normaliser
 from mtkit.translation.attention_dump import (
@@ -32,16 +33,18 @@ from mtkit.translation.attention_dump import (
     plot_attention,
     read_attention,
 )
+from mtkit.translation.input_lines import iter_lines
+from mtkit.translation.output import (
+    format_translation,
+    interactive,
+    open_output,
+    write_translations,
+)
 from mtkit.translation.translator import (
     Translation,
     TranslationError,
     Translator,
-    format_translation,
-    interactive,
-    iter_lines,
-    open_output,
     translate_nbest,
-    write_translations,
 )
 from tests.tiny_translator import DATA, head, make_translator
 
@@ -220,11 +223,11 @@ def test_truncation_warning_counts_lines(
     with caplog.at_level(logging.WARNING, logger="mtkit.translation.translator"):
         out = translator.translate_full([long_line, "Hi.", long_line], opts(translator))
     assert [t.truncated for t in out] == [True, False, True]
-    assert f"2 input line(s) longer than {limit} tokens were truncated" in caplog.text
+    assert f"2 input lines longer than {limit} tokens were truncated" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="mtkit.translation.translator"):
         list(translator.translate_stream([long_line, "Hi.", long_line], opts(translator), 2))
-    assert f"2 of 3 input line(s) were longer than {limit} tokens" in caplog.text
+    assert f"2 of 3 input lines were longer than {limit} tokens" in caplog.text
 
 
 def test_iter_lines_splits_on_newline_only(tmp_path: Path) -> None:
@@ -268,7 +271,7 @@ def test_formats(translator: Translator) -> None:
     assert format_translation(results[1], "tsv", 1) == "\t\t\n"
     moses = format_translation(results[0], "text", 7, nbest=True).splitlines()
     assert [line.split(" ||| ")[0] for line in moses] == ["7", "7"]
-    assert format_translation(results[1], "text", 8, nbest=True) == ""
+    assert format_translation(results[1], "text", 8, nbest=True) == "8 |||  ||| \n"
     assert format_translation(results[0], "text", 7) == results[0].text + "\n"
     record = json.loads(format_translation(results[0], "jsonl", 0))
     assert set(record) == {"index", "source", "translation", "nbest", "time", "truncated"}
@@ -299,6 +302,7 @@ def test_open_output_leaves_no_partial_file(tmp_path: Path) -> None:
 
 def test_cross_attention_model_path_matches_forward(translator: Translator) -> None:
     model = translator.model
+    assert isinstance(model, Transformer)
     src = pad([[5, 6, 7, EOS_ID], [8, EOS_ID]])
     mask = pad_mask(src, PAD_ID)
     tgt = torch.tensor([[BOS_ID, 9, 10], [BOS_ID, 11, 12]])

@@ -1,0 +1,271 @@
+"""Decoding speed of one trained model: mtkit and CTranslate2, float32 and int8, in one table.
+
+    .venv/bin/python benchmarks/bench_decode.py runs/demo data/test.en --ref data/test.de
+    .venv/bin/python benchmarks/bench_decode.py RUN SRC --ref REF --lines 500 --threads 1
+
+Engines: mtkit float32, mtkit int8 (`--quantize int8`: dynamic int8 Linears), CTranslate2
+float32 and int8 (the run exported once to a temporary folder; int8 is its compute type, as
+`--engine ctranslate2 --quantize int8` runs it). Every engine translates the same first
+`--lines` lines with the run's decoding options; each repetition runs every engine once, in a
+rotating order, so on a shared machine all of them see the same load; a figure is the median
+of `--repeats`. Two clocks: wall time, and the process's CPU time (steadier when other
+processes take turns on the cores). Printed: sentences/s and output tokens/s (pieces + EOS)
+for greedy and beam 5, BLEU of each engine on `--ref`, outputs identical to mtkit float32, the
+mtkit/CTranslate2 ratios at equal precision; then decode time per sentence at beams 1, 5, 10
+and at three `--batch-tokens` budgets; the CPU model, its torch capability and the flags that
+matter (AVX-512, VNNI, BF16, AMX). Writes the report as JSON too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
+    sys.path.insert(0, str(REPO))
+
+from mtkit.config.schema import DecodingConfig  # noqa: E402
+from mtkit.errors import MtkitError  # noqa: E402
+
+ENGINES = ("mtkit-fp32", "mtkit-int8", "ct2-fp32", "ct2-int8")
+PAIRS = (("mtkit-fp32", "ct2-fp32"), ("mtkit-int8", "ct2-int8"))  # equal precision
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model, torch's CPU capability and the instruction-set flags decoding depends on."""
+    import torch
+
+    model, flags = "unknown", set[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "cpus": os.cpu_count(),
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "flags": [f for f in FLAGS if f in flags],
+    }
+
+
+def load_engines(run: Path, folder: Path, threads: int) -> dict[str, Any]:
+    """The four engines; the run is exported (float32) into `folder` for CTranslate2."""
+    from mtkit.export.ctranslate2 import export_ctranslate2
+    from mtkit.translation.ctranslate2_engine import CT2Translator
+    from mtkit.translation.translator import Translator
+
+    export = export_ctranslate2(run, folder / "ct2")
+    return {
+        "mtkit-fp32": Translator.load(run, device="cpu"),
+        "mtkit-int8": Translator.load(run, device="cpu", quantize="int8"),
+        "ct2-fp32": CT2Translator.load(export, device="cpu", threads=threads),
+        "ct2-int8": CT2Translator.load(export, device="cpu", threads=threads, compute_type="int8"),
+    }
+
+
+def time_alternating(
+    engines: dict[str, Any], lines: list[str], dec: DecodingConfig, repeats: int
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[str]]]:
+    """Seconds (wall, cpu) of each repetition per engine, and each engine's outputs."""
+    names = list(engines)
+    for name in names:  # warm-up: first calls allocate, load kernels, build primitives
+        engines[name].translate(lines[:20], dec)
+    seconds: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in names}
+    outputs: dict[str, list[str]] = {}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            wall, cpu = time.perf_counter(), time.process_time()
+            outputs[name] = engines[name].translate(lines, dec)
+            seconds[name]["wall"].append(time.perf_counter() - wall)
+            seconds[name]["cpu"].append(time.process_time() - cpu)
+    return seconds, outputs
+
+
+def section_engines(
+    engines: dict[str, Any],
+    lines: list[str],
+    refs: list[str] | None,
+    dec: DecodingConfig,
+    repeats: int,
+    tokenize: str,
+) -> dict[str, Any]:
+    """Greedy and beam 5: speed, BLEU and agreement of every engine."""
+    from mtkit.evaluation.metrics import corpus_scores
+
+    tgt = engines["mtkit-fp32"].tokenizers.tgt
+    report: dict[str, Any] = {}
+    for mode, beam in (("greedy", 1), ("beam 5", 5)):
+        seconds, outputs = time_alternating(engines, lines, replace(dec, beam_size=beam), repeats)
+        rows = {}
+        for name, hyps in outputs.items():
+            tokens = sum(len(p) + 1 for p in tgt.encode(hyps))  # output pieces + EOS
+            wall, cpu = (statistics.median(seconds[name][c]) for c in ("wall", "cpu"))
+            rows[name] = {
+                "sentences_per_s": len(lines) / wall, "tokens_per_s": tokens / wall,
+                "cpu_sentences_per_s": len(lines) / cpu, "cpu_tokens_per_s": tokens / cpu,
+                "seconds": seconds[name],
+                "same_as_mtkit_fp32": sum(
+                    a == b for a, b in zip(hyps, outputs["mtkit-fp32"], strict=True)
+                ),
+            }  # fmt: skip
+            if refs is not None:
+                found = corpus_scores(hyps, [refs], ["bleu"], tokenize)
+                rows[name]["bleu"] = found[0].score
+        report[mode] = rows
+    return report
+
+
+def section_scaling(
+    engines: dict[str, Any],
+    lines: list[str],
+    dec: DecodingConfig,
+    repeats: int,
+    settings: Sequence[tuple[str, DecodingConfig]],
+) -> dict[str, dict[str, float]]:
+    """Milliseconds (CPU time) per sentence of the float32 engines under each setting."""
+    pair = {n: engines[n] for n in ("mtkit-fp32", "ct2-fp32")}
+    result: dict[str, dict[str, float]] = {}
+    for label, options in settings:
+        seconds, _ = time_alternating(pair, lines, options, repeats)
+        result[label] = {
+            n: 1000 * statistics.median(s["cpu"]) / len(lines) for n, s in seconds.items()
+        }
+    return result
+
+
+def bench_decode(
+    run: Path,
+    source: Path,
+    ref: Path | None,
+    *,
+    lines: int = 500,
+    repeats: int = 3,
+    threads: int = 1,
+    tokenize: str | None = None,
+    scaling_lines: int = 200,
+) -> dict[str, Any]:
+    """The whole report (see the module docstring) as a dict; the scaling sections use the
+    first `scaling_lines` lines and one repetition fewer, to keep the run to a few minutes."""
+    import torch
+
+    torch.set_num_threads(threads)
+    text = source.read_text(encoding="utf-8").splitlines()[:lines]
+    refs = ref.read_text(encoding="utf-8").splitlines()[:lines] if ref else None
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench_decode_") as tmp:
+        engines = load_engines(run, Path(tmp), threads)
+        dec = engines["mtkit-fp32"].config.decoding
+        tokenize = tokenize or engines["mtkit-fp32"].config.evaluation.tokenize
+        main = section_engines(engines, text, refs, dec, repeats, tokenize)
+        scaling_repeats = max(1, repeats - 1)
+        beams = [(f"beam {b}", replace(dec, beam_size=b)) for b in (1, 5, 10)]
+        budgets = [
+            (f"{t} tokens", replace(dec, beam_size=5, max_tokens=t)) for t in (500, 2000, 8000)
+        ]
+        few = text[:scaling_lines]
+        by_beam = section_scaling(engines, few, dec, scaling_repeats, beams)
+        by_batch = section_scaling(engines, few, dec, scaling_repeats, budgets)
+    return {
+        "run": str(run), "source": str(source), "reference": str(ref) if ref else None,
+        "sentences": len(text), "scaling_sentences": min(scaling_lines, len(text)),
+        "repeats": repeats, "threads": threads, "tokenize": tokenize,
+        "decoding": {"length_penalty": dec.length_penalty, "max_tokens": dec.max_tokens},
+        "torch": torch.__version__, "ctranslate2": _ct2_version(), **cpu_info(),
+        "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "engines": main, "beam_scaling_ms": by_beam, "batch_tokens_ms": by_batch,
+    }  # fmt: skip
+
+
+def _ct2_version() -> str:
+    from mtkit.translation.ctranslate2_engine import require_ctranslate2
+
+    return str(require_ctranslate2().__version__)
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """Markdown tables: engines, ratios, beam and batch scaling."""
+    lines = [
+        f"{r['cpu_model']} ({r['torch_capability']}; {' '.join(r['flags'])}), {r['threads']} "
+        f"thread(s), torch {r['torch']}, CTranslate2 {r['ctranslate2']}, {r['sentences']} "
+        f"sentences, median of {r['repeats']}, load average {r['load_avg_start'][0]:.1f} -> "
+        f"{r['load_avg_end'][0]:.1f}",
+        "",
+        "| search | engine | sent/s (CPU) | tokens/s (CPU) | sent/s (wall) | BLEU | same as "
+        "mtkit fp32 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mode, rows in r["engines"].items():
+        for name, x in rows.items():
+            bleu = f"{x['bleu']:.2f}" if "bleu" in x else "-"
+            lines.append(
+                f"| {mode} | {name} | {x['cpu_sentences_per_s']:.1f} | "
+                f"{x['cpu_tokens_per_s']:.0f} | {x['sentences_per_s']:.1f} | {bleu} | "
+                f"{x['same_as_mtkit_fp32']}/{r['sentences']} |"
+            )
+    lines += ["", "| search | mtkit / CTranslate2 | CPU time | wall |", "|---|---|---|---|"]
+    for mode, rows in r["engines"].items():
+        for ours, theirs in PAIRS:
+            cpu = rows[ours]["cpu_sentences_per_s"] / rows[theirs]["cpu_sentences_per_s"]
+            wall = rows[ours]["sentences_per_s"] / rows[theirs]["sentences_per_s"]
+            lines.append(f"| {mode} | {ours} / {theirs} | {cpu:.2f}x | {wall:.2f}x |")
+    for title, key in (("beam", "beam_scaling_ms"), ("batch", "batch_tokens_ms")):
+        lines += [
+            "", f"| {title} ({r['scaling_sentences']} sentences) | mtkit-fp32 CPU ms/sent | "
+            "ct2-fp32 CPU ms/sent | ratio |", "|---|---|---|---|",
+        ]  # fmt: skip
+        for label, ms in r[key].items():
+            ratio = ms["ct2-fp32"] / ms["mtkit-fp32"]
+            lines.append(
+                f"| {label} | {ms['mtkit-fp32']:.2f} | {ms['ct2-fp32']:.2f} | {ratio:.2f}x |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("run", type=Path, help="run directory or checkpoint")
+    parser.add_argument("source", type=Path, help="source text, one sentence per line")
+    parser.add_argument("--ref", type=Path, help="reference translations (for BLEU)")
+    parser.add_argument("--lines", type=int, default=500, help="first N lines of the source")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tokenize", help="sacreBLEU tokenizer (default: the run's)")
+    parser.add_argument("--scaling-lines", type=int, default=200, help="lines for the scaling")
+    parser.add_argument("--json", type=Path, default=Path("bench_results/bench_decode.json"))
+    args = parser.parse_args(argv)
+    logging.getLogger("sacrebleu").setLevel(logging.ERROR)  # its hints on tokenized text
+    try:
+        report = bench_decode(
+            args.run, args.source, args.ref, lines=args.lines, repeats=args.repeats,
+            threads=args.threads, tokenize=args.tokenize, scaling_lines=args.scaling_lines,
+        )  # fmt: skip
+    except MtkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

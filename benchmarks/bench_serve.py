@@ -1,0 +1,270 @@
+"""`mtkit serve` under load: 1, 8 and 64 concurrent clients, each sending single sentences.
+
+    .venv/bin/python benchmarks/bench_serve.py runs/demo data/test.en
+    .venv/bin/python benchmarks/bench_serve.py RUN test.en --lines 300 --clients 1,8,64 \\
+        --engines pytorch,ctranslate2,ctranslate2-int8 --threads 2
+
+For each engine a real server (`python -m mtkit serve RUN --engine E`) is started on a free
+127.0.0.1 port; at each level C clients (keep-alive connections, a minimal asyncio HTTP/1.1
+client) take the first `--lines` lines of the source one at a time until all are translated.
+Reported: sentences/s, p50/p95/p99 latency per request, the mean batch size (GET /info), the
+server's peak RSS (VmHWM) so far, and how many answers equal sequential translation's. Next
+to it: sequential `mtkit translate` throughput of the same lines in this process (the
+engine's batched path, chunks of 500, like the CLI) with the same thread count. The clients
+run on the same machine, so on few cores they compete with the server. Prints a table and
+writes JSON. Not a test: traffic goes to 127.0.0.1 only, a bounded number of requests, and
+it stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
+    sys.path.insert(0, str(REPO))
+
+from mtkit.errors import MtkitError  # noqa: E402
+
+START_S = 300.0  # deadline for a server (and an export) to come up
+ENGINES = {  # name -> serve options
+    "pytorch": [],
+    "ctranslate2": ["--engine", "ctranslate2"],
+    "ctranslate2-int8": ["--engine", "ctranslate2", "--quantize", "int8"],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(run: Path, engine: str, threads: int, max_wait_ms: float) -> tuple[Any, int]:
+    """A `mtkit serve` process answering /health, and its port."""
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "mtkit", "serve", str(run), "--port", str(port)]
+    command += [*ENGINES[engine], "--max-wait-ms", str(max_wait_ms), "--device", "cpu"]
+    command += ["--queue-sentences", "100000"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, port
+        except httpx.TransportError:
+            pass
+        try:
+            proc.wait(timeout=0.2)
+            raise MtkitError(f"the {engine} server exited with {proc.returncode}")
+        except subprocess.TimeoutExpired:
+            continue
+    proc.kill()
+    raise MtkitError(f"the {engine} server did not answer /health within {START_S:g} s")
+
+
+def stop_server(proc: Any) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """The process's peak resident set size (Linux /proc VmHWM), in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+REQUEST_HEAD = b"POST /translate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+
+
+async def post(reader: Any, writer: Any, body: bytes) -> tuple[int, bytes]:
+    """One keep-alive HTTP/1.1 request; the server always answers with a Content-Length."""
+    writer.write(REQUEST_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
+async def load(port: int, lines: Sequence[str], clients: int, options: dict[str, Any]) -> Any:
+    """`clients` connections send one line per request until every line is translated.
+
+    A minimal asyncio HTTP/1.1 client: at 64 connections httpx's pool costs more CPU than the
+    server itself, and on a small machine that would be what is measured.
+    """
+    latencies: list[float] = []
+    outputs: list[str] = [""] * len(lines)
+    todo = iter(range(len(lines)))
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in todo:  # shared iterator: each line is sent once
+                body = json.dumps({"sentences": [lines[i]], **options}).encode()
+                start = time.perf_counter()
+                status, answer = await post(reader, writer, body)
+                latencies.append(time.perf_counter() - start)
+                if status != 200:
+                    raise MtkitError(f"HTTP {status}: {answer[:200]!r}")
+                outputs[i] = json.loads(answer)["translations"][0]["translation"]
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return time.perf_counter() - start, latencies, outputs
+
+
+def batch_stats(url: str) -> tuple[int, int]:
+    """(sentences, batches) the server has translated so far (GET /info)."""
+    import httpx
+
+    stats = httpx.get(f"{url}/info", timeout=60).json()["stats"]
+    return int(stats["sentences"]), int(stats["batches"])
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def sequential(run: Path, engine: str, lines: list[str], beam: int | None) -> tuple[float, Any]:
+    """Sentences/s of `mtkit translate`'s path (batched, chunks of 500) and its outputs."""
+    from mtkit.cli.engine_choice import open_engine
+    from mtkit.translation.output import stream_translations
+
+    quantize = "int8" if engine.endswith("int8") else "none"
+    kind = "pytorch" if engine == "pytorch" else "ctranslate2"
+    translator: Any = open_engine([run], "cpu", kind, quantize)
+    dec = translator.config.decoding
+    dec = replace(dec, beam_size=beam, nbest=1) if beam else dec
+    translator.translate(lines[:10], dec)  # warm-up
+    start = time.perf_counter()
+    chunks = list(stream_translations(translator, lines, dec, 500))
+    seconds = time.perf_counter() - start
+    return len(lines) / seconds, [t.text for chunk in chunks for t in chunk]
+
+
+def bench_engine(
+    run: Path, engine: str, lines: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The sequential baseline, then one server under each client count."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    translate_speed, expected = sequential(run, engine, lines, args.beam)
+    options = {"beam_size": args.beam} if args.beam else {}
+    proc, port = start_server(run, engine, args.threads, args.max_wait_ms)
+    url = f"http://127.0.0.1:{port}"
+    levels = []
+    try:
+        for clients in args.clients:
+            before = batch_stats(url)
+            wall, latencies, outputs = asyncio.run(load(port, lines, clients, options))
+            after = batch_stats(url)
+            levels.append({
+                "clients": clients,
+                "sentences_per_s": len(lines) / wall,
+                "p50_ms": percentile(latencies, 50) * 1000,
+                "p95_ms": percentile(latencies, 95) * 1000,
+                "p99_ms": percentile(latencies, 99) * 1000,
+                "peak_rss_mib": peak_rss_mib(proc.pid),
+                "mean_batch": (after[0] - before[0]) / max(1, after[1] - before[1]),
+                "same_as_translate": sum(a == b for a, b in zip(outputs, expected, strict=True)),
+            })  # fmt: skip
+            print(f"  {engine}: {clients} clients done", file=sys.stderr)
+    finally:
+        stop_server(proc)
+    return {"translate_sentences_per_s": translate_speed, "levels": levels}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A Markdown table (docs-ready) plus the issue's goals, checked."""
+    n = report["sentences"]
+    rows = [
+        "| engine | clients | sentences/s | vs 1 client | vs translate | p50 ms | p95 ms | "
+        "p99 ms | mean batch | peak RSS MiB | same as translate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for engine, r in report["engines"].items():
+        base = r["translate_sentences_per_s"]
+        rows.append(f"| {engine} | `mtkit translate` | {base:.1f} | | 1.00x | | | | | | |")
+        one = r["levels"][0]["sentences_per_s"]
+        for level in r["levels"]:
+            speed, rss = level["sentences_per_s"], level["peak_rss_mib"]
+            rows.append(
+                f"| {engine} | {level['clients']} | {speed:.1f} | {speed / one:.2f}x | "
+                f"{speed / base:.2f}x | {level['p50_ms']:.0f} | {level['p95_ms']:.0f} | "
+                f"{level['p99_ms']:.0f} | {level['mean_batch']:.1f} | {rss:.0f} | "
+                f"{level['same_as_translate']}/{n} |"
+            )
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path, help="run directory or checkpoint")
+    parser.add_argument("source", type=Path, help="source text, one sentence per line")
+    parser.add_argument("--lines", type=int, default=200, help="first N non-empty lines")
+    parser.add_argument("--clients", default="1,8,64", help="concurrent clients per level")
+    parser.add_argument("--engines", default="pytorch,ctranslate2", help=", ".join(ENGINES))
+    parser.add_argument("--beam", type=int, default=None, help="default: the run's")
+    parser.add_argument("--threads", type=int, default=1, help="server and translate threads")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--json", type=Path, default=Path("bench_results/bench_serve.json"))
+    args = parser.parse_args(argv)
+    args.clients = [int(c) for c in args.clients.split(",")]
+    engines = args.engines.split(",")
+    if unknown := set(engines) - set(ENGINES):
+        parser.error(f"unknown engine(s): {', '.join(sorted(unknown))}")
+    text = [line for line in args.source.read_text(encoding="utf-8").splitlines() if line]
+    lines = text[: args.lines]
+    report: dict[str, Any] = {
+        "run": str(args.run), "source": str(args.source), "sentences": len(lines),
+        "beam": args.beam, "threads": args.threads, "max_wait_ms": args.max_wait_ms,
+        "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "engines": {},
+    }  # fmt: skip
+    try:
+        for engine in engines:
+            report["engines"][engine] = bench_engine(args.run, engine, lines, args)
+    except MtkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_table(report))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Dynamic batching: the sentences of concurrent requests share the model's batches.
+
+Requests are queued as `Job`s. One worker thread takes the first waiting job, then keeps
+taking jobs for up to `max_wait_s` (or until they hold `decoding.max_tokens` source tokens),
+groups the sentences by decoding options, cuts each group into token-budget batches with the
+same `token_batches` that `mtkit translate` uses, runs each batch through the engine's batched
+search, and hands every sentence back to its job. A job's future is done when its last
+sentence is, so one request's sentences may span several batches (and rounds).
+
+Sampling requests are never mixed with others: each is one `translate_full` call, so its seed
+gives the samples `mtkit translate` gives for the same lines. The queue is bounded in sentences
+(`QueueFull` past it); a cancelled job (timeout, client gone) loses its untranslated sentences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from mtkit.config.schema import DecodingConfig
+from mtkit.data.batching import token_batches
+from mtkit.serve.engines import Engine
+from mtkit.translation.translator import Translation
+
+logger = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The queue holds too many sentences to take this request now."""
+
+
+class BatcherClosed(Exception):
+    """The server is shutting down and takes no new requests."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's sentences on their way through the batcher."""
+
+    lines: list[str]
+    lengths: list[int]  # source tokens per line, EOS included (0 for an empty line)
+    dec: DecodingConfig
+    future: Future[list[Translation]] = field(default_factory=Future)
+    results: list[Translation | None] = field(default_factory=list)
+    left: int = 0  # sentences not translated yet
+    submitted: float = field(default_factory=time.perf_counter)
+    started: float | None = None  # when its first batch began
+    cancelled: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.lengths)
+
+
+Item = tuple[Job, int]  # a job and the index of one of its sentences
+
+
+class Batcher:
+    """A bounded queue of jobs and the one worker thread that translates them."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        lengths: Callable[[Sequence[str]], list[int]],
+        *,
+        max_wait_s: float = 0.005,
+        max_pending: int = 2048,
+    ) -> None:
+        self.engine = engine
+        self.max_wait_s = max_wait_s
+        self.max_pending = max_pending  # sentences queued or being translated
+        self._lengths = lengths
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="mtkit-batcher", daemon=True)
+        self.batches = 0  # batches run so far
+        self.sentences = 0  # sentences translated so far
+
+    @property
+    def pending(self) -> int:
+        """Sentences queued or being translated."""
+        return self._pending
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Translate what is queued, then stop the worker (if it ever started)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(None)
+        if self._thread.ident is not None:
+            self._thread.join()
+
+    def submit(self, lines: Sequence[str], dec: DecodingConfig) -> Job:
+        """Queue `lines`; the job's future gets one Translation per line, in order.
+
+        Raises QueueFull when the queue cannot take this many sentences, BatcherClosed
+        while shutting down.
+        """
+        job = Job(list(lines), self._lengths(lines), dec)
+        job.results = [None] * len(job.lines)
+        job.left = len(job.lines)
+        with self._lock:
+            if self._closed:
+                raise BatcherClosed("the server is shutting down")
+            if self._pending + job.left > self.max_pending:
+                raise QueueFull(f"{self._pending} sentences are queued (limit {self.max_pending})")
+            self._pending += job.left
+        if not job.lines:
+            self._start(job)
+            self._finish(job)
+            return job
+        self._queue.put(job)
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Drop the job's untranslated sentences (its client has gone or timed out)."""
+        job.cancelled = True
+        job.future.cancel()  # succeeds only while it waits in the queue
+
+    # ----------------------------------------------------------------- worker thread
+
+    def _run(self) -> None:
+        while True:
+            jobs = self._gather()
+            if jobs is None:
+                return
+            groups: dict[Any, list[Job]] = {}
+            for job in jobs:  # only sentences decoded the same way can share a batch
+                key = id(job) if job.dec.sampling else dataclasses.astuple(job.dec)
+                groups.setdefault(key, []).append(job)
+            for group in groups.values():
+                self._translate_group(group)
+
+    def _gather(self) -> list[Job] | None:
+        """The first waiting job and those arriving within max_wait_s, up to the token budget;
+        None once closed and drained."""
+        first = self._queue.get()
+        if first is None:
+            return None
+        jobs, tokens = [first], first.tokens
+        deadline = time.monotonic() + self.max_wait_s
+        while tokens < first.dec.max_tokens:
+            wait = deadline - time.monotonic()
+            try:
+                job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:  # closing: finish these, then stop
+                self._queue.put(None)
+                break
+            jobs.append(job)
+            tokens += job.tokens
+        return jobs
+
+    def _translate_group(self, jobs: list[Job]) -> None:
+        """Token-budget batches over the sentences of jobs that share decoding options."""
+        dec = jobs[0].dec
+        items: list[Item] = [(job, i) for job in jobs for i in range(len(job.lines))]
+        if dec.sampling:  # one call per request, as `mtkit translate` makes for these lines
+            batches = [list(range(len(items)))]
+        else:
+            batches = token_batches([job.lengths[i] for job, i in items], dec.max_tokens)
+        for batch in batches:
+            live = [items[k] for k in batch if self._live(items[k][0])]
+            self._release(len(batch) - len(live))
+            if live:
+                self._run_batch(live, dec)
+
+    def _live(self, job: Job) -> bool:
+        """Whether the job still wants its sentences (marking it running on first use)."""
+        if job.cancelled:
+            return False
+        if job.started is None and not self._start(job):
+            job.cancelled = True
+            return False
+        return True
+
+    def _start(self, job: Job) -> bool:
+        job.started = time.perf_counter()
+        return job.future.set_running_or_notify_cancel()
+
+    def _run_batch(self, items: list[Item], dec: DecodingConfig) -> None:
+        start = time.perf_counter()
+        try:
+            out = self.engine.translate_full([job.lines[i] for job, i in items], dec)
+        except Exception as e:  # the engine failed (out of memory, ...): fail these requests
+            logger.exception("translation failed for a batch of %d sentences", len(items))
+            for job in {id(job): job for job, _ in items}.values():
+                job.cancelled = True
+                job.future.set_exception(e)
+            self._release(len(items))
+            return
+        self.batches += 1
+        self.sentences += len(items)
+        logger.debug(
+            "batch of %d sentences from %d requests in %.0f ms; %d sentences wait",
+            len(items), len({id(job) for job, _ in items}), (time.perf_counter() - start) * 1000,
+            self._pending - len(items),
+        )  # fmt: skip
+        for (job, i), translation in zip(items, out, strict=True):
+            job.results[i] = translation
+            job.left -= 1
+            if job.left == 0 and not job.cancelled:
+                self._finish(job)
+        self._release(len(items))
+
+    def _finish(self, job: Job) -> None:
+        job.future.set_result([t for t in job.results if t is not None])
+
+    def _release(self, n: int) -> None:
+        if n:
+            with self._lock:
+                self._pending -= n

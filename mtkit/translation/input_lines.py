@@ -1,0 +1,69 @@
+"""Input lines for translation: a UTF-8 file read lazily, or stdin decoded leniently.
+
+Both split on "\\n" only, so a stray "\\r" never adds a line (and shifts the outputs).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from mtkit.config.schema import ConfigError
+from mtkit.translation.translator import TranslationError
+
+logger = logging.getLogger(__name__)
+
+
+def stdin_is_terminal() -> bool:
+    """stdin is an interactive terminal (False when it is closed: `mtkit ... <&-`)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except ValueError:  # a stdin object that was closed
+        return False
+
+
+def check_stdin(option: str) -> None:
+    """Refuse (exit 2) to read stdin when there is none: it was closed (`<&-`, some daemons)."""
+    if sys.stdin is None:
+        raise ConfigError(f"no input: stdin is closed; pass {option} FILE or pipe text in")
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 file, read lazily and split on "\\n" only (a stray "\\r" is no break);
+    invalid UTF-8 raises TranslationError naming the line."""
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "not found"
+        raise TranslationError(f"{path}: input file {what}")
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                yield raw.decode("utf-8").rstrip("\n").rstrip("\r")
+            except UnicodeDecodeError:
+                raise TranslationError(f"{path}: line {n}: invalid UTF-8") from None
+
+
+def stdin_lines() -> Iterator[str]:
+    """stdin lines split on "\\n" only (a stray "\\r" must not add a line), decoded as UTF-8;
+    undecodable bytes become U+FFFD with a warning naming the line (never a traceback)."""
+    check_stdin("--input")
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text-only stdin (embedding, some test runners)
+        for line in sys.stdin:
+            yield line.rstrip("\n").rstrip("\r")
+        return
+    bad = 0
+    for n, raw in enumerate(buffer, start=1):  # binary lines end at b"\n" only
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", errors="replace")
+            bad += 1
+            if bad <= 5:
+                logger.warning(
+                    "stdin line %d: invalid UTF-8; undecodable bytes replaced by U+FFFD", n
+                )
+        yield text.rstrip("\n").rstrip("\r")
+    if bad > 5:
+        logger.warning("%d stdin lines had invalid UTF-8 in all", bad)

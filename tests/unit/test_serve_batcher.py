@@ -1,0 +1,159 @@
+"""The dynamic batcher of `mtkit serve`, in process, on a tiny random-weight Translator.
+
+Jobs are queued before the worker starts, so which jobs share a round is fixed, not timing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterator, Sequence
+from typing import cast
+
+import pytest
+
+from mtkit.config.schema import DecodingConfig
+from mtkit.serve.batcher import Batcher, Job, QueueFull
+from mtkit.serve.engines import Engine, source_lengths
+from mtkit.translation.translator import Translation, Translator
+from tests.tiny_translator import DATA, head, make_translator
+
+SOURCES = [line for line in head(DATA / "test.en", 30) if line][:20]
+TIMEOUT_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def translator(tmp_path_factory: pytest.TempPathFactory) -> Translator:
+    return make_translator(tmp_path_factory.mktemp("tiny"))
+
+
+def batcher_of(engine: Engine, translator: Translator, **kwargs: float) -> Batcher:
+    lengths = functools.partial(source_lengths, translator)
+    return Batcher(engine, lengths, max_wait_s=kwargs.get("max_wait_s", 0.0),
+                   max_pending=int(kwargs.get("max_pending", 1000)))  # fmt: skip
+
+
+@pytest.fixture
+def batcher(translator: Translator) -> Iterator[Batcher]:
+    b = batcher_of(translator, translator)
+    yield b
+    b.close()
+
+
+def dec_of(translator: Translator, **options: object) -> DecodingConfig:
+    return dataclasses.replace(translator.config.decoding, **options)  # type: ignore[arg-type]
+
+
+def results(job: Job) -> list[Translation]:
+    return job.future.result(timeout=TIMEOUT_S)
+
+
+def same(got: list[Translation], want: list[Translation]) -> None:
+    assert [t.text for t in got] == [t.text for t in want]
+    assert [t.source for t in got] == [t.source for t in want]
+    for g, w in zip(got, want, strict=True):
+        assert [c.text for c in g.nbest] == [c.text for c in w.nbest]
+        assert [c.score for c in g.nbest] == pytest.approx([c.score for c in w.nbest], rel=1e-4)
+
+
+def test_jobs_share_batches_and_get_their_own_answers(
+    translator: Translator, batcher: Batcher
+) -> None:
+    decs = [dec_of(translator, beam_size=b, nbest=min(b, 2)) for b in (1, 2, 4)]
+    jobs = [
+        (batcher.submit(SOURCES[i : i + 1 + i % 3], decs[i % 3]), i) for i in range(15)
+    ]  # queued before the worker runs: one round takes several of them
+    batcher.start()
+    for job, i in jobs:
+        same(results(job), translator.translate_full(SOURCES[i : i + 1 + i % 3], decs[i % 3]))
+    assert batcher.sentences == sum(len(job.lines) for job, _ in jobs)
+    assert batcher.batches < len(jobs)
+    assert batcher.pending == 0
+
+
+def test_a_job_spans_batches_in_order(translator: Translator, batcher: Batcher) -> None:
+    dec = dec_of(translator, beam_size=2, max_tokens=40)  # a few sentences per batch
+    lines = [*SOURCES[:12], "", SOURCES[12]]
+    job = batcher.submit(lines, dec)
+    batcher.start()
+    same(results(job), translator.translate_full(lines, dec))
+    assert batcher.batches > 1
+
+
+def test_sampling_requests_are_not_mixed(translator: Translator, batcher: Batcher) -> None:
+    """Each sampling job is its own call, so its seed gives translate's samples."""
+    dec = dec_of(translator, sampling=True, seed=3, nbest=2, top_k=10)
+    first = batcher.submit(SOURCES[:4], dec)
+    second = batcher.submit(SOURCES[4:9], dec)
+    batcher.start()
+    same(results(first), translator.translate_full(SOURCES[:4], dec))
+    same(results(second), translator.translate_full(SOURCES[4:9], dec))
+
+
+def test_full_queue_refuses(translator: Translator) -> None:
+    batcher = batcher_of(translator, translator, max_pending=3)
+    dec = translator.config.decoding
+    kept = batcher.submit(SOURCES[:2], dec)
+    with pytest.raises(QueueFull, match="limit 3"):
+        batcher.submit(SOURCES[:2], dec)
+    small = batcher.submit(SOURCES[:1], dec)
+    batcher.start()
+    assert len(results(kept)) == 2 and len(results(small)) == 1
+    batcher.close()
+    assert batcher.pending == 0
+
+
+def test_cancelled_job_is_dropped(translator: Translator, batcher: Batcher) -> None:
+    dec = translator.config.decoding
+    gone = batcher.submit(SOURCES[:5], dec)
+    kept = batcher.submit(SOURCES[5:7], dec)
+    batcher.cancel(gone)
+    batcher.start()
+    assert len(results(kept)) == 2
+    batcher.close()
+    assert gone.future.cancelled()
+    assert batcher.sentences == 2 and batcher.pending == 0
+
+
+def test_empty_request(translator: Translator, batcher: Batcher) -> None:
+    assert results(batcher.submit([], translator.config.decoding)) == []
+    assert batcher.pending == 0
+
+
+class Failing:
+    """An engine that fails on any batch holding the line 'boom'."""
+
+    def __init__(self, translator: Translator) -> None:
+        self.translator = translator
+
+    def translate_full(self, lines: Sequence[str], dec: DecodingConfig) -> list[Translation]:
+        if "boom" in lines:
+            raise RuntimeError("engine failure")
+        return self.translator.translate_full(lines, dec)
+
+
+def test_engine_failure_fails_only_its_requests(translator: Translator) -> None:
+    batcher = batcher_of(cast(Engine, Failing(translator)), translator)
+    failing = batcher.submit(["boom", SOURCES[0]], dec_of(translator, beam_size=1))
+    fine = batcher.submit(SOURCES[:2], dec_of(translator, beam_size=2))
+    batcher.start()
+    with pytest.raises(RuntimeError, match="engine failure"):
+        results(failing)
+    assert len(results(fine)) == 2
+    batcher.close()
+    assert batcher.pending == 0
+
+
+def test_close_translates_what_is_queued(translator: Translator) -> None:
+    batcher = batcher_of(translator, translator)
+    jobs = [batcher.submit([s], translator.config.decoding) for s in SOURCES[:4]]
+    batcher.start()
+    batcher.close()
+    assert all(job.future.done() and len(job.future.result()) == 1 for job in jobs)
+
+
+def test_source_lengths_count_eos_and_cap(translator: Translator) -> None:
+    limit = translator.config.model.max_positions - 1
+    lengths = source_lengths(translator, ["", "   ", "a cat", "word " * 500])
+    assert lengths[:2] == [0, 0]
+    assert 2 <= lengths[2] <= limit and lengths[3] == limit + 1
