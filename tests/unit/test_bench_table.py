@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks.bench import format_table, precision_list
+from benchmarks.bench import precision_list
+from benchmarks.bench_table import format_table
 
 
 def s(median: float) -> dict[str, float]:
