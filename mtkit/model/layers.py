@@ -160,7 +160,7 @@ class MultiHeadAttention(nn.Module):
         if mask is not None:
             fill = torch.finfo(scores.dtype).min
             scores = scores.masked_fill(~_no_empty_rows(mask), fill)
-        return scores.softmax(dim=-1)  # (batch, n_heads, q_len, k_len)
+        return scores.float().softmax(dim=-1)  # (batch, n_heads, q_len, k_len), float32 rows
 
     def _split(self, x: Tensor) -> Tensor:
         batch, length, _ = x.shape

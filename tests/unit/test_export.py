@@ -324,7 +324,9 @@ def test_trained_model_translates_alike(
     def bleu(hyps: list[str]) -> float:
         return float(sacrebleu.corpus_bleu(hyps, [ref]).score)
 
-    greedy = dataclasses.replace(mtkit.config.decoding, beam_size=1, max_len_a=1.5, max_len_b=10)
+    greedy = dataclasses.replace(
+        mtkit.config.decoding, beam_size=1, max_len_a=1.5, max_len_b=10, precision="float32"
+    )  # float32 like the CTranslate2 export it is compared with
     ours, theirs = (
         mtkit.translate(src, greedy),
         engines["float32"].translate(src, greedy),
