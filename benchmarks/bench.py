@@ -11,14 +11,20 @@ Prints a table and writes JSON (bench_results/bench.json by default).
 How the figures are made (see README "Performance"):
 - Every figure is the median (min-max) of `--repeats` repetitions. Each section runs in its
   own subprocess, so peak RSS is that section's alone.
-- Peak: the best of 3 large fp32 matmuls on the same threads (bf16 under `--precision
-  bfloat16`), measured right before each repetition. MFU of a repetition = its model FLOP/s
-  divided by the peak measured next to it: on a shared machine both see the same load.
+- Precisions: `--precision float32,bfloat16` measures both side by side, alternating
+  repetition by repetition in one process, from the same initial weights and batches. The
+  default is float32, plus bfloat16 where `precision: auto` would pick it (CUDA with bf16; a
+  CPU with AVX512-BF16/AMX whose bf16 matmul probes >= 1.5x fp32); the table's first line
+  says what the CPU supports. Peak RSS comes from one more process per precision.
+- Peak: the best of 3 large matmuls in the repetition's precision on the same threads,
+  measured right before each repetition. MFU of a repetition = its model FLOP/s divided by
+  the peak measured next to it: on a shared machine both see the same load.
 - Model FLOPs come from the architecture (benchmarks/flops.py, checked against
   torch.utils.flop_counter in tests/unit/test_bench_flops.py); padding counts as waste.
 - Training times mtkit.training.update.update (forward, loss, backward, clipping, optimizer
   step) plus building the batch from the prepared dataset, i.e. what `mtkit train` does per
-  update.
+  update. After the timed updates each precision's model is scored on the validation split
+  (mean NLL per token, evaluated in float32): equal within noise means bf16 trains as well.
 - Decoding times mtkit.search over test2016.en in token-budget batches (as translate does).
   Its model is the benchmark model trained for `--model-steps` updates (cached under
   bench_results/): decoding speed depends on output lengths, and a random model stops at
@@ -48,6 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `benchmarks` and `mtkit` importable
     sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_table import format_table  # noqa: E402
 from benchmarks.flops import Arch  # noqa: E402
 
 if TYPE_CHECKING:
@@ -73,12 +80,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a ~1-2 minute smoke run")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument(
+        "--precision", type=precision_list, default=None,
+        help="comma-separated float32,bfloat16 (default: float32, and bfloat16 where `auto` "
+        "picks it)",
+    )  # fmt: skip
     p.add_argument("--compile", action="store_true", help="torch.compile the training model")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     p.add_argument(
         "--system-malloc", action="store_true",
         help="skip mtkit.runtime.keep_freed_memory (what train/translate do), to measure it",
+    )  # fmt: skip
+    p.add_argument(
+        "--onednn-caches", action="store_true",
+        help="skip mtkit.runtime.limit_onednn_caches in training (what train does), to measure it",
     )  # fmt: skip
     p.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="training token budget")
     p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
@@ -112,10 +127,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    args.precisions = args.precision or ["float32"]  # main() adds bf16 where auto picks it
+    args.precision = ",".join(args.precisions)
     if args.decode_model is None:
         trained_cached = model_path(args).exists()
         args.decode_model = "random" if quick and not trained_cached else "trained"
     return args
+
+
+def precision_list(text: str) -> list[str]:
+    """'float32,bfloat16' -> ['float32', 'bfloat16'] (argparse type)."""
+    names = list(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    bad = [x for x in names if x not in ("float32", "bfloat16")]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"expected float32 and/or bfloat16, got {text!r}")
+    return names
 
 
 def forwarded(argv: list[str]) -> list[str]:
@@ -166,9 +192,12 @@ def setup_torch(args: argparse.Namespace) -> torch.device:
     import datasets
     import torch
 
-    from mtkit.runtime import keep_freed_memory
+    from mtkit.runtime import keep_freed_memory, limit_onednn_caches
 
     datasets.disable_progress_bars()
+    training = getattr(args, "section", None) in ("train", "train_memory", "model")
+    if training and not getattr(args, "onednn_caches", False):  # compare_joeynmt: no flag
+        limit_onednn_caches()  # as mtkit train does (before any bf16 matmul)
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     if not args.system_malloc:
@@ -182,9 +211,19 @@ def setup_torch(args: argparse.Namespace) -> torch.device:
             )
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    elif args.precision != "float32":
-        logger.warning("bfloat16 on CPU is emulated and very slow here; expect tiny numbers")
     return torch.device(args.device)
+
+
+def bf16_support(device: torch.device) -> dict[str, Any]:
+    """What the device says about bf16 and what `precision: auto` picks (mtkit.runtime)."""
+    from mtkit.runtime import choose_precision, probe_bf16
+
+    probe = probe_bf16(device)
+    choice = choose_precision(device, probe)
+    return {
+        "native": probe.native, "matmul_speedup": probe.speedup, "auto": choice.precision,
+        "reason": choice.reason,
+    }  # fmt: skip
 
 
 def sync(device: torch.device) -> None:
@@ -220,7 +259,9 @@ def arch() -> Arch:
     )
 
 
-def bench_config(args: argparse.Namespace, **training: Any) -> ExperimentConfig:
+def bench_config(
+    args: argparse.Namespace, precision: str = "float32", **training: Any
+) -> ExperimentConfig:
     """The fixed benchmark experiment over Multi30k en-de."""
     from mtkit.config.load import config_from_dict
 
@@ -235,7 +276,7 @@ def bench_config(args: argparse.Namespace, **training: Any) -> ExperimentConfig:
         "tokenizer": {"vocab_size": VOCAB, "joint": True},
         "model": dict(MODEL),
         "training": {
-            "device": args.device, "precision": args.precision, "max_tokens": args.max_tokens,
+            "device": args.device, "precision": precision, "max_tokens": args.max_tokens,
             "compile": args.compile, **training,
         },
     })  # fmt: skip
@@ -287,74 +328,112 @@ def make_stepper(args: argparse.Namespace, cfg: ExperimentConfig, device: torch.
     return wrap_model(model, optimizer, cfg.training, device, Dist())
 
 
-def section_train(args: argparse.Namespace) -> dict[str, Any]:
-    """Training throughput, FLOP/s, MFU, padding share, host share and RSS over a long run."""
-    import torch
+class TrainRun:
+    """One precision's model, optimizer and batch stream: what `mtkit train` runs per update.
 
-    from mtkit.training.update import update
+    Every TrainRun starts from the same initial weights and draws the same batches.
+    """
 
-    device = setup_torch(args)
-    encoded, cfg = prepared_data(args)
-    torch.manual_seed(cfg.training.seed)
-    stepper = make_stepper(args, cfg, device)
-    a = arch()
-    it = endless_batches(encoded["train"], args.max_tokens, cfg.training.seed)
-    lr = 5e-4
+    def __init__(
+        self, args: argparse.Namespace, encoded: Any, device: torch.device, precision: str
+    ) -> None:
+        import torch
 
-    def step() -> dict[str, float]:
+        self.cfg = bench_config(args, precision)
+        torch.manual_seed(self.cfg.training.seed)
+        self.stepper = make_stepper(args, self.cfg, device)
+        self.batches = endless_batches(encoded["train"], args.max_tokens, self.cfg.training.seed)
+        self.device, self.precision, self.arch = device, precision, arch()
+
+    def step(self) -> dict[str, float]:
+        """One update; its tokens, padded positions, model FLOPs, batch-building and total time."""
+        from mtkit.training.update import update
+
         t0 = time.perf_counter()
-        batch = next(it)
+        batch = next(self.batches)
         t1 = time.perf_counter()
-        update(stepper, [batch], lr, lambda: False)
-        sync(device)
+        update(self.stepper, [batch], 5e-4, lambda: False)
+        sync(self.device)
         t2 = time.perf_counter()
         src, tgt = sentence_lengths(batch)
-        flops = sum(a.train_flops(s, t) for s, t in zip(src, tgt, strict=True))
+        flops = sum(self.arch.train_flops(s, t) for s, t in zip(src, tgt, strict=True))
         return {
             "tokens": batch.n_src_tokens + batch.n_tgt_tokens,
             "padded": batch.src.numel() + batch.tgt_in.numel(),
             "flops": flops, "host": t1 - t0, "time": t2 - t0,
         }  # fmt: skip
 
-    rss_trace: list[float] = []
-    t_warm = time.perf_counter()
-    for _ in range(args.warmup_steps):
-        step()
-        rss_trace.append(rss_mb())
-    warmup_s = time.perf_counter() - t_warm
-    reps: list[dict[str, float]] = []
-    for _ in range(args.repeats):
-        peak = matmul_peak(device, args.precision)
-        steps = []
-        for _ in range(args.train_steps):
-            steps.append(step())
-            rss_trace.append(rss_mb())
-        tot = {k: sum(s[k] for s in steps) for k in steps[0]}
+    def repetition(self, steps: int) -> dict[str, float]:
+        """The matmul peak, then `steps` timed updates: one repetition's figures."""
+        peak = matmul_peak(self.device, self.precision)
+        done = [self.step() for _ in range(steps)]
+        tot = {k: sum(s[k] for s in done) for k in done[0]}
         flops_per_s = tot["flops"] / tot["time"]
-        reps.append({
+        return {
             "tokens_per_s": tot["tokens"] / tot["time"], "flops_per_s": flops_per_s,
             "peak_flops_per_s": peak, "mfu": flops_per_s / peak,
             "padding_share": 1 - tot["tokens"] / tot["padded"],
-            "host_share": tot["host"] / tot["time"], "step_s": tot["time"] / len(steps),
+            "host_share": tot["host"] / tot["time"], "step_s": tot["time"] / len(done),
             "flops_per_token": tot["flops"] / tot["tokens"],
+        }  # fmt: skip
+
+    def valid_loss(self, split: Any) -> float:
+        """Mean NLL per target token on `split`, evaluated in float32 for every precision."""
+        from dataclasses import replace
+
+        from mtkit.training.validation import validation_loss
+
+        t = replace(self.cfg.training, precision="float32")
+        return validation_loss(self.stepper.raw, split, t, self.device)[0]
+
+
+def section_train(args: argparse.Namespace) -> dict[str, Any]:
+    """Per precision: tokens/s, FLOP/s, MFU, padding and host shares, alternating repetitions
+    in this one process; then each model's validation loss after the same updates."""
+    device = setup_torch(args)
+    encoded, _ = prepared_data(args)
+    runs = {p: TrainRun(args, encoded, device, p) for p in args.precisions}
+    out: dict[str, Any] = {}
+    for p, run in runs.items():
+        t = time.perf_counter()
+        for _ in range(args.warmup_steps):
+            run.step()
+        out[p] = {"warmup_s": time.perf_counter() - t}
+    reps: dict[str, list[dict[str, float]]] = {p: [] for p in runs}
+    for _ in range(args.repeats):
+        for p, run in runs.items():
+            reps[p].append(run.repetition(args.train_steps))
+    for p, run in runs.items():
+        out[p].update({k: summary([r[k] for r in reps[p]]) for k in reps[p][0]})
+        out[p].update({
+            "steps_per_repeat": args.train_steps, "warmup_steps": args.warmup_steps,
+            "batches_per_epoch": _batches_per_epoch(encoded["train"], args.max_tokens),
+            "timed_steps": args.warmup_steps + args.repeats * args.train_steps,
+            "valid_loss": run.valid_loss(encoded["valid"]),
         })  # fmt: skip
-    for _ in range(args.rss_steps):
-        step()
-        rss_trace.append(rss_mb())
-    out: dict[str, Any] = {k: summary([r[k] for r in reps]) for k in reps[0]}
-    measured = args.warmup_steps + args.repeats * args.train_steps
-    after_warmup = rss_trace[args.warmup_steps - 1] if args.warmup_steps else rss_trace[0]
-    out.update({
-        "steps_per_repeat": args.train_steps, "warmup_steps": args.warmup_steps,
-        "warmup_s": warmup_s,
-        "batches_per_epoch": _batches_per_epoch(encoded["train"], args.max_tokens),
-        "rss_steps": len(rss_trace), "rss_after_warmup_mb": after_warmup,
-        "rss_end_mb": rss_trace[-1], "rss_max_mb": max(rss_trace),
-        "rss_trace_mb": [round(x, 1) for x in rss_trace[:: max(1, len(rss_trace) // 60)]],
-        "rss_growth_mb": rss_trace[-1] - after_warmup, "peak_rss_mb": peak_rss_mb(),
-        "rss_growth_second_half_mb": rss_trace[-1] - rss_trace[len(rss_trace) // 2],
-        "timed_steps": measured,
-    })  # fmt: skip
+    return out
+
+
+def section_train_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """RSS over warm-up + max(rss_steps, train_steps) updates of one precision, in a process
+    of its own (so the peak RSS is that precision's alone)."""
+    import torch
+
+    device = setup_torch(args)
+    encoded, _ = prepared_data(args)
+    run = TrainRun(args, encoded, device, args.precisions[0])
+    trace: list[float] = []
+    for _ in range(args.warmup_steps + max(args.rss_steps, args.train_steps)):
+        run.step()
+        trace.append(rss_mb())
+    after_warmup = trace[args.warmup_steps - 1] if args.warmup_steps else trace[0]
+    out: dict[str, Any] = {
+        "rss_steps": len(trace), "rss_after_warmup_mb": after_warmup,
+        "rss_end_mb": trace[-1], "rss_max_mb": max(trace),
+        "rss_trace_mb": [round(x, 1) for x in trace[:: max(1, len(trace) // 60)]],
+        "rss_growth_mb": trace[-1] - after_warmup, "peak_rss_mb": peak_rss_mb(),
+        "rss_growth_second_half_mb": trace[-1] - trace[len(trace) // 2],
+    }  # fmt: skip
     if device.type == "cuda":
         out["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / MB
     return out
@@ -388,7 +467,8 @@ def section_model(args: argparse.Namespace) -> dict[str, Any]:
     from mtkit.training.update import update
 
     device = setup_torch(args)
-    encoded, cfg = prepared_data(args)
+    encoded, _ = prepared_data(args)
+    cfg = bench_config(args, args.precisions[0])
     torch.manual_seed(cfg.training.seed)
     stepper = make_stepper(args, cfg, device)
     it = endless_batches(encoded["train"], args.max_tokens, cfg.training.seed)
@@ -490,9 +570,8 @@ def load_decode_model(args: argparse.Namespace, device: torch.device) -> tuple[A
 
 
 def section_decode(args: argparse.Namespace) -> dict[str, Any]:
-    """Greedy and beam-5 speed (cached) on test2016, and cached vs uncached on a subset."""
-    import sacrebleu
-
+    """Greedy and beam-5 speed (cached) on test2016 per precision, alternating repetitions;
+    cached vs uncached (first precision) on a subset."""
     from mtkit.data.tokenizer import TokenizerPair
     from mtkit.runtime import autocast_context
 
@@ -503,47 +582,80 @@ def section_decode(args: argparse.Namespace) -> dict[str, Any]:
     src_all = [list(s) for s in encoded["test"]["src_ids"]]
     refs_all = (args.data_dir / "multi30k" / "test2016.de").read_text("utf-8").splitlines()
     forced = FORCED_LEN if args.decode_model == "random" else None
-    a = arch()
-    out: dict[str, Any] = {"model": how, "max_tokens": args.decode_max_tokens}
-
-    def run(m: Any, src: list[list[int]], beam: int, cache: bool) -> list[list[int]]:
-        with autocast_context(device, args.precision):  # bf16 on GPU, like the peak probe
-            return decode_run(
-                m, src, beam=beam, use_cache=cache, max_tokens=args.decode_max_tokens,
-                device=device, forced=forced,
-            )  # fmt: skip
-
     n = min(args.decode_sentences, len(src_all))
+    out: dict[str, Any] = {"model": how, "max_tokens": args.decode_max_tokens, "sentences": n}
+
+    def runner(precision: str) -> Callable[[Any, list[list[int]], int, bool], list[list[int]]]:
+        def run(m: Any, src: list[list[int]], beam: int, cache: bool) -> list[list[int]]:
+            with autocast_context(device, precision):
+                return decode_run(
+                    m, src, beam=beam, use_cache=cache, max_tokens=args.decode_max_tokens,
+                    device=device, forced=forced,
+                )  # fmt: skip
+
+        return run
+
+    runs = {p: runner(p) for p in args.precisions}
+    for p in runs:
+        out[p] = {}
     for name, beam in (("greedy", 1), ("beam5", 5)):
-        src = src_all[:n]
-        counter = CountingModel(model, a)
-        hyps = run(counter, src, beam, True)  # untimed: counts FLOPs, warms up
-        tokens = sum(len(h) + 1 for h in hyps)  # EOS included
-        reps = []
-        for _ in range(args.repeats):
-            peak = matmul_peak(device, args.precision)
-            t = time.perf_counter()
-            run(model, src, beam, True)
-            dt = time.perf_counter() - t
-            reps.append({
-                "sentences_per_s": n / dt, "tokens_per_s": tokens / dt,
-                "flops_per_s": counter.flops / dt, "peak_flops_per_s": peak,
-                "mfu": counter.flops / dt / peak, "seconds": dt,
-            })  # fmt: skip
-        entry: dict[str, Any] = {k: summary([r[k] for r in reps]) for k in reps[0]}
-        text = tokenizers.tgt.decode(hyps)
-        entry.update({
-            "sentences": n, "output_tokens": tokens, "model_flops": counter.flops,
-            "bleu": sacrebleu.corpus_bleu(text, [refs_all[:n]]).score,
-            "mean_output_len": tokens / n - 1,
-        })  # fmt: skip
-        out[name] = entry
-    out["cache_speedup"] = _cache_speedup(args, run, model, src_all)
+        timed = _decode_timings(args, runs, model, src_all[:n], beam)
+        for p, entry in timed.items():
+            entry["bleu"] = _bleu(tokenizers.tgt.decode(entry.pop("hyps")), refs_all[:n])
+            out[p][name] = entry
+    first = args.precisions[0]
+    out["cache_speedup"] = {"precision": first, **_cache_speedup(args, runs[first], model, src_all)}
     out["peak_rss_mb"] = peak_rss_mb()
     if device.type == "cuda":
         import torch
 
         out["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / MB
+    return out
+
+
+def _bleu(hyps: list[str], refs: list[str]) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(hyps, [refs]).score)
+
+
+def _decode_timings(
+    args: argparse.Namespace,
+    runs: dict[str, Callable[[Any, list[list[int]], int, bool], list[list[int]]]],
+    model: Any,
+    src: list[list[int]],
+    beam: int,
+) -> dict[str, dict[str, Any]]:
+    """Per precision: an untimed run counting FLOPs (its outputs kept), then `repeats` timed
+    runs, the precisions alternating."""
+    device = next(model.parameters()).device
+    first: dict[str, tuple[list[list[int]], int]] = {}
+    for p, run in runs.items():
+        counter = CountingModel(model, arch())
+        first[p] = (run(counter, src, beam, True), counter.flops)
+    reps: dict[str, list[dict[str, float]]] = {p: [] for p in runs}
+    for _ in range(args.repeats):
+        for p, run in runs.items():
+            hyps, flops = first[p]
+            tokens = sum(len(h) + 1 for h in hyps)  # EOS included
+            peak = matmul_peak(device, p)
+            t = time.perf_counter()
+            run(model, src, beam, True)
+            dt = time.perf_counter() - t
+            reps[p].append({
+                "sentences_per_s": len(src) / dt, "tokens_per_s": tokens / dt,
+                "flops_per_s": flops / dt, "peak_flops_per_s": peak,
+                "mfu": flops / dt / peak, "seconds": dt,
+            })  # fmt: skip
+    out: dict[str, dict[str, Any]] = {}
+    for p in runs:
+        hyps, flops = first[p]
+        tokens = sum(len(h) + 1 for h in hyps)
+        out[p] = {k: summary([r[k] for r in reps[p]]) for k in reps[p][0]}
+        out[p].update({
+            "sentences": len(src), "output_tokens": tokens, "model_flops": flops,
+            "mean_output_len": tokens / len(src) - 1, "hyps": hyps,
+        })  # fmt: skip
     return out
 
 
@@ -644,6 +756,7 @@ def build_scale_corpus(args: argparse.Namespace) -> Path:
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "train": section_train,
+    "train_memory": section_train_memory,
     "model": section_model,
     "decode": section_decode,
     "prepare": section_prepare,
@@ -708,7 +821,9 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
         "threads": args.threads or os.cpu_count(), "cpu_model": cpu,
         "cpu_count": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "device": args.device, "precision": args.precision, "compile": args.compile,
+        "precisions": getattr(args, "precisions", [args.precision]),
         "keep_freed_memory": not args.system_malloc,
+        "limit_onednn_caches": not getattr(args, "onednn_caches", False),
         "git_commit": commit, "quick": args.quick, "repeats": args.repeats,
         "config": {**MODEL, "vocab": VOCAB, "max_tokens": args.max_tokens},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg_start": os.getloadavg(),
@@ -734,19 +849,20 @@ def main(argv: list[str] | None = None) -> int:
         result = SECTIONS[args.section](args)
         args.result.write_text(json.dumps(result, indent=2))
         return 0
-    setup_torch(args)  # fails early and clearly on --device cuda without CUDA
+    device = setup_torch(args)  # fails early and clearly on --device cuda without CUDA
     require_multi30k(args.data_dir, "bench")
+    bf16 = bf16_support(device)
+    choose_precisions(args, argv, bf16)
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
-    results: dict[str, Any] = {"meta": meta(args)}
+    results: dict[str, Any] = {"meta": {**meta(args), "bf16": bf16}}
     start = time.perf_counter()
     if "train" in wanted:
-        logger.info("training throughput ...")
-        results["train"] = run_section("train", argv)
+        results["train"] = train_sections(args, argv)
     if "decode" in wanted:
         if args.decode_model == "trained" and not model_path(args).exists():
             logger.info("training the decode model (%d updates, cached) ...", args.model_steps)
             results["decode_model"] = run_section("model", argv)
-        logger.info("decoding ...")
+        logger.info("decoding (%s) ...", args.precision)
         results["decode"] = run_section("decode", argv)
     if "data" in wanted:
         logger.info("data preparation ...")
@@ -760,69 +876,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- table
+def choose_precisions(args: argparse.Namespace, argv: list[str], bf16: dict[str, Any]) -> None:
+    """Without --precision: float32, plus bfloat16 where `auto` picks it. The choice is passed
+    on to the section processes (appended to `argv`)."""
+    if not any(a.split("=")[0] == "--precision" for a in argv):
+        args.precisions = ["float32"] + (["bfloat16"] if bf16["auto"] == "bfloat16" else [])
+        args.precision = ",".join(args.precisions)
+        argv += ["--precision", args.precision]
+    if "bfloat16" in args.precisions and bf16["auto"] != "bfloat16":
+        logger.warning("bfloat16 here: %s; expect tiny numbers", bf16["reason"])
+    logger.info("precisions: %s (precision auto -> %s: %s)", args.precision, bf16["auto"],
+                bf16["reason"])  # fmt: skip
 
 
-def _fmt(s: dict[str, float], scale: float = 1.0, digits: int = 0, pct: bool = False) -> str:
-    def f(v: float) -> str:
-        return f"{100 * v:.{digits}f}%" if pct else f"{v * scale:,.{digits}f}"
-
-    return f"{f(s['median'])} ({f(s['min'])}-{f(s['max'])})"
-
-
-def format_table(r: dict[str, Any]) -> str:
-    """Human-readable summary: median (min-max) of the repetitions."""
-    m = r["meta"]
-    lines = [
-        f"mtkit bench | torch {m['torch']} | {m['device']} {m['precision']} | "
-        f"{m['threads']} threads | {m['cpu_model']} | load avg {m['load_avg_start'][0]:.1f}"
-        f"->{m['load_avg_end'][0]:.1f} | median (min-max) of {m['repeats']}",
-        "",
-    ]
-    rows: list[tuple[str, str]] = []
-    if "train" in r:
-        t = r["train"]
-        rows += [
-            ("train tokens/s (src+tgt, no pad)", _fmt(t["tokens_per_s"])),
-            ("train model GFLOP/s", _fmt(t["flops_per_s"], 1e-9, 1)),
-            ("matmul peak GFLOP/s (same run)", _fmt(t["peak_flops_per_s"], 1e-9, 1)),
-            ("train MFU", _fmt(t["mfu"], digits=1, pct=True)),
-            ("train MFLOP/token", _fmt(t["flops_per_token"], 1e-6, 1)),
-            ("train s/update", _fmt(t["step_s"], 1, 3)),
-            ("padding share", _fmt(t["padding_share"], digits=1, pct=True)),
-            ("batch building share", _fmt(t["host_share"], digits=1, pct=True)),
-            ("train peak RSS MB", f"{t['peak_rss_mb']:,.0f}"),
-            (
-                f"RSS growth over {t['rss_steps']} updates (2nd half) MB",
-                f"{t['rss_growth_mb']:+,.1f} ({t['rss_growth_second_half_mb']:+,.1f})",
-            ),
-        ]
-    if "decode" in r:
-        d = r["decode"]
-        rows.append(("decode model", d["model"]))
-        for name in ("greedy", "beam5"):
-            e = d[name]
-            rows += [
-                (f"{name} sentences/s ({e['sentences']})", _fmt(e["sentences_per_s"], 1, 1)),
-                (f"{name} target tokens/s", _fmt(e["tokens_per_s"])),
-                (f"{name} MFU", _fmt(e["mfu"], digits=1, pct=True)),
-                (f"{name} BLEU / mean length", f"{e['bleu']:.1f} / {e['mean_output_len']:.1f}"),
-            ]
-        c = d["cache_speedup"]
-        for name in ("greedy", "beam5"):
-            rows.append((
-                f"{name} cached/uncached speed-up ({c['sentences']} sent.)",
-                _fmt(c[name]["speedup"], 1, 2) + ("" if c[name]["same_output"] else " DIFFER"),
-            ))  # fmt: skip
-    if "data" in r:
-        for corpus, e in r["data"].items():
-            rows += [
-                (f"prepare {corpus} seconds", _fmt(e["seconds"], 1, 1)),
-                (f"prepare {corpus} peak RSS MB", _fmt(e["peak_rss_mb"])),
-            ]
-    width = max(len(k) for k, _ in rows)
-    lines += [f"{k:<{width}}  {v}" for k, v in rows]
-    return "\n".join(lines)
+def train_sections(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """Timing of all precisions in one process, then one memory process per precision."""
+    logger.info("training throughput (%s) ...", args.precision)
+    timing = run_section("train", argv)
+    out: dict[str, Any] = {k: v for k, v in timing.items() if k not in args.precisions}
+    for p in args.precisions:
+        logger.info("training memory (%s) ...", p)
+        memory = run_section("train_memory", argv, "--precision", p)
+        out[p] = {**timing[p], **{k: memory[k] for k in memory if "rss" in k or "gpu" in k}}
+    return out
 
 
 if __name__ == "__main__":

@@ -61,7 +61,14 @@ def class_docs(source: str, filename: str = "<schema>") -> dict[str, ClassDoc]:
     """Docstring and documented fields of every dataclass in `source`, in source order."""
     above, trailing = _comments(source)
     docs: dict[str, ClassDoc] = {}
-    for node in ast.parse(source).body:
+    body = ast.parse(source).body
+    aliases = {  # module-level `Name = Literal[...]`: shown as their values
+        stmt.targets[0].id: stmt.value
+        for stmt in body
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)
+        and isinstance(stmt.value, ast.Subscript) and ast.unparse(stmt.value.value) == "Literal"
+    }  # fmt: skip
+    for node in body:
         if not isinstance(node, ast.ClassDef) or not _is_dataclass(node):
             continue
         fields = []
@@ -80,7 +87,8 @@ def class_docs(source: str, filename: str = "<schema>") -> dict[str, ClassDoc]:
             if not meaning:
                 where = f"{filename}:{stmt.lineno}"
                 raise MissingComment(f"{where}: {node.name}.{name} has no comment; add one")
-            fields.append(FieldDoc(name, _type(stmt.annotation), meaning))
+            annotation = aliases.get(ast.unparse(stmt.annotation), stmt.annotation)
+            fields.append(FieldDoc(name, _type(annotation), meaning))
         docs[node.name] = ClassDoc(ast.get_docstring(node) or "", fields)
     return docs
 

@@ -12,6 +12,7 @@ from mtkit.cli.engine_choice import open_engine
 from mtkit.cli.options import (
     BatchTokensOpt,
     BeamOpt,
+    DecodePrecisionOpt,
     DeviceOpt,
     EngineOpt,
     GreedyOpt,
@@ -110,6 +111,7 @@ def evaluate(
     overwrite: OverwriteOpt = False,
     engine: EngineOpt = "auto",
     quantize: QuantizeOpt = "none",
+    precision: DecodePrecisionOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Score translations with sacreBLEU (BLEU, chrF, chrF++, TER) and print their signatures.
@@ -133,7 +135,7 @@ def evaluate(
     dec = SearchFlags(
         beam_size=beam, greedy=greedy, length_penalty=length_penalty, length_norm=length_norm,
         max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
-        no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens,
+        no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens, precision=precision,
     ).apply(translator.config.decoding)  # fmt: skip
     tokenize = inputs.run_tokenize(translator, tokenize, names)
     eval_set = inputs.eval_inputs(translator, split, src, ref)

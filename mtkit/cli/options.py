@@ -69,6 +69,16 @@ QuantizeOpt = Annotated[
         "Linear layers, CPU only; CTranslate2: compute type int8)"
     ),
 ]
+DecodePrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="auto (bf16 where the hardware runs it natively fast, else float32), float32, "
+        "bfloat16 or float16 (CUDA); PyTorch engine, and int8 (--quantize) stays float32 "
+        "[default: the run's decoding.precision]",
+        show_default=False,
+    ),
+]
 OverwriteOpt = Annotated[
     bool, typer.Option(help="Replace output files that exist (never inputs or a run's files)")
 ]
@@ -149,6 +159,7 @@ class SearchFlags:
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = None
+    precision: str | None = None
 
     def apply(self, run_decoding: DecodingConfig) -> DecodingConfig:
         """The run's decoding config with the given flags applied, checked once by the config

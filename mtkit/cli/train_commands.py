@@ -45,7 +45,9 @@ KeepScheduleOpt = Annotated[
 ]
 PrecisionOpt = Annotated[
     str | None,
-    typer.Option(help="float32, bfloat16 or float16 (short for --set training.precision=...)"),
+    typer.Option(
+        help="auto, float32, bfloat16 or float16 (short for --set training.precision=...)"
+    ),
 ]
 
 

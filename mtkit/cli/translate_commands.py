@@ -13,6 +13,7 @@ from mtkit.cli.engine_choice import open_engine
 from mtkit.cli.options import (
     BatchTokensOpt,
     BeamOpt,
+    DecodePrecisionOpt,
     DeviceOpt,
     EngineOpt,
     GreedyOpt,
@@ -92,6 +93,7 @@ def translate(
     overwrite: OverwriteOpt = False,
     engine: EngineOpt = "auto",
     quantize: QuantizeOpt = "none",
+    precision: DecodePrecisionOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Translate one sentence per line, from a file or stdin, to a file or stdout.
@@ -114,7 +116,7 @@ def translate(
         beam_size=beam, greedy=greedy, nbest=nbest, length_penalty=length_penalty,
         length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
         no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens, sampling=sample or None,
-        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, precision=precision,
     ).apply(translator.config.decoding)  # fmt: skip
     if progress is None and output is None and sys.stdout.isatty():
         progress = False  # a bar would be drawn over the translations

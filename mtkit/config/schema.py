@@ -124,7 +124,10 @@ class TrainingConfig:
 
     seed: int = 1234  # initial weights, data order, dropout
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA if present, else CPU
-    precision: Literal["float32", "bfloat16", "float16"] = "float32"  # bf16/fp16 only pay on GPUs
+    # auto: bfloat16 autocast where the hardware runs it natively fast (CUDA with bf16; CPUs
+    # with AVX512-BF16 or AMX whose bf16 matmul probes >= 1.5x fp32), else float32.
+    # float16 (autocast + gradient scaler) needs CUDA.
+    precision: Precision = "auto"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     max_tokens: int = 4096  # token budget per batch (source + target, padding included)
     max_steps: int = 10000  # optimizer updates; the run stops here
@@ -167,6 +170,7 @@ class TrainingConfig:
 
 
 LengthNorm = Literal["gnmt", "average", "none"]
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 @dataclass
@@ -194,6 +198,9 @@ class DecodingConfig:
     top_p: float = 1.0  # sampling: keep the smallest set of tokens with this much mass
     seed: int = 1234  # sampling: the same seed and input give the same samples
     max_tokens: int = 4000  # source-token budget per translation batch
+    # translate/evaluate (--precision): auto picks bfloat16 autocast as `training.precision`
+    # does (fast on CUDA and on CPUs with native bf16), else float32; float16 needs CUDA.
+    precision: Precision = "auto"
 
 
 @dataclass

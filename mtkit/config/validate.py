@@ -17,6 +17,7 @@ from mtkit.config.schema import (
     DecodingConfig,
     ExperimentConfig,
     LengthNorm,
+    Precision,
     TrainingConfig,
 )
 
@@ -121,6 +122,9 @@ def validate_decoding(dec: DecodingConfig, prefix: str = "decoding.") -> None:
     norms = typing.get_args(LengthNorm)  # the type is not checked on the command line
     expected = f"one of {', '.join(norms)}"
     _check(dec.length_norm in norms, prefix + "length_norm", expected, dec.length_norm)
+    precisions = typing.get_args(Precision)
+    expected = f"one of {', '.join(precisions)}"
+    _check(dec.precision in precisions, prefix + "precision", expected, dec.precision)
     if not dec.sampling and dec.nbest > dec.beam_size:
         raise ConfigError(
             f"{prefix}nbest ({dec.nbest}) must be at most the beam size ({dec.beam_size}); "

@@ -29,7 +29,13 @@ from mtkit.data.tokenizer import PAD_ID
 from mtkit.distributed import Dist
 from mtkit.errors import MtkitError, plural
 from mtkit.progress import QUIET, Progress, format_duration
-from mtkit.runtime import check_precision, keep_freed_memory, resolve_device, set_threads
+from mtkit.runtime import (
+    check_precision,
+    keep_freed_memory,
+    limit_onednn_caches,
+    resolve_device,
+    set_threads,
+)  # fmt: skip
 from mtkit.training.checkpoints import save
 from mtkit.training.interrupt import Interrupt, stop_on_sigterm
 from mtkit.training.progress import Window, compile_finished, compile_started, report_progress
@@ -75,6 +81,7 @@ def train(
         check_precision(cfg.training.precision, device)
         set_threads(cfg.training.threads)
         keep_freed_memory()  # large per-step tensors reuse the heap instead of fresh pages
+        limit_onednn_caches()  # bf16 on CPU: no compiled matmul kept per batch shape
         dist_info, device = distributed.init_from_env(device)
         try:
             _train(cfg, dist_info, device, Interrupt(), resume, overwrite, progress, start_log)

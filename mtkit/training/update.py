@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ from mtkit.data.batching import Batch
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.distributed import Dist
 from mtkit.model.transformer import Transformer
-from mtkit.runtime import autocast_context
+from mtkit.runtime import autocast_context, resolve_precision
 from mtkit.training.loss import label_smoothed_cross_entropy
 from mtkit.training.rdrop import doubled, rdrop_objective, symmetric_kl
 
@@ -218,7 +218,13 @@ def wrap_model(
     raw: Transformer, optimizer: torch.optim.Optimizer, t: TrainingConfig, device: torch.device,
     d: Dist,
 ) -> Stepper:  # fmt: skip
-    """DDP under torchrun, torch.compile when asked, a GradScaler for float16."""
+    """DDP under torchrun, torch.compile when asked, a GradScaler for float16.
+
+    `precision: auto` is resolved here (rank 0 decides for all ranks); the Stepper's config
+    holds the result.
+    """
+    choice = distributed.broadcast_object(d, resolve_precision(t.precision, device))
+    t = replace(t, precision=choice)
     model: nn.Module = raw
     ddp = None
     if d.active:

@@ -56,7 +56,8 @@ def validation_scores(run: Run) -> tuple[dict[str, float], list[tuple[str, str, 
         beam_size=1, max_len_a=cfg.decoding.max_len_a, max_len_b=cfg.decoding.max_len_b,
         max_tokens=cfg.decoding.max_tokens,
     )  # fmt: skip
-    out = translate_ids(run.stepper.raw, src_ids, greedy, device)
+    with autocast_context(device, run.stepper.cfg.precision):  # as training runs
+        out = translate_ids(run.stepper.raw, src_ids, greedy, device)
     hyps = run.tokenizers.tgt.decode(out)
     rows = run.data.valid_text.select(range(n))
     refs, srcs = list(rows["tgt"]), list(rows["src"])
@@ -92,7 +93,9 @@ def validate(run: Run) -> str | None:
     verdict = None
     if run.dist.is_main:
         with preserved_rng():
-            nll, ppl = validation_loss(run.stepper.raw, run.data.valid, t, run.stepper.device)
+            nll, ppl = validation_loss(
+                run.stepper.raw, run.data.valid, run.stepper.cfg, run.stepper.device
+            )
             scores, examples = validation_scores(run)
         values = {"loss": nll, "ppl": ppl, **scores}
         if is_improvement(t.best_metric, values[t.best_metric], state.best_score):

@@ -36,6 +36,12 @@ def check_quantization(mode: str) -> str:
     return mode
 
 
+def is_quantized(model: nn.Module) -> bool:
+    """Whether `quantize_model` converted `model` (or a model inside it, e.g. an ensemble)."""
+    dynamic = torch.ao.nn.quantized.dynamic.Linear
+    return any(isinstance(m, dynamic) for m in model.modules())
+
+
 def quantize_model(model: nn.Module, mode: str) -> nn.Module:
     """`model` (in eval mode, on the CPU) with its Linear layers quantized as `mode` says.
 

@@ -35,12 +35,18 @@ from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPai
 from mtkit.errors import MtkitError, plural
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer, build_model
-from mtkit.runtime import keep_freed_memory, resolve_device
+from mtkit.runtime import (
+    autocast_context,
+    check_precision,
+    keep_freed_memory,
+    resolve_device,
+    resolve_precision,
+)  # fmt: skip
 from mtkit.search.common import Hypothesis
 from mtkit.search.ensemble import Ensemble
 from mtkit.search.strategy import search
 from mtkit.translation.compatibility import check_vocabulary
-from mtkit.translation.quantize import check_quantization, quantize_model
+from mtkit.translation.quantize import check_quantization, is_quantized, quantize_model
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +232,7 @@ class Translator:
     config: ExperimentConfig
     device: torch.device
     checkpoint: Path
+    auto_precision: str | None = None  # what decoding.precision auto resolved to (on first use)
 
     @classmethod
     def load(cls, path: Path, device: str = "auto", quantize: str = "none") -> Translator:
@@ -288,10 +295,11 @@ class Translator:
             )  # fmt: skip
         if generator is None and dec.sampling:
             generator = self.generator(dec.seed)
-        decoded = translate_nbest(
-            self.model, src_ids, dec, self.device, attention=attention, generator=generator,
-            advance=advance,
-        )  # fmt: skip
+        with autocast_context(self.device, self.precision_for(dec)):
+            decoded = translate_nbest(
+                self.model, src_ids, dec, self.device, attention=attention,
+                generator=generator, advance=advance,
+            )  # fmt: skip
         if advance is not None and len(keep) < len(lines):
             advance(len(lines) - len(keep))
         tgt = self.tokenizers.tgt
@@ -306,6 +314,18 @@ class Translator:
                 target = _pieces(tgt, d.hyps[0].tokens)
                 out[i].attention = Attention(source, target, d.attention)
         return out
+
+    def precision_for(self, dec: DecodingConfig) -> str:
+        """`dec.precision`: float32 for an int8 model; `auto` resolved once per translator (the
+        choice is logged); float16 needs CUDA."""
+        if is_quantized(self.model):
+            return "float32"  # int8 Linears take and return float32
+        if dec.precision != "auto":
+            check_precision(dec.precision, self.device, "decoding.precision")
+            return dec.precision
+        if self.auto_precision is None:
+            self.auto_precision = resolve_precision("auto", self.device)
+        return self.auto_precision
 
     def generator(self, seed: int) -> torch.Generator:
         """A random generator on the model's device (sampling)."""

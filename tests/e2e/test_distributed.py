@@ -38,7 +38,9 @@ pytestmark = pytest.mark.slow
 WORLD = 2
 UPDATES = 3
 ACCUMULATE = 2
-TRAINING = TrainingConfig(clip_norm=0.5, label_smoothing=0.1, accumulate=ACCUMULATE)
+TRAINING = TrainingConfig(
+    clip_norm=0.5, label_smoothing=0.1, accumulate=ACCUMULATE, precision="float32"
+)
 
 
 def shard(update_index: int, rank: int) -> list[Batch]:

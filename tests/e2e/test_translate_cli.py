@@ -178,3 +178,15 @@ def test_interactive_prompt_on_a_terminal(ckpt: Path) -> None:
     expected = run("translate", ckpt, "--greedy", input="Hi.\nTom is here.\n")[1].splitlines()
     answers = out.decode().split("> ")
     assert [a.rstrip("\n") for a in answers[1:3]] == expected
+
+
+def test_precision_flag(ckpt: Path) -> None:
+    """--precision float32 on any machine; bfloat16 (tiny input) runs everywhere; a bad value
+    exits 2 naming the flag's key."""
+    text = "\n".join(SOURCES[:2]) + "\n"
+    for precision in ("float32", "bfloat16"):
+        code, out, err = run("translate", ckpt, "--precision", precision, input=text)
+        assert code == 0, err
+        assert len(out.splitlines()) == 2
+    code, _, err = run("translate", ckpt, "--precision", "int4", input=text)
+    assert code == 2 and "precision: expected one of auto, float32" in err

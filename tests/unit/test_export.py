@@ -148,7 +148,8 @@ def test_conversion_matches_mtkit(
 
     # 2) greedy search picks the same tokens
     lines = short_pairs(30)[0]
-    options = DecodingConfig(beam_size=1, max_len_a=0.5, max_len_b=4)
+    # float32 on both sides (precision auto would pick bf16 on a CPU with native bf16)
+    options = DecodingConfig(beam_size=1, max_len_a=0.5, max_len_b=4, precision="float32")
     ours = Translator.load(tmp_path / "m.pt", device="cpu").translate(lines, options)
     theirs = CT2Translator.load(out, device="cpu", threads=1).translate(lines, options)
     assert sum(a == b for a, b in zip(ours, theirs, strict=True)) >= 0.95 * len(lines)
@@ -164,7 +165,9 @@ def test_beam_and_options_follow_mtkit(
     out = export_ctranslate2(save_run(tmp_path / "m.pt", cfg, tok, model), tmp_path / "ct2")
     ours = Translator.load(tmp_path / "m.pt", device="cpu")
     theirs = CT2Translator.load(out, device="cpu", threads=1)
-    options = dataclasses.replace(ours.config.decoding, beam_size=4, nbest=3, min_len=2)
+    options = dataclasses.replace(
+        ours.config.decoding, beam_size=4, nbest=3, min_len=2, precision="float32"
+    )
     sources = tok.src.encode_pieces(short_pairs(20)[0])
     found = translate_pieces(theirs.engine, sources, options, max_positions=64)
     for src, hyps in zip(sources, found, strict=True):
@@ -321,7 +324,9 @@ def test_trained_model_translates_alike(
     def bleu(hyps: list[str]) -> float:
         return float(sacrebleu.corpus_bleu(hyps, [ref]).score)
 
-    greedy = dataclasses.replace(mtkit.config.decoding, beam_size=1, max_len_a=1.5, max_len_b=10)
+    greedy = dataclasses.replace(
+        mtkit.config.decoding, beam_size=1, max_len_a=1.5, max_len_b=10, precision="float32"
+    )  # float32 like the CTranslate2 export it is compared with
     ours, theirs = (
         mtkit.translate(src, greedy),
         engines["float32"].translate(src, greedy),

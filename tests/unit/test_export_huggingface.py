@@ -95,10 +95,11 @@ CONVERSIONS: dict[str, tuple[bool, dict[str, Any]]] = {
                                                     "tie_output": False}),
     "post-gelu-two-vocabs-tied": (False, {"norm": "post", "activation": "gelu"}),
 }  # fmt: skip
+BASE = DecodingConfig(max_len_a=0.5, max_len_b=4, precision="float32")  # as transformers runs
 SEARCHES = {
-    "greedy": DecodingConfig(beam_size=1, max_len_a=0.5, max_len_b=4),
-    "beam-average": DecodingConfig(beam_size=4, length_norm="average", max_len_a=0.5, max_len_b=4),
-    "beam-none": DecodingConfig(beam_size=3, length_norm="none", max_len_a=0.5, max_len_b=4),
+    "greedy": dataclasses.replace(BASE, beam_size=1),
+    "beam-average": dataclasses.replace(BASE, beam_size=4, length_norm="average"),
+    "beam-none": dataclasses.replace(BASE, beam_size=3, length_norm="none"),
 }
 
 

@@ -25,7 +25,9 @@ def model(dropout: float, seed: int = 0) -> Transformer:
 
 
 def stepper(m: Transformer, rdrop_alpha: float) -> Stepper:
-    t = TrainingConfig(label_smoothing=0.1, rdrop_alpha=rdrop_alpha, clip_norm=0.0)
+    t = TrainingConfig(
+        label_smoothing=0.1, rdrop_alpha=rdrop_alpha, clip_norm=0.0, precision="float32"
+    )
     sgd = torch.optim.SGD(m.parameters(), lr=1.0)
     return Stepper(m, m, sgd, t, torch.device("cpu"))
 

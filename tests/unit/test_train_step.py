@@ -36,7 +36,8 @@ def random_pairs(n: int, seed: int) -> tuple[list[list[int]], list[list[int]]]:
 
 
 def stepper(model: Transformer, **training: object) -> Stepper:
-    t = TrainingConfig(clip_norm=0.0, label_smoothing=0.1, **training)  # type: ignore[arg-type]
+    options = {"clip_norm": 0.0, "label_smoothing": 0.1, "precision": "float32", **training}
+    t = TrainingConfig(**options)  # type: ignore[arg-type]
     sgd = torch.optim.SGD(model.parameters(), lr=1.0)  # new weights - old = -gradient
     return Stepper(model, model, sgd, t, torch.device("cpu"))
 
