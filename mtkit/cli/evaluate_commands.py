@@ -128,11 +128,8 @@ def evaluate(
 
     names = inputs.metric_names(metrics, tokenize)
     if hyp:
-        model_given = bool(run) or src is not None or split is not None
-        inputs.check_hyp_arguments(hyp, ref, model_given, paired_bs)
-        _score_files(
-            hyp, ref or [], names, tokenize or "13a", paired_bs, bs_samples, bs_seed, json_out
-        )
+        inputs.check_hyp_arguments(hyp, ref, bool(run or src or split), paired_bs)
+        _score_files(hyp, ref or [], names, tokenize, paired_bs, bs_samples, bs_seed, json_out)
         return
     translator = open_engine(inputs.check_model_arguments(run, paired_bs), device, engine, quantize)
     dec = SearchFlags(
@@ -152,13 +149,15 @@ def _score_files(
     hyps: list[Path],
     refs: list[Path],
     names: list[str],
-    tokenize: str,
+    tokenize: str | None,
     paired_bs: bool,
     bs_samples: int,
     bs_seed: int,
     json_out: bool,
 ) -> None:
-    """Score one hypothesis file, or compare several with paired bootstrap resampling."""
+    """Score one hypothesis file, or compare several with paired bootstrap resampling (BLEU
+    tokenized with --tokenize, 13a by default: files carry no run config)."""
+    tokenize = tokenize or "13a"
     from mtkit.evaluation.evaluate import compare_files, score_files
 
     if paired_bs:

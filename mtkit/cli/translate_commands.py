@@ -110,6 +110,29 @@ def translate(
       mtkit translate runs/demo -i mono.en --sample --top-p 0.9 -o back.de
     """
     setup_logging()
+    _check_arguments(run, input, output, attention, format, chunk_size, overwrite)
+    translator = open_engine(run, device, engine, quantize, attention=attention is not None)
+    dec = SearchFlags(
+        beam_size=beam, greedy=greedy, nbest=nbest, length_penalty=length_penalty,
+        length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+        no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens, sampling=sample or None,
+        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, precision=precision,
+    ).apply(translator.config.decoding)  # fmt: skip
+    if progress is None and output is None and sys.stdout.isatty():
+        progress = False  # a bar would be drawn over the translations
+    _translate(translator, dec, input, output, format, chunk_size, attention, progress)
+
+
+def _check_arguments(
+    run: list[Path],
+    input: Path | None,
+    output: Path | None,
+    attention: Path | None,
+    format: str,
+    chunk_size: int,
+    overwrite: bool,
+) -> None:
+    """Everything translate can check before loading a model (exit 2 on a bad argument)."""
     from mtkit.translation.input_lines import check_stdin
     from mtkit.translation.output import FORMATS
 
@@ -122,16 +145,6 @@ def translate(
     for path, option in ((output, "--output"), (attention, "--attention")):
         if path is not None:
             guard.check(path, option)
-    translator = open_engine(run, device, engine, quantize, attention=attention is not None)
-    dec = SearchFlags(
-        beam_size=beam, greedy=greedy, nbest=nbest, length_penalty=length_penalty,
-        length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
-        no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens, sampling=sample or None,
-        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, precision=precision,
-    ).apply(translator.config.decoding)  # fmt: skip
-    if progress is None and output is None and sys.stdout.isatty():
-        progress = False  # a bar would be drawn over the translations
-    _translate(translator, dec, input, output, format, chunk_size, attention, progress)
 
 
 def _translate(

@@ -141,5 +141,6 @@ def test_report_on_a_trained_run(tmp_path: Path, make_config: Callable[..., Path
     assert code == 0, err
     text = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "| validation (best, step 10) |" in text
-    assert "| test.json |" in text and "| test.hyp.de |" in text
+    (hyp,) = run_dir.glob("test.*hyp.de")  # evaluate names it by checkpoint and search options
+    assert "| test.json |" in text and f"| {hyp.name} |" in text
     assert "best.pt" in text and "| training time |" in text
