@@ -41,6 +41,7 @@ GATE = [
     "training.threads=1",
     "training.device=cpu",
     "training.precision=float32",
+    "decoding.precision=float32",  # the measured floor is fp32's; auto may pick bf16
 ]
 
 
