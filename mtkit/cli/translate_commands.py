@@ -158,16 +158,16 @@ def _translate(
     show_progress: bool | None,
 ) -> None:
     """A prompt on a terminal; otherwise the input file or stdin to the output file or stdout."""
-    from mtkit.files import count_lines
+    from mtkit.files import count_lines, read_lines
     from mtkit.progress import Progress
-    from mtkit.translation.input_lines import iter_lines, stdin_is_terminal, stdin_lines
+    from mtkit.translation.input_lines import stdin_is_terminal, stdin_lines
     from mtkit.translation.output import interactive, translate_to_output
 
     if input is None and output is None and attention is None and stdin_is_terminal():
         typer.echo("Type a sentence and press Enter (Ctrl-D to quit).", err=True)
         interactive(translator, dec, write=typer.echo, fmt=format)
         return
-    lines = iter_lines(input) if input is not None else stdin_lines()
+    lines = read_lines(input) if input is not None else stdin_lines()
     progress = Progress.on_stderr(show_progress)
     total = count_lines(input) if input is not None and progress.enabled else None
     n = translate_to_output(

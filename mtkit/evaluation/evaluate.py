@@ -20,7 +20,7 @@ from mtkit.evaluation.significance import (
     Comparison,
     paired_bootstrap,
 )
-from mtkit.files import atomic_write_bytes
+from mtkit.files import atomic_write_bytes, read_lines
 from mtkit.progress import QUIET, Progress
 from mtkit.translation.translator import Translator
 
@@ -60,24 +60,6 @@ class EvalSet:
     paths: list[Path] = field(default_factory=list)  # the files read (an output must not be one)
 
 
-def read_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file without their newline; errors name the file and line."""
-    if not path.exists():
-        raise EvaluationError(f"{path}: file not found")
-    if path.is_dir():
-        raise EvaluationError(f"{path}: expected a text file, found a directory")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise EvaluationError(f"{path}: line {line}: invalid UTF-8") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.rstrip("\r") for line in lines]
-
-
 def check_counts(
     name: str, n: int, ref_names: Sequence[str], refs: Sequence[Sequence[str]]
 ) -> None:
@@ -94,8 +76,8 @@ def score_files(
     hyp: Path, refs: Sequence[Path], metrics: Sequence[str], tokenize: str = "13a"
 ) -> Report:
     """Score an existing hypothesis file against one or more reference files."""
-    hypotheses = read_lines(hyp)
-    references = [read_lines(r) for r in refs]
+    hypotheses = list(read_lines(hyp))
+    references = [list(read_lines(r)) for r in refs]
     names = [str(r) for r in refs]
     check_counts(str(hyp), len(hypotheses), names, references)
     scores = corpus_scores(hypotheses, references, metrics, tokenize=tokenize)
@@ -113,11 +95,11 @@ def compare_files(
     """Paired bootstrap resampling between hypothesis files; the first is the baseline."""
     if len(hyps) < 2:
         raise EvaluationError("--paired-bs compares systems: give two or more --hyp files")
-    references = [read_lines(r) for r in refs]
+    references = [list(read_lines(r)) for r in refs]
     names = [str(r) for r in refs]
     systems = []
     for path in hyps:
-        lines = read_lines(path)
+        lines = list(read_lines(path))
         check_counts(str(path), len(lines), names, references)
         systems.append((str(path), lines))
     comparison = paired_bootstrap(systems, references, metrics, tokenize, n_samples, seed)
@@ -127,8 +109,8 @@ def compare_files(
 
 def file_set(src: Path, refs: Sequence[Path]) -> EvalSet:
     """A source file and its reference files."""
-    sources = read_lines(src)
-    references = [read_lines(r) for r in refs]
+    sources = list(read_lines(src))
+    references = [list(read_lines(r)) for r in refs]
     names = [str(r) for r in refs]
     check_counts(str(src), len(sources), names, references)
     return EvalSet(sources, references, str(src), names, [src, *refs])

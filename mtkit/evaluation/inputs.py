@@ -13,10 +13,10 @@ from mtkit.evaluation.evaluate import (
     EvaluationError,
     check_counts,
     file_set,
-    read_lines,
     split_set,
 )
 from mtkit.evaluation.metrics import make_metric
+from mtkit.files import read_lines
 
 
 def metric_names(metrics: str, tokenize: str | None) -> list[str]:
@@ -70,7 +70,7 @@ def eval_inputs(
         return file_set(src, refs)
     inputs = split_set(engine, split or "test")
     if refs:  # other references for the split's sources
-        inputs.references = [read_lines(r) for r in refs]
+        inputs.references = [list(read_lines(r)) for r in refs]
         inputs.reference_names = [str(r) for r in refs]
         inputs.paths += refs
         check_counts(

@@ -15,8 +15,9 @@ from typing import Any
 
 from mtkit.config.schema import ExperimentConfig
 from mtkit.errors import MtkitError
-from mtkit.evaluation.evaluate import read_lines, split_set
+from mtkit.evaluation.evaluate import split_set
 from mtkit.evaluation.metrics import corpus_scores
+from mtkit.files import read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def rescored(run_dir: Path, config: ExperimentConfig) -> list[Score]:
         if refs is None:
             continue
         try:
-            hyps = read_lines(path)
+            hyps = list(read_lines(path))
             if len(hyps) != len(refs):
                 logger.info("%s: %d lines, not the %d of %s; not scored", path, len(hyps),
                             len(refs), split)  # fmt: skip

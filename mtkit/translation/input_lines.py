@@ -1,4 +1,4 @@
-"""Input lines for translation: a UTF-8 file read lazily, or stdin decoded leniently.
+"""Input lines for translation from stdin, decoded leniently (files go through `files.read_lines`).
 
 Both split on "\\n" only, so a stray "\\r" never adds a line (and shifts the outputs).
 """
@@ -8,10 +8,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 from mtkit.config.schema import ConfigError
-from mtkit.translation.translator import TranslationError
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +26,6 @@ def check_stdin(option: str) -> None:
     """Refuse (exit 2) to read stdin when there is none: it was closed (`<&-`, some daemons)."""
     if sys.stdin is None:
         raise ConfigError(f"no input: stdin is closed; pass {option} FILE or pipe text in")
-
-
-def iter_lines(path: Path) -> Iterator[str]:
-    """Lines of a UTF-8 file, read lazily and split on "\\n" only (a stray "\\r" is no break);
-    invalid UTF-8 raises TranslationError naming the line."""
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "not found"
-        raise TranslationError(f"{path}: input file {what}")
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, start=1):
-            try:
-                yield raw.decode("utf-8").rstrip("\n").rstrip("\r")
-            except UnicodeDecodeError:
-                raise TranslationError(f"{path}: line {n}: invalid UTF-8") from None
 
 
 def stdin_lines() -> Iterator[str]:

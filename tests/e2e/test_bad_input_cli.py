@@ -271,7 +271,9 @@ def test_invalid_utf8_in_an_input_file_is_an_error_and_writes_nothing(
     src = tmp_path / "in.en"
     src.write_bytes(b"ok\n" * 3 + b"bad \xff\n")
     out = tmp_path / "out.de"
-    assert_error(invoke("translate", str(run_dir), "-i", str(src), "-o", str(out)), "line 4")
+    assert_error(
+        invoke("translate", str(run_dir), "-i", str(src), "-o", str(out)), "in.en:4: invalid UTF-8"
+    )
     assert list(tmp_path.iterdir()) == [src]  # no out.de, no temp file
 
 

@@ -14,10 +14,10 @@ from mtkit.evaluation.evaluate import (
     compare_files,
     evaluate_model,
     file_set,
-    read_lines,
     score_files,
     split_set,
 )
+from mtkit.files import InputFileError, read_lines
 from mtkit.translation.translator import Translator
 from tests.tiny_translator import DATA, head, make_translator
 
@@ -50,8 +50,8 @@ def test_misaligned_reference_is_named(tmp_path: Path) -> None:
     short = write(tmp_path / "short", ["a", "b"])
     with pytest.raises(EvaluationError, match="short has 2 lines but .*hyp has 3"):
         score_files(hyp, [short], ["bleu"])
-    with pytest.raises(EvaluationError, match="file not found"):
-        read_lines(tmp_path / "missing")
+    with pytest.raises(InputFileError, match="missing: input file not found"):
+        score_files(tmp_path / "missing", [short], ["bleu"])
 
 
 def test_split_set_reads_text_files_as_they_are(translator: Translator) -> None:
@@ -59,7 +59,7 @@ def test_split_set_reads_text_files_as_they_are(translator: Translator) -> None:
     data = replace(cfg.data, test=str(DATA / "test"), format="text")
     t = replace(translator, config=replace(cfg, data=data))
     inputs = split_set(t, "test")
-    assert inputs.sources == read_lines(DATA / "test.en")
+    assert inputs.sources == list(read_lines(DATA / "test.en"))
     assert inputs.reference_names == [str(DATA / "test.de")]
     with pytest.raises(EvaluationError, match="expected test or valid"):
         split_set(t, "dev")
@@ -94,7 +94,7 @@ def test_evaluate_model_writes_hypotheses_and_report(
     out = tmp_path / "out" / "hyp.de"
     options = replace(translator.config.decoding, beam_size=2)
     report = evaluate_model(translator, file_set(src, [ref]), options, ["bleu", "chrf"], out)
-    hyps = read_lines(out)
+    hyps = list(read_lines(out))
     assert len(hyps) == 3 and hyps[1] == ""
     data = json.loads(report.to_json())
     assert data["hypotheses_file"] == str(out) and data["source_file"] == str(src)

@@ -23,6 +23,7 @@ from mtkit.config.schema import ConfigError, DecodingConfig
 from mtkit.config.validate import validate_decoding
 from mtkit.data.batching import pad
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from mtkit.files import InputFileError, read_lines
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer
 from mtkit.search.beam import beam_search
@@ -33,7 +34,6 @@ from mtkit.translation.attention_dump import (
     plot_attention,
     read_attention,
 )
-from mtkit.translation.input_lines import iter_lines
 from mtkit.translation.output import (
     format_translation,
     interactive,
@@ -230,13 +230,14 @@ def test_truncation_warning_counts_lines(
     assert f"2 of 3 input lines were longer than {limit} tokens" in caplog.text
 
 
-def test_iter_lines_splits_on_newline_only(tmp_path: Path) -> None:
+def test_input_files_split_on_newline_only(tmp_path: Path) -> None:
+    """translate reads --input with the one line reader, `files.read_lines`."""
     path = tmp_path / "in.txt"
     path.write_bytes(b"a\r\nb\rc\n\nd")
-    assert list(iter_lines(path)) == ["a", "b\rc", "", "d"]
+    assert list(read_lines(path)) == ["a", "b\rc", "", "d"]
     path.write_bytes(b"ok\n\xff\n")
-    with pytest.raises(TranslationError, match="line 2: invalid UTF-8"):
-        list(iter_lines(path))
+    with pytest.raises(InputFileError, match=r"in\.txt:2: invalid UTF-8"):
+        list(read_lines(path))
 
 
 def test_interactive_translates_each_line_until_eof(translator: Translator) -> None:
