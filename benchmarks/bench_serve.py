@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--engines", default="pytorch,ctranslate2", help=", ".join(ENGINES))
     parser.add_argument("--beam", type=int, default=None, help="default: the run's")
     parser.add_argument("--threads", type=int, default=1, help="server and translate threads")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-wait-ms", type=float, default=20.0)
     parser.add_argument("--json", type=Path, default=Path("bench_results/bench_serve.json"))
     args = parser.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",")]

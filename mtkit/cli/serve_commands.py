@@ -20,7 +20,16 @@ PortOpt = Annotated[int, typer.Option(help="Port to listen on (0: any free port)
 MaxWaitOpt = Annotated[
     float,
     typer.Option(
-        help="Wait up to this long for more requests to fill a batch", rich_help_panel=BATCHING
+        help="Wait up to this long for concurrent clients to fill a batch (never for a lone one)",
+        rich_help_panel=BATCHING,
+    ),
+]
+BatchWaitOpt = Annotated[
+    str,
+    typer.Option(
+        help="adaptive: wait only while fewer requests than recent clients are in (a lone client "
+        "never waits); always: every round waits --max-wait-ms",
+        rich_help_panel=BATCHING,
     ),
 ]
 QueueOpt = Annotated[
@@ -53,7 +62,8 @@ def serve(
     engine: EngineOpt = "auto",
     quantize: QuantizeOpt = "none",
     device: DeviceOpt = "auto",
-    max_wait_ms: MaxWaitOpt = 5.0,
+    max_wait_ms: MaxWaitOpt = 20.0,
+    batch_wait: BatchWaitOpt = "adaptive",
     queue_sentences: QueueOpt = 2048,
     max_sentences: MaxSentencesOpt = 64,
     max_chars: MaxCharsOpt = 1000,
@@ -78,8 +88,8 @@ def serve(
 
     settings = ServeSettings(
         runs, host=host, port=port, engine=engine, quantize=quantize, device=device,
-        max_wait_ms=max_wait_ms, max_sentences=max_sentences, max_chars=max_chars,
-        max_beam=max_beam, queue_sentences=queue_sentences, timeout_s=timeout,
+        max_wait_ms=max_wait_ms, batch_wait=batch_wait, max_sentences=max_sentences,
+        max_chars=max_chars, max_beam=max_beam, queue_sentences=queue_sentences, timeout_s=timeout,
     )  # fmt: skip
     settings.check()
     require_serve_extra()

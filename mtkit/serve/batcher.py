@@ -1,7 +1,8 @@
 """Dynamic batching: the sentences of concurrent requests share the model's batches.
 
-Requests are queued as `Job`s. One worker thread takes the first waiting job, then keeps
-taking jobs for up to `max_wait_s` (or until they hold `decoding.max_tokens` source tokens),
+Requests are queued as `Job`s. One worker thread takes the first waiting job and those already
+queued; while a round holds fewer jobs than there were clients at the end of recent rounds,
+it waits up to `max_wait_s` for more (never past `decoding.max_tokens` source tokens),
 groups the sentences by decoding options, cuts each group into token-budget batches with the
 same `token_batches` that `mtkit translate` uses, runs each batch through the engine's batched
 search, and hands every sentence back to its job. A job's future is done when its last
@@ -14,6 +15,7 @@ gives the samples `mtkit translate` gives for the same lines. The queue is bound
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import queue
@@ -70,11 +72,13 @@ class Batcher:
         engine: Engine,
         lengths: Callable[[Sequence[str]], list[int]],
         *,
-        max_wait_s: float = 0.005,
+        max_wait_s: float = 0.02,
+        wait_always: bool = False,
         max_pending: int = 2048,
     ) -> None:
         self.engine = engine
         self.max_wait_s = max_wait_s
+        self.wait_always = wait_always  # wait max_wait_s in every round, even for one client
         self.max_pending = max_pending  # sentences queued or being translated
         self._lengths = lengths
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -82,6 +86,7 @@ class Batcher:
         self._pending = 0
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="mtkit-batcher", daemon=True)
+        self._recent: collections.deque[int] = collections.deque(maxlen=8)  # clients per round
         self.batches = 0  # batches run so far
         self.sentences = 0  # sentences translated so far
 
@@ -143,17 +148,26 @@ class Batcher:
                 groups.setdefault(key, []).append(job)
             for group in groups.values():
                 self._translate_group(group)
+            # clients seen at the end of a round: its jobs (whose clients will likely send
+            # again) and those that queued meanwhile
+            self._recent.append(len(jobs) + self._queue.qsize())
 
     def _gather(self) -> list[Job] | None:
-        """The first waiting job and those arriving within max_wait_s, up to the token budget;
-        None once closed and drained."""
+        """The first waiting job, then more up to the token budget; None once closed and drained.
+
+        It waits (up to max_wait_s) only for as many jobs as there were clients at the end of the
+        recent rounds (a round's jobs plus those queued meanwhile, the most of the last 8): a
+        lone client is served at once, while concurrent clients, whose requests come back a
+        few ms apart after each round, share the next one. Queued jobs are always taken.
+        """
         first = self._queue.get()
         if first is None:
             return None
         jobs, tokens = [first], first.tokens
+        want = self.max_pending if self.wait_always else max(self._recent, default=1)
         deadline = time.monotonic() + self.max_wait_s
         while tokens < first.dec.max_tokens:
-            wait = deadline - time.monotonic()
+            wait = deadline - time.monotonic() if len(jobs) < want else 0.0
             try:
                 job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:

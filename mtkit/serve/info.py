@@ -124,5 +124,6 @@ def describe(loaded: LoadedEngine, settings: ServeSettings) -> dict[str, Any]:
             "queue_sentences": settings.queue_sentences,
             "timeout_s": settings.timeout_s,
             "max_wait_ms": settings.max_wait_ms,
+            "batch_wait": settings.batch_wait,
         },
     }

@@ -39,6 +39,7 @@ def serve(settings: ServeSettings) -> None:
         loaded.translator,
         functools.partial(source_lengths, loaded.translator),
         max_wait_s=settings.max_wait_ms / 1000,
+        wait_always=settings.batch_wait == "always",
         max_pending=settings.queue_sentences,
     )
     app = create_app(loaded, batcher, settings)

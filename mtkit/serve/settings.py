@@ -27,7 +27,10 @@ class ServeSettings:
     engine: str = "auto"  # auto, pytorch, or ctranslate2 (the run's CT2 export), as `translate`
     quantize: str = "none"  # none or int8 (PyTorch dynamic int8 Linears, or CT2 compute type)
     device: str = "auto"  # auto, cpu or cuda
-    max_wait_ms: float = 5.0  # how long the batcher waits for more requests to fill a batch
+    max_wait_ms: float = 20.0  # longest wait for concurrent clients to fill a batch
+    # adaptive: wait only for as many requests as there were clients lately (a lone client
+    # never waits); always: every round waits max_wait_ms (or until the token budget)
+    batch_wait: str = "adaptive"
     max_sentences: int = 64  # per request; more is refused with 413
     max_chars: int = 1000  # per sentence; a longer one is refused with 413
     max_beam: int = 16  # largest beam_size / nbest a request may ask for (else 422)
@@ -53,6 +56,8 @@ class ServeSettings:
                 raise ConfigError(f"{flag}: expected a positive number, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"--max-wait-ms: expected zero or more, got {self.max_wait_ms}")
+        if self.batch_wait not in ("adaptive", "always"):
+            raise ConfigError(f"--batch-wait: expected adaptive or always, got {self.batch_wait!r}")
         if self.timeout_s <= 0:
             raise ConfigError(f"--timeout: expected a positive number, got {self.timeout_s}")
 

@@ -2,8 +2,8 @@
 
 Every server is `python -m mtkit serve RUN --port P` on a tiny random-weight checkpoint; the
 tests wait for /health by polling with a deadline, and stop each server with SIGTERM. Servers
-that hold requests back (a long --max-wait-ms) make queueing, timeouts and shutdown
-deterministic without sleeping.
+that hold requests back (a long --max-wait-ms with --batch-wait always) make queueing,
+timeouts and shutdown deterministic without sleeping.
 """
 
 from __future__ import annotations
@@ -268,7 +268,16 @@ def queued(server: Server, n: int) -> Callable[[], bool]:
 
 def test_full_queue_503_and_timeout_504(ckpt: Path, tmp_path: Path) -> None:
     """A request held past --timeout gets 504; while it fills the queue others get 503."""
-    args = ["--max-wait-ms", "3000", "--queue-sentences", "3", "--timeout", "1.5"]
+    args = [
+        "--max-wait-ms",
+        "3000",
+        "--batch-wait",
+        "always",
+        "--queue-sentences",
+        "3",
+        "--timeout",
+        "1.5",
+    ]
     with running(ckpt, tmp_path / "server.log", *args) as server:
 
         async def scenario() -> tuple[httpx.Response, httpx.Response]:
@@ -288,7 +297,8 @@ def test_full_queue_503_and_timeout_504(ckpt: Path, tmp_path: Path) -> None:
 
 def test_client_that_disconnects_costs_nothing(ckpt: Path, tmp_path: Path) -> None:
     """A client gone while its request is queued: its sentences are dropped, others answered."""
-    with running(ckpt, tmp_path / "server.log", "--max-wait-ms", "1500") as server:
+    hold = ["--max-wait-ms", "1500", "--batch-wait", "always"]
+    with running(ckpt, tmp_path / "server.log", *hold) as server:
         body = json.dumps({"sentences": SOURCES[:5]}).encode()
         with socket.create_connection(("127.0.0.1", server.port), timeout=REQUEST_S) as raw:
             raw.sendall(
@@ -306,7 +316,9 @@ def test_client_that_disconnects_costs_nothing(ckpt: Path, tmp_path: Path) -> No
 
 def test_sigterm_finishes_requests_in_flight(ckpt: Path, tmp_path: Path) -> None:
     """SIGTERM while a request is held in the batcher: it is answered, then exit 0."""
-    server = Server(ckpt, tmp_path / "server.log", "--max-wait-ms", "2000")
+    server = Server(
+        ckpt, tmp_path / "server.log", "--max-wait-ms", "2000", "--batch-wait", "always"
+    )
     try:
         server.wait_healthy()
 

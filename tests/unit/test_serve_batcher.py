@@ -157,3 +157,44 @@ def test_source_lengths_count_eos_and_cap(translator: Translator) -> None:
     lengths = source_lengths(translator, ["", "   ", "a cat", "word " * 500])
     assert lengths[:2] == [0, 0]
     assert 2 <= lengths[2] <= limit and lengths[3] == limit + 1
+
+
+class Recording:
+    """An engine that records the lines of every batch it is given."""
+
+    def __init__(self, translator: Translator) -> None:
+        self.translator = translator
+        self.batches: list[list[str]] = []
+
+    def translate_full(self, lines: Sequence[str], dec: DecodingConfig) -> list[Translation]:
+        self.batches.append(list(lines))
+        return self.translator.translate_full(lines, dec)
+
+
+def test_a_lone_client_is_not_kept_waiting(translator: Translator) -> None:
+    """With one client there is nobody to wait for: max_wait (an hour here) is not spent."""
+    batcher = batcher_of(translator, translator, max_wait_s=3600.0)
+    batcher.start()
+    dec = translator.config.decoding
+    for line in SOURCES[:3]:  # one request at a time, each answered before the next
+        assert len(results(batcher.submit([line], dec))) == 1
+    batcher.close()
+    assert batcher.batches == 3
+
+
+def test_concurrent_clients_share_the_next_round(translator: Translator) -> None:
+    """After a round of three clients, the next round waits for three requests (and no
+    longer: max_wait is an hour), so requests arriving one after another share a batch."""
+    engine = Recording(translator)
+    batcher = batcher_of(cast(Engine, engine), translator, max_wait_s=3600.0)
+    dec = dec_of(translator, beam_size=2)
+    first = [batcher.submit([line], dec) for line in SOURCES[:3]]
+    batcher.start()
+    assert all(len(results(job)) == 1 for job in first)
+    second = [batcher.submit([line], dec) for line in SOURCES[3:6]]
+    for job, line in zip(second, SOURCES[3:6], strict=True):
+        same(results(job), translator.translate_full([line], dec))
+    batcher.close()
+    assert sorted(map(sorted, engine.batches)) == sorted(
+        [sorted(SOURCES[:3]), sorted(SOURCES[3:6])]
+    )
