@@ -35,6 +35,17 @@ def short_repr(value: Any) -> str:
     return _REPR.repr(value)
 
 
+def changed_fields(obj: Any, known: frozenset[str] | set[str]) -> list[tuple[str, Any, Any]]:
+    """(name, value, default) of the fields of dataclass `obj` outside `known` that differ from
+    their defaults (what an exporter that understands only `known` cannot carry over)."""
+    defaults = type(obj)()
+    return [
+        (f.name, getattr(obj, f.name), getattr(defaults, f.name))
+        for f in dataclasses.fields(obj)
+        if f.name not in known and getattr(obj, f.name) != getattr(defaults, f.name)
+    ]
+
+
 def dataclass_from_dict(cls: type[T], data: dict[str, Any], prefix: str) -> T:
     """Build dataclass `cls` from a dict, rejecting unknown keys with a suggestion.
 

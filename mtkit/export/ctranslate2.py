@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 import mtkit
 from mtkit.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from mtkit.config.convert import changed_fields
 from mtkit.config.load import config_to_dict
 from mtkit.config.schema import ExperimentConfig, ModelConfig
 from mtkit.data.tokenizer import TokenizerPair
@@ -68,14 +69,12 @@ def check_supported(cfg: ModelConfig) -> None:
                 f"model.{name}={value!r} cannot be exported to CTranslate2 "
                 f"(supported: {', '.join(allowed)})"
             )
-    defaults = type(cfg)()
-    for field in dataclasses.fields(cfg):
-        value = getattr(cfg, field.name)
-        if field.name not in KNOWN_FIELDS and value != getattr(defaults, field.name):
-            raise ExportError(
-                f"model.{field.name}={value!r} cannot be exported to CTranslate2 (the exporter "
-                f"supports only its default, {getattr(defaults, field.name)!r})"
-            )
+    if changed := changed_fields(cfg, KNOWN_FIELDS):
+        name, value, default = changed[0]
+        raise ExportError(
+            f"model.{name}={value!r} cannot be exported to CTranslate2 "
+            f"(the exporter supports only its default, {default!r})"
+        )
 
 
 # --------------------------------------------------------------------------- weights

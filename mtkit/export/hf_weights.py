@@ -17,12 +17,12 @@ logits are mtkit's exactly.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
+from mtkit.config.convert import changed_fields
 from mtkit.config.schema import ConfigError, ModelConfig
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mtkit.model.layers import DecoderLayer, EncoderLayer, MultiHeadAttention
@@ -64,14 +64,12 @@ def check_supported(cfg: ModelConfig) -> None:
         )
     if cfg.d_model % 2:
         raise UnsupportedExport(f"model.d_model={cfg.d_model} is odd; the export needs it even")
-    defaults = type(cfg)()
-    for field in dataclasses.fields(cfg):
-        value = getattr(cfg, field.name)
-        if field.name not in KNOWN_FIELDS and value != getattr(defaults, field.name):
-            raise UnsupportedExport(
-                f"model.{field.name}={value!r} cannot be exported to Hugging Face Transformers "
-                f"(the exporter supports only its default, {getattr(defaults, field.name)!r})"
-            )
+    if changed := changed_fields(cfg, KNOWN_FIELDS):
+        name, value, default = changed[0]
+        raise UnsupportedExport(
+            f"model.{name}={value!r} cannot be exported to Hugging Face Transformers "
+            f"(the exporter supports only its default, {default!r})"
+        )
 
 
 def hf_config_kwargs(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> dict[str, Any]:
