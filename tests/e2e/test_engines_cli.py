@@ -9,26 +9,15 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from mtkit.cli.main import app
-from tests.tiny_translator import DATA, head, make_translator, save
+from tests.e2e.cli import run
+from tests.tiny_translator import DATA, head
 
 SOURCES = head(DATA / "test.en", 5)
 INPUT = "\n".join([SOURCES[0], "", *SOURCES[1:]]) + "\n"
 needs_ct2 = pytest.mark.skipif(
     importlib.util.find_spec("ctranslate2") is None, reason="ctranslate2 is not installed"
 )
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save(make_translator(tmp_path_factory.mktemp("run")))
-
-
-def run(*args: str | Path, input: str | None = None) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def jsonl(ckpt: Path, *flags: str) -> list[dict[str, object]]:

@@ -3,25 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner
-
-from mtkit.cli.main import app
 from mtkit.errors import plural
-from tests.tiny_translator import make_translator, save
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield save(make_translator(tmp_path_factory.mktemp("run")))
-
-
-def run(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
+from tests.e2e.cli import run
 
 
 def test_plural() -> None:

@@ -4,26 +4,17 @@ a terminal (CliRunner's is not), never on stdout, and absent without the flag.""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from mtkit.cli.main import app
-from tests.tiny_translator import DATA, head, make_translator, save
+from tests.e2e.cli import run
+from tests.tiny_translator import DATA, head
 
 SOURCES = head(DATA / "test.en", 12)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield save(make_translator(tmp_path_factory.mktemp("run")))
-
-
-def run(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def source_file(tmp_path: Path) -> Path:

@@ -7,26 +7,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from mtkit.cli.main import app
-from tests.tiny_translator import DATA, head, make_translator, save
+from tests.e2e.cli import run
+from tests.tiny_translator import DATA, head
 
 SOURCES = head(DATA / "test.en", 6)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield save(make_translator(tmp_path_factory.mktemp("run")))
-
-
-def run(*args: str | Path, input: str | None = None) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def write(path: Path, lines: list[str]) -> Path:
