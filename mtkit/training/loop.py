@@ -23,9 +23,8 @@ import torch
 from mtkit import distributed
 from mtkit.config.paths import absolute_paths
 from mtkit.config.schema import ExperimentConfig
-from mtkit.data.batching import Batch, collate_columns
+from mtkit.data.batching import Batch
 from mtkit.data.prepare import prepare
-from mtkit.data.tokenizer import PAD_ID
 from mtkit.distributed import Dist
 from mtkit.errors import MtkitError, plural
 from mtkit.progress import QUIET, Progress, format_duration
@@ -137,27 +136,22 @@ def micro_batches(run: Run) -> Iterator[Batch]:
 
     The position (epoch, batch_in_epoch) in `run.state` advances as batches are handed out,
     so at every update boundary it says exactly where a resumed run must continue; skipping
-    to it only slices the sampler's index lists (no batch is built). With subword sampling the
-    batch is segmented anew, seeded by that same position (data/sampling.py).
+    to it only slices the epoch's index lists (no batch is built). With subword sampling the
+    epoch is segmented and planned anew, seeded by its number (data/sampling.py).
     """
-    state, sampler, columns = run.state, run.data.sampler, run.data.train_columns
-    resample = run.data.resample
+    state = run.state
     while True:
-        sampler.set_epoch(state.epoch)
+        sampler, make_batch = run.data.epoch_plan(state.epoch)
         for indices in itertools.islice(sampler, state.batch_in_epoch, None):
             state.batch_in_epoch += 1
-            if resample is not None:
-                yield resample.batch(indices, state.epoch, state.batch_in_epoch, run.dist.rank)
-                continue
-            rows = columns[indices]
-            yield collate_columns(rows["src_ids"], rows["tgt_ids"], PAD_ID)
+            yield make_batch(indices)
         state.epoch += 1
         state.batch_in_epoch = 0
 
 
 def epochs_done(run: Run) -> int:
     """Completed epochs (an epoch whose last batch was used counts as done)."""
-    finished = run.state.batch_in_epoch >= len(run.data.sampler)
+    finished = run.state.batch_in_epoch >= len(run.data.epoch_plan(run.state.epoch)[0])
     return run.state.epoch + int(finished)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,16 @@ import torch
 from mtkit.checkpoint import CheckpointError, find_resume_checkpoint
 from mtkit.config.load import dump_config
 from mtkit.config.schema import ExperimentConfig, TrainingConfig
-from mtkit.data.batching import TokenBatchSampler, lengths, load_prepared, load_prepared_text
-from mtkit.data.sampling import SubwordSampler
-from mtkit.data.tokenizer import TokenizerPair
+from mtkit.data.batching import (
+    Batch,
+    TokenBatchSampler,
+    collate_columns,
+    lengths,
+    load_prepared,
+    load_prepared_text,
+)
+from mtkit.data.sampling import SampledEpoch, SubwordSampler
+from mtkit.data.tokenizer import PAD_ID, TokenizerPair
 from mtkit.distributed import Dist
 from mtkit.errors import MtkitError, plural
 from mtkit.files import atomic_write_bytes, atomic_write_text
@@ -61,6 +69,26 @@ class Data:
     valid_text: Any
     n_train: int
     resample: SubwordSampler | None = None  # tokenizer.sampling_alpha > 0: batches from text
+    sampled: SampledEpoch | None = None  # the epoch `resample` segmented last
+
+    def epoch_plan(self, epoch: int) -> tuple[TokenBatchSampler, Callable[[list[int]], Batch]]:
+        """This rank's batch plan for `epoch` and how to build a batch from its indices.
+
+        Without subword sampling: the one fixed plan over the prepared ids. With it: the
+        epoch's rows segmented anew and planned on their sampled lengths (kept for the epoch).
+        """
+        if self.resample is None:
+            self.sampler.set_epoch(epoch)
+            return self.sampler, self.collate
+        if self.sampled is None or self.sampled.epoch != epoch:
+            self.sampled = None  # free the last epoch's ids before segmenting the next
+            self.sampled = self.resample.epoch(epoch, like=self.sampler)
+        return self.sampled.sampler, self.sampled.batch
+
+    def collate(self, indices: list[int]) -> Batch:
+        """The padded batch of prepared rows `indices`."""
+        rows = self.train_columns[indices]
+        return collate_columns(rows["src_ids"], rows["tgt_ids"], PAD_ID)
 
 
 @dataclass
@@ -237,7 +265,7 @@ def log_setup(run: Run) -> None:
         " | %d batches per epoch per rank | schedule %s, peak lr %.2e, warm-up %d",
         t.max_tokens * d.world_size * t.accumulate, t.max_tokens, plural(d.world_size, "rank"),
         t.accumulate,
-        len(run.data.sampler), t.schedule, t.lr, t.warmup_steps,
+        len(run.data.epoch_plan(run.state.epoch)[0]), t.schedule, t.lr, t.warmup_steps,
     )  # fmt: skip
     extras = [f"R-Drop alpha {t.rdrop_alpha:g}"] if t.rdrop_alpha > 0 else []
     if run.cfg.tokenizer.sampling_alpha > 0:

@@ -8,7 +8,7 @@ import pytest
 
 from mtkit.config.load import config_from_dict
 from mtkit.config.schema import ConfigError
-from mtkit.data.batching import load_prepared, load_prepared_text
+from mtkit.data.batching import Batch, TokenBatchSampler, lengths, load_prepared, load_prepared_text
 from mtkit.data.prepare import is_prepared
 from mtkit.data.sampling import SubwordSampler, batch_seed
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, TokenizerPair
@@ -38,40 +38,66 @@ def sampler(tmp: Path, alpha: float, max_len: int = 100) -> SubwordSampler:
 
 
 def test_alpha_zero_gives_the_prepared_ids(prepared: Path) -> None:
-    encoded = load_prepared(prepared / "prepared")["train"][ROWS]
-    src, tgt = sampler(prepared, 0.0).ids(ROWS, 0, 1, 0)
+    encoded = load_prepared(prepared / "prepared")["train"][:]
+    src, tgt = sampler(prepared, 0.0).ids(0)
     assert src == encoded["src_ids"] and tgt == encoded["tgt_ids"]
 
 
 def test_sampled_segmentations_differ_and_decode_to_the_same_text(prepared: Path) -> None:
     s = sampler(prepared, 0.3)
-    plain_src, plain_tgt = sampler(prepared, 0.0).ids(ROWS, 0, 1, 0)
-    src, tgt = s.ids(ROWS, 0, 1, 0)
+    plain_src, plain_tgt = sampler(prepared, 0.0).ids(0)
+    src, tgt = s.ids(0)
     assert src != plain_src and tgt != plain_tgt
     assert sum(map(len, src)) > sum(map(len, plain_src))  # dropped merges: more pieces
-    text = load_prepared_text(prepared / "prepared")["train"][ROWS]
+    text = load_prepared_text(prepared / "prepared")["train"][:]
     tok = s.tokenizers
     assert tok.src.decode(src) == text["src"] and tok.tgt.decode(tgt) == text["tgt"]
     assert all(t[0] == BOS_ID and t[-1] == EOS_ID for t in tgt)
     assert all(x[-1] == EOS_ID for x in src)
 
 
-def test_the_same_position_gives_the_same_batch(prepared: Path) -> None:
-    """Resuming rebuilds a batch from its position alone, whatever was sampled in between."""
+def test_the_same_epoch_gives_the_same_segmentation(prepared: Path) -> None:
+    """Resuming rebuilds an epoch from its number alone, whatever was sampled in between."""
     s = sampler(prepared, 0.3)
-    first = s.ids(ROWS, 2, 5, 0)
-    other = s.ids(ROWS, 2, 6, 0)
-    assert other != first
-    s.ids(ROWS[:7], 0, 1, 0)
-    assert s.ids(ROWS, 2, 5, 0) == first
-    assert sampler(prepared, 0.3).ids(ROWS, 2, 5, 0) == first
-    batch = s.batch(ROWS, 2, 5, 0)
-    assert batch.n_tgt_tokens == sum(len(t) - 1 for t in first[1])
+    first = s.ids(2)
+    assert s.ids(3) != first
+    assert s.ids(2) == first
+    assert sampler(prepared, 0.3).ids(2) == first
 
 
 def test_sampled_ids_are_cut_to_max_len(prepared: Path) -> None:
-    src, tgt = sampler(prepared, 0.5, max_len=4).ids(ROWS, 0, 1, 0)
+    src, tgt = sampler(prepared, 0.5, max_len=4).ids(0)
     assert max(map(len, src)) == 4 + 1 and max(map(len, tgt)) == 4 + 2
+
+
+def padded_cost(batch: Batch) -> int:
+    """What the token budget counts: rows x (src_len + tgt_len), padding included."""
+    return len(batch) * (batch.src.shape[1] + batch.tgt_in.shape[1])
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_an_epoch_is_planned_on_its_sampled_lengths(prepared: Path, world_size: int) -> None:
+    """Every row once per epoch, every batch within the budget on the sampled lengths."""
+    budget = 120
+    plain = load_prepared(prepared / "prepared")["train"]
+    like = TokenBatchSampler(*lengths(plain), budget, seed=1234, world_size=world_size)
+    ranks = [
+        sampler(prepared, 0.3).epoch(1, like=TokenBatchSampler(*lengths(plain), budget,
+                                     seed=1234, rank=r, world_size=world_size))
+        for r in range(world_size)
+    ]  # fmt: skip
+    rows = sorted(i for e in ranks for b in e.sampler for i in b)
+    assert rows == list(range(len(plain)))
+    for e in ranks:
+        assert len(e.sampler) == len(ranks[0].sampler) > 0
+        for indices in e.sampler:
+            batch = e.batch(indices)
+            assert len(indices) == 1 or padded_cost(batch) <= budget
+            assert batch.n_tgt_tokens == sum(len(e.tgt[i]) - 1 for i in indices)
+    # the plan of the prepared (shorter) lengths, filled with sampled ids, breaks the budget
+    like.set_epoch(1)
+    over = [padded_cost(ranks[0].batch(b)) for b in like if len(b) > 1]
+    assert max(over) > budget
 
 
 def test_batch_seed_depends_on_every_part() -> None:
