@@ -82,18 +82,7 @@ def bench_ct2(
             for name in ENGINES:
                 took, outputs[name] = _time(partial(translators[name].translate, text, options))
                 seconds[name].append(took)
-    tgt = mtkit.tokenizers.tgt
-    results = {}
-    for name in ENGINES:
-        hyps = outputs[name]
-        speeds = [len(text) / s for s in seconds[name]]
-        results[name] = {
-            "sentences_per_s": statistics.median(speeds),
-            "min": min(speeds),
-            "max": max(speeds),
-            "mean_output_pieces": sum(map(len, tgt.encode(hyps))) / max(1, len(hyps)),
-            "same_as_mtkit": sum(a == b for a, b in zip(hyps, outputs["mtkit"], strict=True)),
-        }
+    results = _engine_results(len(text), seconds, outputs, mtkit.tokenizers.tgt)
     return {
         "run": str(run),
         "source": str(source),
@@ -107,6 +96,24 @@ def bench_ct2(
         "ctranslate2": _ct2_version(),
         "results": results,
     }
+
+
+def _engine_results(
+    sentences: int, seconds: dict[str, list[float]], outputs: dict[str, list[str]], tgt: Any
+) -> dict[str, dict[str, Any]]:
+    """Per engine: sentences/s (median, min, max), mean output pieces, outputs equal to mtkit's."""
+    results = {}
+    for name in ENGINES:
+        hyps = outputs[name]
+        speeds = [sentences / s for s in seconds[name]]
+        results[name] = {
+            "sentences_per_s": statistics.median(speeds),
+            "min": min(speeds),
+            "max": max(speeds),
+            "mean_output_pieces": sum(map(len, tgt.encode(hyps))) / max(1, len(hyps)),
+            "same_as_mtkit": sum(a == b for a, b in zip(hyps, outputs["mtkit"], strict=True)),
+        }
+    return results
 
 
 def _ct2_version() -> str:

@@ -35,7 +35,18 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import bench  # noqa: E402
+from benchmarks.bench_common import (  # noqa: E402
+    MAX_TOKENS,
+    MODEL,
+    VOCAB,
+    endless_batches,
+    meta,
+    prepared_data,
+    setup_torch,
+    summary,
+)
+from benchmarks.bench_decode_sections import decode_run  # noqa: E402
+from benchmarks.bench_train_sections import make_stepper  # noqa: E402
 
 
 def joey_modules() -> Any:
@@ -59,10 +70,10 @@ def joey_modules() -> Any:
 def joey_model_config() -> dict[str, Any]:
     """JoeyNMT's `model:` section for bench.py's model (pre-norm, tied joint embeddings)."""
     side = {
-        "type": "transformer", "num_layers": bench.MODEL["encoder_layers"],
-        "num_heads": bench.MODEL["n_heads"], "hidden_size": bench.MODEL["d_model"],
-        "ff_size": bench.MODEL["d_ff"], "dropout": 0.1, "layer_norm": "pre",
-        "embeddings": {"embedding_dim": bench.MODEL["d_model"], "scale": True},
+        "type": "transformer", "num_layers": MODEL["encoder_layers"],
+        "num_heads": MODEL["n_heads"], "hidden_size": MODEL["d_model"],
+        "ff_size": MODEL["d_ff"], "dropout": 0.1, "layer_norm": "pre",
+        "embeddings": {"embedding_dim": MODEL["d_model"], "scale": True},
     }  # fmt: skip
     return {
         "encoder": copy.deepcopy(side), "decoder": copy.deepcopy(side), "tied_embeddings": True,
@@ -110,12 +121,12 @@ def compare_training(args: argparse.Namespace, joey: Any) -> dict[str, Any]:
 
     from mtkit.training.update import update
 
-    encoded, cfg = bench.prepared_data(args)
+    encoded, cfg = prepared_data(args)
     torch.manual_seed(0)
-    ours = bench.make_stepper(args, cfg, torch.device("cpu"))
-    theirs = build_joey(joey, bench.VOCAB)
+    ours = make_stepper(args, cfg, torch.device("cpu"))
+    theirs = build_joey(joey, VOCAB)
     opt = torch.optim.Adam(theirs.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-9, fused=True)
-    it = bench.endless_batches(encoded["train"], args.max_tokens, 1)
+    it = endless_batches(encoded["train"], args.max_tokens, 1)
     for _ in range(args.warmup_steps):
         batch = next(it)
         update(ours, [batch], 5e-4, lambda: False)
@@ -135,20 +146,39 @@ def compare_training(args: argparse.Namespace, joey: Any) -> dict[str, Any]:
         rates["mtkit"].append(tokens / t_ours)
         rates["joeynmt"].append(tokens / t_joey)
         rates["ratio"].append(t_joey / t_ours)
-    return {k: bench.summary(v) for k, v in rates.items()}
+    return {k: summary(v) for k, v in rates.items()}
+
+
+def joey_decode(joey: Any, model: Any, batches: list[Any], beam: int, length: int) -> None:
+    """JoeyNMT's greedy (beam 1) or beam search over padded batches of mtkit ids."""
+    import torch
+
+    from mtkit.model.masks import pad_mask
+
+    with torch.no_grad():
+        for src in batches:
+            jsrc = to_joey_ids(src)
+            mask = (jsrc != 1).unsqueeze(1)
+            enc, hid, _, _ = model(
+                return_type="encode", src=jsrc, src_length=pad_mask(src, 0).sum(1),
+                src_mask=mask,
+            )  # fmt: skip
+            if beam == 1:
+                joey.search.greedy(mask, length, model, enc, hid)
+            else:
+                joey.search.beam_search(model, beam, enc, hid, mask, length, 1.0)
 
 
 def compare_decoding(args: argparse.Namespace, joey: Any) -> dict[str, Any]:
     import torch
 
     from mtkit.data.batching import pad, token_batches
-    from mtkit.model.masks import pad_mask
     from mtkit.model.transformer import build_model
 
-    encoded, cfg = bench.prepared_data(args)
+    encoded, cfg = prepared_data(args)
     torch.manual_seed(0)
-    ours = build_model(cfg, bench.VOCAB, bench.VOCAB).eval()
-    theirs = build_joey(joey, bench.VOCAB).eval()
+    ours = build_model(cfg, VOCAB, VOCAB).eval()
+    theirs = build_joey(joey, VOCAB).eval()
     with torch.no_grad():  # EOS (id 3 in both) never wins: every output has --length tokens
         ours.tgt_embed.weight[3].zero_()
         theirs.trg_embed.lut.weight[3].zero_()
@@ -159,24 +189,13 @@ def compare_decoding(args: argparse.Namespace, joey: Any) -> dict[str, Any]:
     ]
 
     def run_ours(beam: int, cache: bool) -> None:
-        bench.decode_run(
+        decode_run(
             ours, src_all, beam=beam, use_cache=cache, max_tokens=args.decode_max_tokens,
             device=torch.device("cpu"), forced=args.length,
         )  # fmt: skip
 
     def run_joey(beam: int) -> None:
-        with torch.no_grad():
-            for src in batches:
-                jsrc = to_joey_ids(src)
-                mask = (jsrc != 1).unsqueeze(1)
-                enc, hid, _, _ = theirs(
-                    return_type="encode", src=jsrc, src_length=pad_mask(src, 0).sum(1),
-                    src_mask=mask,
-                )  # fmt: skip
-                if beam == 1:
-                    joey.search.greedy(mask, args.length, theirs, enc, hid)
-                else:
-                    joey.search.beam_search(theirs, beam, enc, hid, mask, args.length, 1.0)
+        joey_decode(joey, theirs, batches, beam, args.length)
 
     out: dict[str, Any] = {}
     n_tokens = len(src_all) * args.length
@@ -195,9 +214,9 @@ def compare_decoding(args: argparse.Namespace, joey: Any) -> dict[str, Any]:
                 fn()
                 times[key].append(time.perf_counter() - t)
         out[name] = {
-            f"{k}_tokens_per_s": bench.summary([n_tokens / t for t in v]) for k, v in times.items()
+            f"{k}_tokens_per_s": summary([n_tokens / t for t in v]) for k, v in times.items()
         }
-        out[name]["joeynmt_over_mtkit_time"] = bench.summary(
+        out[name]["joeynmt_over_mtkit_time"] = summary(
             [j / m for j, m in zip(times["joeynmt"], times["mtkit"], strict=True)]
         )
     return out
@@ -215,14 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sentences", type=int, default=200)
     p.add_argument("--length", type=int, default=20, help="forced output length")
     p.add_argument("--decode-max-tokens", type=int, default=4000)
-    p.add_argument("--max-tokens", type=int, default=bench.MAX_TOKENS)
+    p.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
     args = p.parse_args(argv)
     args.device, args.precision, args.compile, args.system_malloc = "cpu", "float32", False, False
     args.quick = False
-    bench.setup_torch(args)
+    setup_torch(args)
     joey = joey_modules()
     result = {
-        "meta": {"joeynmt": joey.version, **bench.meta(args)},
+        "meta": {"joeynmt": joey.version, **meta(args)},
         "train": compare_training(args, joey),
         "decode": compare_decoding(args, joey),
     }

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import bench  # noqa: E402
+from benchmarks.bench_common import MAX_TOKENS, MODEL, VOCAB, require_multi30k, summary  # noqa: E402
 from benchmarks.compare_joeynmt import joey_model_config  # noqa: E402
 
 MTKIT = [sys.executable, "-m", "mtkit"]
@@ -65,13 +65,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--max-tokens",
         type=int,
-        default=bench.MAX_TOKENS,
+        default=MAX_TOKENS,
         help="mtkit training.max_tokens (source + target, padded)",
     )
     p.add_argument(
         "--joey-batch-size",
         type=int,
-        default=bench.MAX_TOKENS,
+        default=MAX_TOKENS,
         help="JoeyNMT batch_size with batch_type token (max(src, trg) x sentences)",
     )
     return p.parse_args(argv)
@@ -93,8 +93,8 @@ def mtkit_config(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "run_dir": str(work / "mtkit_run"),
         "data": {"train": str(work / "train"), "valid": str(work / "val"),
                  "prepared_dir": str(work / "prepared")},
-        "tokenizer": {"vocab_size": bench.VOCAB, "joint": True},
-        "model": {**bench.MODEL, "dropout": 0.1, "norm": "pre"},
+        "tokenizer": {"vocab_size": VOCAB, "joint": True},
+        "model": {**MODEL, "dropout": 0.1, "norm": "pre"},
         "training": {"device": "cpu", "threads": args.threads, "max_tokens": args.max_tokens,
                      "max_epochs": 1, "max_steps": 10**6, "valid_every": 10**6,
                      "lr": 5e-4, "warmup_steps": 100, "valid_bleu_sentences": 0,
@@ -172,7 +172,7 @@ def setup(args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict[str
 
     from mtkit.data.batching import load_prepared
 
-    m30k = bench.require_multi30k(args.data_dir, "compare_joeynmt_cli")
+    m30k = require_multi30k(args.data_dir, "compare_joeynmt_cli")
     write_subset(m30k / "train", work / "train", args.pairs)
     write_subset(m30k / "val", work / "val", 200)
     (work / "mtkit.yaml").write_text(yaml.safe_dump(mtkit_config(args, work)), encoding="utf-8")
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "meta": {**meta, "pairs": args.pairs, "threads": args.threads,
                  "mtkit_max_tokens": args.max_tokens, "joey_batch_size": args.joey_batch_size,
                  "load_avg": os.getloadavg()},
-        **{k: bench.summary([r[k] for r in reps]) for k in reps[0]},
+        **{k: summary([r[k] for r in reps]) for k in reps[0]},
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")

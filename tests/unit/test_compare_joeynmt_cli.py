@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks import bench
+from benchmarks.bench_common import MODEL, VOCAB
 from benchmarks.compare_joeynmt_cli import JOEY_EPOCH, joey_config, mtkit_config, parse_args
 from mtkit.config.load import config_from_dict
 
 
 def test_mtkit_side_validates_and_trains_the_benchmark_model_for_one_epoch(tmp_path: Path) -> None:
     cfg = config_from_dict(mtkit_config(parse_args([]), tmp_path))
-    assert cfg.model.d_model == bench.MODEL["d_model"]
+    assert cfg.model.d_model == MODEL["d_model"]
     assert cfg.model.encoder_layers == cfg.model.decoder_layers == 3
-    assert cfg.tokenizer.vocab_size == bench.VOCAB
+    assert cfg.tokenizer.vocab_size == VOCAB
     assert cfg.training.max_epochs == 1
     assert cfg.training.valid_bleu_sentences == 0  # no decoding inside the timed epoch
 
