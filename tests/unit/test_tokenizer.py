@@ -59,6 +59,19 @@ def test_encode_has_no_bos_eos_and_round_trips(joint: TokenizerPair) -> None:
     assert joint.src.decode(ids) == SRC[:20]
 
 
+def test_few_lines_and_many_lines_encode_and_decode_alike(joint: TokenizerPair) -> None:
+    """Few lines go one sentencepiece call per line, many lines one list call: same results."""
+    many = SRC * 2  # 400 lines: the list call
+    ids = joint.src.encode(many)
+    assert [joint.src.encode(many[i : i + 3]) for i in range(0, 30, 3)] == [
+        ids[i : i + 3] for i in range(0, 30, 3)
+    ]
+    assert joint.src.encode([]) == [] and joint.src.decode([]) == []
+    assert joint.src.decode(ids) == many
+    assert joint.src.decode(ids[:5]) == many[:5]
+    assert [type(seq) for seq in joint.src.encode(many[:2])] == [list, list]
+
+
 def test_decode_skips_pad_bos_eos(joint: TokenizerPair) -> None:
     (ids,) = joint.tgt.encode([TGT[0]])
     assert joint.tgt.decode([[BOS_ID, *ids, EOS_ID, PAD_ID, PAD_ID]]) == [TGT[0]]
