@@ -86,8 +86,9 @@ class TokenizerConfig:
     character_coverage: float = 1.0  # 0.9995 for languages with large alphabets (ja, zh)
     byte_fallback: bool = False  # spell unknown characters as bytes instead of <unk>
     input_sentence_size: int = 1_000_000  # sample at most this many sentences to train
-    # Subword regularisation of the training batches (valid/test stay deterministic): each
-    # batch's text is re-segmented at random every time it is used. bpe: BPE-dropout
+    # Subword regularisation of the training data (valid/test stay deterministic): each epoch,
+    # the training text is re-segmented at random and the epoch's batches are planned on the
+    # sampled lengths. bpe: BPE-dropout
     # (Provilkov et al. 2020), the probability of skipping each merge, 0.1 typical, below 1.
     # unigram: sampling from all segmentations (Kudo 2018) with p ~ P(x)^alpha, 0.1-0.5 typical
     # (smaller = more varied). Does not change the prepared data.
