@@ -39,6 +39,7 @@ from mtkit.runtime import (
     autocast_context,
     check_precision,
     keep_freed_memory,
+    limit_onednn_caches,
     resolve_device,
     resolve_precision,
 )  # fmt: skip
@@ -249,6 +250,7 @@ class Translator:
             raise CheckpointError(f"{ckpt_path}: {e}") from None
         torch_device = resolve_device(device)
         keep_freed_memory()  # per-step logits reuse the heap instead of fresh pages
+        limit_onednn_caches()  # bf16 on CPU: no oneDNN primitive kept per batch shape
         model.to(torch_device).eval()
         quantize_model(model, quantize)
         return cls(model, tokenizers, cfg, torch_device, ckpt_path)

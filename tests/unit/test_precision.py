@@ -6,6 +6,7 @@ The probe is injected: these tests pass the same on CPUs with and without native
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -140,3 +141,19 @@ def test_bf16_attention_on_cpu_runs_in_float32_and_matches_it() -> None:
     for a, b in zip(low, ref, strict=True):
         assert a.grad is not None and b.grad is not None and a.grad.dtype == torch.bfloat16
         torch.testing.assert_close(a.grad.float(), b.grad, atol=5e-2, rtol=5e-2)
+
+
+def test_loading_a_translator_limits_onednn_caches_unless_the_user_chose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding's shrinking batches would otherwise keep a oneDNN primitive per shape."""
+    path = save(make_translator(tmp_path))
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.delenv("LRU_CACHE_CAPACITY", raising=False)
+    Translator.load(path, device="cpu")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == runtime.ONEDNN_CACHE
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "256")
+    monkeypatch.delenv("LRU_CACHE_CAPACITY")
+    Translator.load(path, device="cpu")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "256"
+    assert "LRU_CACHE_CAPACITY" not in os.environ
