@@ -17,7 +17,7 @@ from tests.conftest import write_tiny_config
 
 pytestmark = pytest.mark.slow
 
-SHORT = {"max_steps": 6, "valid_every": 6, "log_every": 3}
+SHORT: dict[str, object] = {"max_steps": 6, "valid_every": 6, "log_every": 3}
 
 
 def invoke(*args: str) -> Result:
