@@ -97,7 +97,8 @@ def tokenizer_encode(
       mtkit tokenizer encode prepared/demo/spm.model -i data/test.en -o test.pieces.en
       echo "How are you?" | mtkit tokenizer encode prepared/demo/spm.model
     """
-    from mtkit.data.tokenizer import Tokenizer, encode_lines
+    from mtkit.data.tokenizer import Tokenizer
+    from mtkit.data.tokenizer_files import encode_lines
     from mtkit.translation.input_lines import stdin_lines
     from mtkit.translation.output import open_output
 
@@ -128,7 +129,8 @@ def tokenizer_decode(
       mtkit tokenizer decode prepared/demo/spm.model -i test.pieces.en -o test.txt
       mtkit tokenizer encode spm.model -i test.en | mtkit tokenizer decode spm.model
     """
-    from mtkit.data.tokenizer import Tokenizer, decode_lines
+    from mtkit.data.tokenizer import Tokenizer
+    from mtkit.data.tokenizer_files import decode_lines
     from mtkit.translation.input_lines import stdin_lines
     from mtkit.translation.output import open_output
 

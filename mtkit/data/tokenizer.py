@@ -14,13 +14,13 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import sentencepiece as spm
 
 from mtkit.config.schema import ConfigError, TokenizerConfig
 from mtkit.errors import MtkitError
-from mtkit.files import atomic_write_bytes, atomic_writer, read_lines
+from mtkit.files import atomic_write_bytes, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class TokenizerPair:
 # --------------------------------------------------------------------------- training
 
 
-def _lines(source: Iterable[str] | Path) -> Iterator[str]:
+def text_lines(source: Iterable[str] | Path) -> Iterator[str]:
     """Lines of a file (`files.read_lines`: split on \\n only) or of an iterable, newline-free.
 
     A file line that is not UTF-8 raises InputFileError naming file:line.
@@ -214,7 +214,7 @@ def train_sentencepiece(
     `tokenizer.vocab_size` and the largest size the corpus supports.
     """
     out = io.BytesIO()
-    lines, sample_size = _lines(sentences), cfg.input_sentence_size
+    lines, sample_size = text_lines(sentences), cfg.input_sentence_size
     if sample_size <= _SPM_MIN_SAMPLE:  # sentencepiece refuses to sample this few: do it here
         lines, sample_size = iter(_reservoir(lines, sample_size, random.Random(0))), 0
     try:
@@ -297,7 +297,7 @@ def train_tokenizers(
     if seed is not None:
         spm.set_random_generator_seed(seed)
     if cfg.joint:
-        both = _chain(_lines(train_src), _lines(train_tgt))
+        both = _chain(text_lines(train_src), text_lines(train_tgt))
         tok = train_sentencepiece(both, cfg, f"joint {src_lang}+{tgt_lang}", src_symbols)
         pair = TokenizerPair(tok, tok)
     else:
@@ -318,89 +318,3 @@ def train_tokenizers(
 def _chain(*its: Iterator[str]) -> Iterator[str]:
     for it in its:
         yield from it
-
-
-# --------------------------------------------------------------------------- file helpers
-
-
-def encode_file(
-    tokenizer: Tokenizer,
-    src: Path,
-    dst: Path,
-    *,
-    as_ids: bool = False,
-    batch_lines: int = 10_000,
-) -> int:
-    """Write one line of space-separated pieces (or ids) per input line; returns lines written.
-
-    Reads in batches, so large files stream. Lines are split on "\\n" only.
-    """
-    with atomic_writer(Path(dst)) as out:
-        return encode_lines(tokenizer, Path(src), out, as_ids=as_ids, batch_lines=batch_lines)
-
-
-def encode_lines(
-    tokenizer: Tokenizer,
-    lines: Iterable[str] | Path,
-    out: TextIO,
-    *,
-    as_ids: bool = False,
-    batch_lines: int = 10_000,
-) -> int:
-    """`encode_file` from any lines (a file, stdin) to any text stream, flushed per batch."""
-    n = 0
-    for batch in _batched(_lines(lines), batch_lines):
-        if as_ids:
-            rows = [" ".join(map(str, ids)) for ids in tokenizer.encode(batch)]
-        else:
-            rows = [" ".join(p) for p in tokenizer.encode_pieces(batch)]
-        out.writelines(r + "\n" for r in rows)
-        out.flush()
-        n += len(rows)
-    return n
-
-
-def decode_file(tokenizer: Tokenizer, src: Path, dst: Path, *, batch_lines: int = 10_000) -> int:
-    """Inverse of `encode_file`: pieces or integer ids per line back to text; returns lines."""
-    with atomic_writer(Path(dst)) as out:
-        return decode_lines(tokenizer, Path(src), out, batch_lines=batch_lines)
-
-
-def decode_lines(
-    tokenizer: Tokenizer,
-    lines: Iterable[str] | Path,
-    out: TextIO,
-    *,
-    batch_lines: int = 10_000,
-) -> int:
-    """`decode_file` from any lines (a file, stdin) to any text stream, flushed per batch."""
-    where = str(lines) if isinstance(lines, Path) else "stdin"  # names a line out of range
-    n = 0
-    for batch in _batched(_lines(lines), batch_lines):
-        tokens = [line.split() for line in batch]
-        if all(t.isdigit() for row in tokens for t in row):
-            ids = [[int(t) for t in row] for row in tokens]
-            for i, row in enumerate(ids):
-                if any(x >= tokenizer.vocab_size for x in row):
-                    raise TokenizerError(
-                        f"{where}:{n + i + 1}: id out of range (the model has "
-                        f"{tokenizer.vocab_size} pieces)"
-                    )
-            rows = tokenizer.decode(ids)
-        else:
-            rows = tokenizer.decode_pieces(tokens)
-        out.writelines(r + "\n" for r in rows)
-        out.flush()
-        n += len(rows)
-    return n
-
-
-def _batched(it: Iterable[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for x in it:
-        batch.append(x)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

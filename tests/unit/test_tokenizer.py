@@ -17,11 +17,10 @@ from mtkit.data.tokenizer import (
     Tokenizer,
     TokenizerError,
     TokenizerPair,
-    decode_file,
-    encode_file,
     train_sentencepiece,
     train_tokenizers,
 )
+from mtkit.data.tokenizer_files import decode_file, encode_file
 
 WORDS_EN = "the a cat dog sees runs house tree big small red green walks sleeps".split()
 WORDS_DE = "der die das Katze Hund sieht läuft Haus Baum groß klein rot grün schläft".split()
