@@ -29,7 +29,7 @@ from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPai
 _NO_SEED = 2**32 - 1  # sentencepiece reads this seed as "seed from the clock"
 
 
-def batch_seed(seed: int, *position: int) -> int:
+def position_seed(seed: int, *position: int) -> int:
     """A 32-bit sentencepiece seed from the training seed and a position (epoch, side)."""
     state = np.random.SeedSequence([seed, *position]).generate_state(1, dtype=np.uint32)
     return int(state[0]) % _NO_SEED
@@ -69,7 +69,7 @@ class SubwordSampler:
 
     def ids(self, epoch: int) -> tuple[list[list[int]], list[list[int]]]:
         """(src_ids + [EOS], [BOS] + tgt_ids + [EOS]) of every row, as `prepare` lays them out."""
-        src_seed, tgt_seed = (batch_seed(self.seed, epoch, side) for side in (0, 1))
+        src_seed, tgt_seed = (position_seed(self.seed, epoch, side) for side in (0, 1))
         src = segment(self.tokenizers.src, list(self.text["src"]), self.alpha, src_seed)
         tgt = segment(self.tokenizers.tgt, list(self.text["tgt"]), self.alpha, tgt_seed)
         n = self.max_len

@@ -151,7 +151,7 @@ def micro_batches(run: Run) -> Iterator[Batch]:
 
 def epochs_done(run: Run) -> int:
     """Completed epochs (an epoch whose last batch was used counts as done)."""
-    finished = run.state.batch_in_epoch >= len(run.data.epoch_plan(run.state.epoch)[0])
+    finished = run.state.batch_in_epoch >= run.data.batches_in_epoch(run.state.epoch)
     return run.state.epoch + int(finished)
 
 

@@ -85,6 +85,12 @@ class Data:
             self.sampled = self.resample.epoch(epoch, like=self.sampler)
         return self.sampled.sampler, self.sampled.batch
 
+    def batches_in_epoch(self, epoch: int) -> int:
+        """How many batches this rank takes in `epoch` (fixed without subword sampling)."""
+        if self.resample is None:
+            return len(self.sampler)
+        return len(self.epoch_plan(epoch)[0])
+
     def collate(self, indices: list[int]) -> Batch:
         """The padded batch of prepared rows `indices`."""
         rows = self.train_columns[indices]
@@ -265,7 +271,7 @@ def log_setup(run: Run) -> None:
         " | %d batches per epoch per rank | schedule %s, peak lr %.2e, warm-up %d",
         t.max_tokens * d.world_size * t.accumulate, t.max_tokens, plural(d.world_size, "rank"),
         t.accumulate,
-        len(run.data.epoch_plan(run.state.epoch)[0]), t.schedule, t.lr, t.warmup_steps,
+        run.data.batches_in_epoch(run.state.epoch), t.schedule, t.lr, t.warmup_steps,
     )  # fmt: skip
     extras = [f"R-Drop alpha {t.rdrop_alpha:g}"] if t.rdrop_alpha > 0 else []
     if run.cfg.tokenizer.sampling_alpha > 0:

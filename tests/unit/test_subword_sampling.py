@@ -10,7 +10,7 @@ from mtkit.config.load import config_from_dict
 from mtkit.config.schema import ConfigError
 from mtkit.data.batching import Batch, TokenBatchSampler, lengths, load_prepared, load_prepared_text
 from mtkit.data.prepare import is_prepared
-from mtkit.data.sampling import SubwordSampler, batch_seed
+from mtkit.data.sampling import SubwordSampler, position_seed
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, TokenizerPair
 from tests.tiny_corpus import make_cfg, run
 
@@ -100,9 +100,9 @@ def test_an_epoch_is_planned_on_its_sampled_lengths(prepared: Path, world_size: 
     assert max(over) > budget
 
 
-def test_batch_seed_depends_on_every_part() -> None:
-    seeds = {batch_seed(1, 0, 1, 0), batch_seed(2, 0, 1, 0), batch_seed(1, 1, 1, 0),
-             batch_seed(1, 0, 2, 0), batch_seed(1, 0, 1, 1)}  # fmt: skip
+def test_position_seed_depends_on_every_part() -> None:
+    seeds = {position_seed(1, 0, 1, 0), position_seed(2, 0, 1, 0), position_seed(1, 1, 1, 0),
+             position_seed(1, 0, 2, 0), position_seed(1, 0, 1, 1)}  # fmt: skip
     assert len(seeds) == 5 and all(0 <= s < 2**32 - 1 for s in seeds)
 
 
