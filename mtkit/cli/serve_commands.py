@@ -17,10 +17,19 @@ BATCHING = "Batching"
 
 HostOpt = Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface)")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on (0: any free port)")]
+BatchingOpt = Annotated[
+    str,
+    typer.Option(
+        help="continuous: beam-search requests join the running search between its steps; "
+        "rounds: each batch runs to its end before the next one starts",
+        rich_help_panel=BATCHING,
+    ),
+]
 MaxWaitOpt = Annotated[
     float,
     typer.Option(
-        help="Wait up to this long for concurrent clients to fill a batch (never for a lone one)",
+        help="Rounds: wait up to this long for concurrent clients to fill a batch (never for a "
+        "lone one)",
         rich_help_panel=BATCHING,
     ),
 ]
@@ -62,6 +71,7 @@ def serve(
     engine: EngineOpt = "auto",
     quantize: QuantizeOpt = "none",
     device: DeviceOpt = "auto",
+    batching: BatchingOpt = "continuous",
     max_wait_ms: MaxWaitOpt = 20.0,
     batch_wait: BatchWaitOpt = "adaptive",
     queue_sentences: QueueOpt = 2048,
@@ -72,7 +82,8 @@ def serve(
 ) -> None:
     """Serve a trained model over HTTP: POST /translate, /health, /info, /docs.
 
-    Concurrent requests share batches (dynamic batching).
+    Concurrent requests share batches (dynamic batching): beam-search requests join the
+    running search between steps (continuous batching); others are batched in rounds.
     The model is loaded before the port opens; SIGTERM finishes what is in flight.
     Needs FastAPI and uvicorn (the serve extra of mtkit).
 
@@ -88,8 +99,9 @@ def serve(
 
     settings = ServeSettings(
         runs, host=host, port=port, engine=engine, quantize=quantize, device=device,
-        max_wait_ms=max_wait_ms, batch_wait=batch_wait, max_sentences=max_sentences,
-        max_chars=max_chars, max_beam=max_beam, queue_sentences=queue_sentences, timeout_s=timeout,
+        batching=batching, max_wait_ms=max_wait_ms, batch_wait=batch_wait,
+        max_sentences=max_sentences, max_chars=max_chars, max_beam=max_beam,
+        queue_sentences=queue_sentences, timeout_s=timeout,
     )  # fmt: skip
     settings.check()
     require_serve_extra()

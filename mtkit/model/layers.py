@@ -300,7 +300,13 @@ class DecoderLayer(nn.Module):
         return x, weights[0]
 
     def step(
-        self, x: Tensor, past: KV, cross: KV, src_mask: Tensor, beam: int = 1
+        self,
+        x: Tensor,
+        past: KV,
+        cross: KV,
+        src_mask: Tensor,
+        beam: int = 1,
+        self_mask: Tensor | None = None,
     ) -> tuple[Tensor, KV]:
         """One new position; returns the output and the self-attention K/V with it appended.
 
@@ -309,7 +315,8 @@ class DecoderLayer(nn.Module):
         queries of one attention (its memory is read once, not once per row).
         Shapes: x (rows, 1, d_model), past K/V (rows, n_heads, t, head_dim),
         cross K/V (rows / beam, n_heads, src_len, head_dim), src_mask (rows / beam, 1, 1,
-        src_len) -> (rows, 1, d_model), K/V (rows, n_heads, t + 1, head_dim).
+        src_len), self_mask None (all t + 1 columns) or bool (rows, 1, 1, t + 1)
+        -> (rows, 1, d_model), K/V (rows, n_heads, t + 1, head_dim).
         """
         kv: list[Tensor] = []
 
@@ -317,7 +324,7 @@ class DecoderLayer(nn.Module):
             q, k_new, v_new = self.self_attn.project_qkv(h)  # (rows, n_heads, 1, head_dim) each
             kv.append(torch.cat([past[0], k_new], dim=2))  # (rows, n_heads, t + 1, head_dim)
             kv.append(torch.cat([past[1], v_new], dim=2))  # (rows, n_heads, t + 1, head_dim)
-            return self.self_attn.attend_projected(q, kv[0], kv[1], None)  # (rows, 1, d_model)
+            return self.self_attn.attend_projected(q, kv[0], kv[1], self_mask)  # (rows, 1, d_model)
 
         def cross_block(h: Tensor) -> Tensor:
             rows, _, d_model = h.shape

@@ -99,6 +99,15 @@ class Transformer(nn.Module):
         out: Tensor = self.embed_dropout(x)  # (batch, len, d_model)
         return out
 
+    def _embed_at(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        """One target token per row at its own position. Shapes: tokens, positions (rows,)
+        -> (rows, 1, d_model)."""
+        if int(positions.max()) >= self.max_positions:
+            raise ValueError(f"a position exceeds max_positions ({self.max_positions})")
+        x = self.tgt_embed(tokens) * self.scale + self.pe[positions]  # (rows, d_model)
+        out: Tensor = self.embed_dropout(x[:, None])  # (rows, 1, d_model)
+        return out
+
     # ----------------------------------------------------------------------- passes
 
     def encode(self, src: Tensor, src_mask: Tensor) -> Tensor:
@@ -178,11 +187,15 @@ class Transformer(nn.Module):
 
         Shapes: tokens (rows,) -> logits (rows, tgt_vocab); rows = sentences * cache.beam.
         """
-        x = self.embed_tgt(tokens[:, None], cache.position)  # (rows, 1, d_model)
+        if cache.start is None:  # every row at position cache.position
+            x = self.embed_tgt(tokens[:, None], cache.position)  # (rows, 1, d_model)
+        else:  # sentences that joined later are at earlier positions
+            x = self._embed_at(tokens, cache.row_positions())  # (rows, 1, d_model)
+        self_mask = cache.self_mask()  # None, or (rows, 1, 1, position + 1)
         cross_mask = _key_mask(cache.src_mask)  # (sentences, 1, 1, src_len)
         for i, layer in enumerate(self._layers()):
             x, cache.self_kv[i] = layer.step(
-                x, cache.self_kv[i], cache.cross_kv[i], cross_mask, cache.beam
+                x, cache.self_kv[i], cache.cross_kv[i], cross_mask, cache.beam, self_mask
             )  # (rows, 1, d_model)
         cache.position += 1
         return self._logits(x)[:, 0]  # (rows, tgt_vocab)

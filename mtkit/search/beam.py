@@ -6,6 +6,7 @@ Conventions (lengths, bans, what a Hypothesis holds) are in mtkit.search.common.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -84,26 +85,28 @@ def _add_finished(kept: list[Hypothesis], hyp: Hypothesis, beam_size: int) -> li
 
 def _collect_finished(
     kept: list[list[Hypothesis]],
-    alive: list[int],
     prefix: Tensor,
     ends: Tensor,
     top: Tensor,
     origin: Tensor,
     beam: int,
-    normaliser: float,
+    starts: list[int],
+    normalisers: list[float],
 ) -> None:
     """Add the candidates flagged in `ends` to their sentence's kept hypotheses.
 
+    Sentence s's tokens start after its BOS at prefix column `starts[s]`; its finished
+    hypotheses are divided by `normalisers[s]`.
     Shapes: prefix (n*beam, t) with BOS, ends/top/origin (n, k) over the ranked candidates.
     """
     sent, rank = ends.nonzero().unbind(dim=1)  # (n_ends,) each
     if sent.numel() == 0:
         return
     rows = sent * beam + origin[sent, rank]  # (n_ends,)
-    tokens, raws = prefix[rows, 1:].tolist(), top[sent, rank].tolist()
+    tokens, raws = prefix[rows].tolist(), top[sent, rank].tolist()
     for s, tk, raw in zip(sent.tolist(), tokens, raws, strict=True):
-        i = alive[s]
-        kept[i] = _add_finished(kept[i], Hypothesis(tk, raw / normaliser, raw), beam)
+        hyp = Hypothesis(tk[starts[s] + 1 :], raw / normalisers[s], raw)
+        kept[s] = _add_finished(kept[s], hyp, beam)
 
 
 def _sentence_done(
@@ -134,53 +137,143 @@ def _beam_search(
     eos_id: int,
     use_cache: bool,
 ) -> list[list[Hypothesis]]:
-    """The beam loop; rows are (sentence, beam) pairs flattened to batch*beam."""
-    batch, device, beam = src.size(0), src.device, dec.beam_size
-    max_list = max_lengths(src_mask, dec.max_len_a, dec.max_len_b, model.max_positions)
-    max_lens = torch.tensor(max_list, device=device)  # (batch,)
-    stepper = Stepper.start(model, src, src_mask, use_cache)  # encoder + cross K/V once
-    stepper = stepper.repeat(beam)  # (batch*beam) rows, sentence-major
-    prefix = src.new_full((batch * beam, 1), bos_id)  # (batch*beam, 1)
-    scores = torch.full((batch, beam), -math.inf, device=device)  # (batch, beam)
-    scores[:, 0] = 0.0  # all beams start identical: only the first one is live
-    alive = list(range(batch))  # original sentence index of each active sentence
-    kept: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    step = 0
-    while alive:
-        n = len(alive)
-        lp = stepper.log_probs(prefix)  # (n*beam, vocab)
+    """One batch through a `BeamSearch`, stepped until every sentence is done."""
+    search = BeamSearch(model, dec, bos_id=bos_id, eos_id=eos_id, use_cache=use_cache)
+    search.add(src, src_mask, list(range(src.size(0))))
+    kept: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
+    while search.sentences:
+        for key, hyps in search.step():
+            kept[key] = hyps
+    return kept
+
+
+class BeamSearch:
+    """A batched beam search that new sentences can join between steps (continuous batching).
+
+    `add` encodes sentences, which take part from the next `step` on; `step` extends every live
+    sentence by one token and returns the (key, hypotheses) of those that finished. Rows are
+    (sentence, beam) pairs flattened to sentences*beam, sentence-major. A sentence that joins
+    late is decoded as it would be alone: its positions count from its own start and its
+    self-attention sees only its own columns (mtkit.model.cache). Joining a running search
+    needs the KV cache and no n-gram ban.
+    """
+
+    def __init__(
+        self, model: Seq2Seq, dec: DecodingConfig, *, bos_id: int, eos_id: int, use_cache: bool
+    ) -> None:
+        self.model, self.dec, self.use_cache = model, dec, use_cache
+        self.bos_id, self.eos_id = bos_id, eos_id
+        self._reset()
+
+    def _reset(self) -> None:
+        """No live sentence: the next `add` starts a new batch at column 0."""
+        dec = self.dec
+        self.stepper: Stepper | None = None
+        self.prefix = torch.empty(0, 1, dtype=torch.long)  # (n*beam, t + 1) BOS, tokens so far
+        self.scores = torch.empty(0, dec.beam_size)  # (n, beam) raw log-probs of live beams
+        self.max_lens = torch.empty(0, dtype=torch.long)  # (n,)
+        self.keys: list[Any] = []  # the caller's key of each live sentence
+        self.max_list: list[int] = []  # max output length of each live sentence
+        self.starts: list[int] = []  # prefix column of each live sentence's BOS
+        self.kept: list[list[Hypothesis]] = []  # finished hypotheses, best first
+
+    @property
+    def sentences(self) -> int:
+        """Live sentences."""
+        return len(self.keys)
+
+    def add(self, src: Tensor, src_mask: Tensor, keys: list[Any]) -> None:
+        """Encode `src`; its sentences join at the next step. Shapes: src/src_mask (n_new, len)."""
+        beam, n_new = self.dec.beam_size, src.size(0)
+        fresh = Stepper.start(self.model, src, src_mask, self.use_cache).repeat(beam)
+        column = self.prefix.size(1) - 1 if self.stepper is not None else 0
+        prefix = src.new_full((n_new * beam, column + 1), self.model.pad_id)  # (n_new*beam, t+1)
+        prefix[:, column] = self.bos_id
+        scores = torch.full((n_new, beam), -math.inf, device=src.device)  # (n_new, beam)
+        scores[:, 0] = 0.0  # all beams start identical: only the first one is live
+        max_new = max_lengths(src_mask, self.dec.max_len_a, self.dec.max_len_b,
+                              self.model.max_positions)  # fmt: skip
+        if self.stepper is None:
+            self.stepper, self.prefix, self.scores = fresh, prefix, scores
+            self.max_lens = torch.tensor(max_new, device=src.device)  # (n_new,)
+        else:
+            if self.dec.no_repeat_ngram:
+                raise ValueError("sentences cannot join a running search with an n-gram ban")
+            self.stepper = self.stepper.join(fresh)
+            self.prefix = torch.cat([self.prefix, prefix])  # (n*beam, t + 1)
+            self.scores = torch.cat([self.scores, scores])  # (n, beam)
+            self.max_lens = torch.cat([self.max_lens, self.max_lens.new_tensor(max_new)])
+        self.keys += keys
+        self.max_list += max_new
+        self.starts += [column] * n_new
+        self.kept += [[] for _ in range(n_new)]
+
+    def step(self) -> list[tuple[Any, list[Hypothesis]]]:
+        """One token for every live sentence; the (key, n-best list) of those now done."""
+        if self.stepper is None:
+            return []
+        dec, beam, column = self.dec, self.dec.beam_size, self.prefix.size(1) - 1
+        steps = [column - start for start in self.starts]  # tokens generated per sentence
+        lp = self._constrained(self.stepper.log_probs(self.prefix), column, steps)  # (n*b, V)
         vocab = lp.size(1)
-        ngram = dec.no_repeat_ngram
-        banned = ngram_ban(prefix[:, 1:], ngram, vocab) if ngram else None  # (n*beam, vocab)
-        lp = constrain_(
-            lp, step, max_lens.repeat_interleave(beam), bos_id=bos_id, eos_id=eos_id,
-            pad_id=model.pad_id, min_len=dec.min_len, banned=banned,
-        )  # fmt: skip
         k = min(2 * beam, beam * vocab)  # 2 x beam in case half are EOS
-        top, idx = top_candidates(lp, scores, k)  # (n, k) each, over beam*vocab
+        top, idx = top_candidates(lp, self.scores, k)  # (n, k) each, over beam*vocab
         origin, token = idx // vocab, idx % vocab  # (n, k) each
-        is_eos = token == eos_id  # (n, k)
+        is_eos = token == self.eos_id  # (n, k)
         # 1) EOS candidates ranked within the beam finish a hypothesis
-        ends = is_eos & (torch.arange(k, device=device) < beam) & (top > -math.inf)  # (n, k)
-        normaliser = length_normaliser(step + 1, dec.length_penalty, dec.length_norm)
-        _collect_finished(kept, alive, prefix, ends, top, origin, beam, normaliser)
+        ends = is_eos & (torch.arange(k, device=lp.device) < beam) & (top > -math.inf)  # (n, k)
+        normalisers = [length_normaliser(s + 1, dec.length_penalty, dec.length_norm) for s in steps]
+        _collect_finished(self.kept, self.prefix, ends, top, origin, beam, self.starts, normalisers)
         # 2) the best `beam` non-EOS candidates stay live (stable sort keeps rank order)
         live = is_eos.int().argsort(dim=1, stable=True)[:, :beam]  # (n, beam)
         scores, origin, token = top.gather(1, live), origin.gather(1, live), token.gather(1, live)
-        rows_2d = torch.arange(n, device=device)[:, None] * beam + origin  # (n, beam)
         # 3) finished sentences leave the batch
         best_live: list[float] = scores.max(dim=1).values.tolist()
-        keep = [
-            s for s in range(n)
-            if not _sentence_done(kept[alive[s]], best_live[s], step, max_list[s], dec)
+        n = len(self.keys)
+        done = [
+            _sentence_done(self.kept[s], best_live[s], steps[s], self.max_list[s], dec)
+            for s in range(n)
         ]  # fmt: skip
+        finished = [(self.keys[s], self.kept[s][: dec.nbest]) for s in range(n) if done[s]]
+        self._advance([s for s in range(n) if not done[s]], origin, scores, token)
+        return finished
+
+    def _constrained(self, lp: Tensor, column: int, steps: list[int]) -> Tensor:
+        """The step's bans (mtkit.search.common.constrain_). Shapes: (n*beam, vocab)."""
+        beam, ngram = self.dec.beam_size, self.dec.no_repeat_ngram
+        banned = ngram_ban(self.prefix[:, 1:], ngram, lp.size(1)) if ngram else None
+        step: int | Tensor = column  # the same for all while every sentence started at 0
+        if any(self.starts):
+            step = torch.tensor(steps, device=lp.device).repeat_interleave(beam)  # (n*beam,)
+        return constrain_(
+            lp, step, self.max_lens.repeat_interleave(beam), bos_id=self.bos_id,
+            eos_id=self.eos_id, pad_id=self.model.pad_id, min_len=self.dec.min_len, banned=banned,
+        )  # fmt: skip
+
+    def _advance(self, keep: list[int], origin: Tensor, scores: Tensor, token: Tensor) -> None:
+        """Keep sentences `keep`, their beams extended by the chosen tokens.
+
+        Shapes: origin/scores/token (n, beam).
+        """
+        assert self.stepper is not None
+        n, beam = origin.size(0), self.dec.beam_size
+        rows_2d = torch.arange(n, device=origin.device)[:, None] * beam + origin  # (n, beam)
+        if not keep:
+            self._reset()
+            return
         if len(keep) < n:
-            keep_t = torch.tensor(keep, dtype=torch.long, device=device)  # (n_keep,)
+            keep_t = torch.tensor(keep, dtype=torch.long, device=origin.device)  # (n_keep,)
             rows_2d, scores, token = rows_2d[keep_t], scores[keep_t], token[keep_t]
-            max_lens = max_lens[keep_t]
-            alive, max_list = [alive[s] for s in keep], [max_list[s] for s in keep]
+            self.max_lens = self.max_lens[keep_t]
+            for name in ("keys", "max_list", "starts", "kept"):
+                values = getattr(self, name)
+                setattr(self, name, [values[s] for s in keep])
         rows = rows_2d.view(-1)  # (n_keep*beam,)
-        prefix = torch.cat([prefix[rows], token.view(-1, 1)], dim=1)  # (n_keep*beam, step + 2)
-        stepper = stepper.select(rows)
-        step += 1
-    return kept
+        self.prefix = torch.cat([self.prefix[rows], token.view(-1, 1)], dim=1)  # (.., t + 2)
+        self.scores = scores
+        self.stepper = self.stepper.select(rows)
+        first = min(self.starts)
+        if first:  # columns before every live sentence's start: dropped
+            self.prefix = self.prefix[:, first:]
+            self.starts = [start - first for start in self.starts]
+            self.stepper = self.stepper.compact()

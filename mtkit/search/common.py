@@ -78,6 +78,18 @@ class Stepper:
         memory = self.memory.index_select(0, index)  # (new_rows, src_len, d_model)
         return Stepper(self.model, memory, self.src_mask.index_select(0, index), None)
 
+    def join(self, fresh: Stepper) -> Stepper:
+        """These rows, then `fresh`'s (sentences that start now); needs the KV cache."""
+        if self.cache is None or fresh.cache is None:
+            raise ValueError("sentences can join a running search only with the KV cache")
+        return Stepper(self.model, self.memory, self.src_mask, self.cache.join(fresh.cache))
+
+    def compact(self) -> Stepper:
+        """Without the cached columns that no row attends to any more."""
+        if self.cache is None:
+            return self
+        return Stepper(self.model, self.memory, self.src_mask, self.cache.compact())
+
     def repeat(self, beam: int) -> Stepper:
         """Each row `beam` times, sentence-major (the cache shares the per-sentence memory)."""
         if self.cache is not None:
@@ -136,7 +148,7 @@ def ngram_ban(generated: Tensor, n: int, vocab: int) -> Tensor:
 
 def constrain_(
     log_probs: Tensor,
-    step: int,
+    step: int | Tensor,
     max_lens: Tensor,
     *,
     bos_id: int,
@@ -148,7 +160,8 @@ def constrain_(
     """Set forbidden tokens to -inf in place: PAD, BOS, early EOS, `banned`; only EOS at max length.
 
     Shapes: log_probs (rows, vocab), max_lens (rows,), banned (rows, vocab) -> (rows, vocab).
-    `step` is the number of tokens generated so far. Writes only the columns and rows it bans.
+    `step` is the number of tokens generated so far: one for all rows, or (rows,) long when
+    rows are at different steps. Writes only the columns and rows it bans.
 
     The searches call this once per step on a (rows, vocab) tensor they own: no (rows, vocab)
     mask or copy is made unless `banned` is given.
@@ -157,7 +170,10 @@ def constrain_(
     eos_kept = log_probs[forced, eos_id]  # (n_forced,) their EOS log-prob survives any ban
     log_probs[:, pad_id] = -math.inf
     log_probs[:, bos_id] = -math.inf
-    if step < min_len:
+    if isinstance(step, Tensor):
+        early = (step < min_len).nonzero()[:, 0]  # (n_early,)
+        log_probs[early, eos_id] = -math.inf
+    elif step < min_len:
         log_probs[:, eos_id] = -math.inf
     if banned is not None:
         log_probs.masked_fill_(banned, -math.inf)

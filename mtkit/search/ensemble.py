@@ -77,7 +77,7 @@ class Ensemble(nn.Module):
             layers = slice(start, start + depth)
             own = DecoderCache(
                 cache.self_kv[layers], cache.cross_kv[layers], cache.src_mask, cache.position,
-                cache.beam,
+                cache.beam, cache.start,
             )  # fmt: skip
             logits.append(model.decode_step(tokens, own))  # (rows, vocab)
             cache.self_kv[layers] = own.self_kv

@@ -133,7 +133,12 @@ def add_routes(
     @app.get("/info")
     async def get_info() -> dict[str, Any]:
         """Model, languages, parameters, validation scores, decoding defaults, limits."""
-        stats = {"batches": batcher.batches, "sentences": batcher.sentences}
+        stats = {
+            "batches": batcher.batches,
+            "steps": batcher.steps,
+            "sentences_per_step": round(batcher.step_sentences / max(batcher.steps, 1), 2),
+            "sentences": batcher.sentences,
+        }
         return {**info, "stats": stats, "queued_sentences": batcher.pending}
 
 

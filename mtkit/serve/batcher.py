@@ -11,6 +11,12 @@ sentence is, so one request's sentences may span several batches (and rounds).
 Sampling requests are never mixed with others: each is one `translate_full` call, so its seed
 gives the samples `mtkit translate` gives for the same lines. The queue is bounded in sentences
 (`QueueFull` past it); a cancelled job (timeout, client gone) loses its untranslated sentences.
+
+With `continuous` (the default), beam-search requests on the PyTorch engine do not wait for a
+round: their sentences join the running search between two steps (iteration-level batching,
+mtkit.translation.streaming), up to `decoding.max_tokens`, and each comes back as soon as it is
+done. Other requests (greedy, sampling, n-gram bans, CTranslate2) go through rounds as above,
+without the wait.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from typing import Any
 from mtkit.config.schema import DecodingConfig
 from mtkit.data.batching import token_batches
 from mtkit.serve.engines import Engine
-from mtkit.translation.translator import Translation
+from mtkit.translation.streaming import TranslationStream, can_stream
+from mtkit.translation.translator import Translation, Translator
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +82,10 @@ class Batcher:
         max_wait_s: float = 0.02,
         wait_always: bool = False,
         max_pending: int = 2048,
+        continuous: bool = True,
     ) -> None:
         self.engine = engine
+        self.continuous = continuous  # beam search requests join the running search
         self.max_wait_s = max_wait_s
         self.wait_always = wait_always  # wait max_wait_s in every round, even for one client
         self.max_pending = max_pending  # sentences queued or being translated
@@ -87,7 +96,10 @@ class Batcher:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="mtkit-batcher", daemon=True)
         self._recent: collections.deque[int] = collections.deque(maxlen=8)  # clients per round
-        self.batches = 0  # batches run so far
+        self._streams: dict[Any, _Stream] = {}  # running searches, by decoding options
+        self.batches = 0  # batches run in rounds so far
+        self.steps = 0  # steps of running searches (continuous batching) so far
+        self.step_sentences = 0  # sentences decoded in those steps, summed over the steps
         self.sentences = 0  # sentences translated so far
 
     @property
@@ -138,6 +150,9 @@ class Batcher:
     # ----------------------------------------------------------------- worker thread
 
     def _run(self) -> None:
+        if self.continuous:
+            self._run_continuous()
+            return
         while True:
             jobs = self._gather()
             if jobs is None:
@@ -151,6 +166,96 @@ class Batcher:
             # clients seen at the end of a round: its jobs (whose clients will likely send
             # again) and those that queued meanwhile
             self._recent.append(len(jobs) + self._queue.qsize())
+
+    def _run_continuous(self) -> None:
+        """Take what is queued (waiting only while idle), start round jobs' batches, then one
+        step of every running search; once closed, finish everything and stop."""
+        closing = False
+        while not closing or self._streams:
+            jobs, closing = self._take(block=not self._streams and not closing, closing=closing)
+            rounds: dict[Any, list[Job]] = {}
+            for job in jobs:
+                stream = self._stream_for(job.dec)
+                if stream is None:
+                    key = id(job) if job.dec.sampling else dataclasses.astuple(job.dec)
+                    rounds.setdefault(key, []).append(job)
+                else:
+                    stream.waiting.extend((job, i) for i in range(len(job.lines)))
+            for group in rounds.values():
+                self._translate_group(group)
+            for key, stream in list(self._streams.items()):
+                self._advance(stream)
+                if not stream.waiting and not stream.search.sentences:
+                    del self._streams[key]
+
+    def _take(self, block: bool, closing: bool) -> tuple[list[Job], bool]:
+        """Every queued job (after waiting for one if `block`), and whether the queue closed."""
+        jobs: list[Job] = []
+        while not closing:
+            try:
+                job = self._queue.get() if block and not jobs else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                closing = True
+            else:
+                jobs.append(job)
+        return jobs, closing
+
+    def _stream_for(self, dec: DecodingConfig) -> _Stream | None:
+        """The running search for these options (started if need be), or None: not streamable."""
+        if not self.continuous or not can_stream(self.engine, dec):
+            return None
+        key = dataclasses.astuple(dec)
+        if key not in self._streams:
+            assert isinstance(self.engine, Translator)
+            self._streams[key] = _Stream(TranslationStream(self.engine, dec))
+        return self._streams[key]
+
+    def _advance(self, stream: _Stream) -> None:
+        """Waiting sentences that fit join the search; one step; finished sentences go back."""
+        joining: list[Item] = []
+        lengths: list[int] = []
+        while stream.waiting:
+            job, i = stream.waiting[0]
+            if not stream.search.fits([*lengths, job.lengths[i]]):
+                break
+            stream.waiting.popleft()
+            if self._live(job):
+                joining.append((job, i))
+                lengths.append(job.lengths[i])
+            else:
+                self._release(1)
+        try:
+            done = stream.search.add([job.lines[i] for job, i in joining], joining)
+            if stream.search.sentences:
+                self.steps += 1
+                self.step_sentences += stream.search.sentences
+                done += stream.search.step()
+        except Exception as e:  # the engine failed (out of memory, ...): fail its requests
+            logger.exception("translation failed in a running search")
+            self._fail_stream(stream, e)
+            return
+        for (job, i), translation in done:
+            self._deliver(job, i, translation)
+
+    def _fail_stream(self, stream: _Stream, error: Exception) -> None:
+        items = [s.key for s in stream.search.live.values()] + list(stream.waiting)
+        stream.waiting.clear()
+        stream.search = TranslationStream(stream.search.translator, stream.search.dec)
+        for job in {id(job): job for job, _ in items}.values():
+            job.cancelled = True
+            if not job.future.done():
+                job.future.set_exception(error)
+        self._release(len(items))
+
+    def _deliver(self, job: Job, i: int, translation: Translation) -> None:
+        job.results[i] = translation
+        job.left -= 1
+        self.sentences += 1
+        if job.left == 0 and not job.cancelled:
+            self._finish(job)
+        self._release(1)
 
     def _gather(self) -> list[Job] | None:
         """The first waiting job, then more up to the token budget; None once closed and drained.
@@ -238,3 +343,11 @@ class Batcher:
         if n:
             with self._lock:
                 self._pending -= n
+
+
+@dataclass
+class _Stream:
+    """A running search and the sentences waiting to join it."""
+
+    search: TranslationStream
+    waiting: collections.deque[Item] = field(default_factory=collections.deque)

@@ -124,6 +124,7 @@ def describe(loaded: LoadedEngine, settings: ServeSettings) -> dict[str, Any]:
             "queue_sentences": settings.queue_sentences,
             "timeout_s": settings.timeout_s,
             "max_wait_ms": settings.max_wait_ms,
+            "batching": settings.batching,
             "batch_wait": settings.batch_wait,
         },
     }

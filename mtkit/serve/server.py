@@ -41,6 +41,7 @@ def serve(settings: ServeSettings) -> None:
         max_wait_s=settings.max_wait_ms / 1000,
         wait_always=settings.batch_wait == "always",
         max_pending=settings.queue_sentences,
+        continuous=settings.batching == "continuous",
     )
     app = create_app(loaded, batcher, settings)
     sock = listen(settings.host, settings.port)

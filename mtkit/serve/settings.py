@@ -27,7 +27,10 @@ class ServeSettings:
     engine: str = "auto"  # auto, pytorch, or ctranslate2 (the run's CT2 export), as `translate`
     quantize: str = "none"  # none or int8 (PyTorch dynamic int8 Linears, or CT2 compute type)
     device: str = "auto"  # auto, cpu or cuda
-    max_wait_ms: float = 20.0  # longest wait for concurrent clients to fill a batch
+    # continuous: beam-search requests join the running search between its steps (PyTorch
+    # engine); rounds: every batch runs to its end first. Other requests always go in rounds.
+    batching: str = "continuous"
+    max_wait_ms: float = 20.0  # rounds: longest wait for concurrent clients to fill a batch
     # adaptive: wait only for as many requests as there were clients lately (a lone client
     # never waits); always: every round waits max_wait_ms (or until the token budget)
     batch_wait: str = "adaptive"
@@ -56,6 +59,8 @@ class ServeSettings:
                 raise ConfigError(f"{flag}: expected a positive number, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"--max-wait-ms: expected zero or more, got {self.max_wait_ms}")
+        if self.batching not in ("continuous", "rounds"):
+            raise ConfigError(f"--batching: expected continuous or rounds, got {self.batching!r}")
         if self.batch_wait not in ("adaptive", "always"):
             raise ConfigError(f"--batch-wait: expected adaptive or always, got {self.batch_wait!r}")
         if self.timeout_s <= 0:

@@ -280,20 +280,12 @@ class Translator:
         Sources longer than the model's maximum are truncated; `warn` logs how many.
         `advance(n)`: n more lines are done (after each batch; empty lines at the end).
         """
-        lines = [_valid_text(line) for line in lines]
-        limit = self.config.model.max_positions - 1
-        cap = limit * MAX_CHARS_PER_TOKEN  # longer text is cut first: encoding it all is slow
-        keep = [i for i, line in enumerate(lines) if line.strip()]
-        pieces = self.tokenizers.src.encode([lines[i].strip()[:cap] for i in keep])
-        src_ids = [[*ids[:limit], EOS_ID] for ids in pieces]
-        out = [Translation(line) for line in lines]
-        for i, ids in zip(keep, pieces, strict=True):
-            out[i].truncated = len(ids) > limit or len(lines[i].strip()) > cap
+        out, keep, src_ids = self.sources(lines)
         too_long = sum(t.truncated for t in out)
         if warn and too_long:
             logger.warning(
-                "%s longer than %d tokens %s truncated", plural(too_long, "input line"), limit,
-                "was" if too_long == 1 else "were",
+                "%s longer than %d tokens %s truncated", plural(too_long, "input line"),
+                self.config.model.max_positions - 1, "was" if too_long == 1 else "were",
             )  # fmt: skip
         if generator is None and dec.sampling:
             generator = self.generator(dec.seed)
@@ -304,18 +296,36 @@ class Translator:
             )  # fmt: skip
         if advance is not None and len(keep) < len(lines):
             advance(len(lines) - len(keep))
-        tgt = self.tokenizers.tgt
         for i, ids, d in zip(keep, src_ids, decoded, strict=True):
-            texts = [_one_line(t) for t in tgt.decode([h.tokens for h in d.hyps])]
-            out[i].nbest = [
-                Candidate(text, h.score, h.log_prob) for text, h in zip(texts, d.hyps, strict=True)
-            ]
-            out[i].seconds = d.seconds
-            if d.attention is not None:
-                source = _pieces(self.tokenizers.src, ids)
-                target = _pieces(tgt, d.hyps[0].tokens)
-                out[i].attention = Attention(source, target, d.attention)
+            self.fill(out[i], ids, d)
         return out
+
+    def sources(self, lines: Sequence[str]) -> tuple[list[Translation], list[int], list[list[int]]]:
+        """A Translation per line (text made valid, `truncated` set), the indices of the lines
+        that are not empty, and their source ids: cut to the model's maximum, EOS appended."""
+        lines = [_valid_text(line) for line in lines]
+        limit = self.config.model.max_positions - 1
+        cap = limit * MAX_CHARS_PER_TOKEN  # longer text is cut first: encoding it all is slow
+        keep = [i for i, line in enumerate(lines) if line.strip()]
+        pieces = self.tokenizers.src.encode([lines[i].strip()[:cap] for i in keep])
+        src_ids = [[*ids[:limit], EOS_ID] for ids in pieces]
+        out = [Translation(line) for line in lines]
+        for i, ids in zip(keep, pieces, strict=True):
+            out[i].truncated = len(ids) > limit or len(lines[i].strip()) > cap
+        return out, keep, src_ids
+
+    def fill(self, out: Translation, src_ids: Sequence[int], d: Decoded) -> None:
+        """Put a sentence's search output into its Translation: texts, scores, timing, attention."""
+        tgt = self.tokenizers.tgt
+        texts = [_one_line(t) for t in tgt.decode([h.tokens for h in d.hyps])]
+        out.nbest = [
+            Candidate(text, h.score, h.log_prob) for text, h in zip(texts, d.hyps, strict=True)
+        ]
+        out.seconds = d.seconds
+        if d.attention is not None:
+            source = _pieces(self.tokenizers.src, src_ids)
+            target = _pieces(tgt, d.hyps[0].tokens)
+            out.attention = Attention(source, target, d.attention)
 
     def precision_for(self, dec: DecodingConfig) -> str:
         """`dec.precision`: float32 for an int8 model; `auto` resolved once per translator (the

@@ -2,7 +2,7 @@
 
 Every server is `python -m mtkit serve RUN --port P` on a tiny random-weight checkpoint; the
 tests wait for /health by polling with a deadline, and stop each server with SIGTERM. Servers
-that hold requests back (a long --max-wait-ms with --batch-wait always) make queueing,
+that hold requests back (rounds with a long --max-wait-ms and --batch-wait always) make queueing,
 timeouts and shutdown deterministic without sleeping.
 """
 
@@ -181,7 +181,10 @@ def test_concurrent_clients_get_their_own_answers(server: Server, ckpt: Path) ->
     after = server.info()["stats"]
     sentences = sum(len(r["sentences"]) for r in requests)
     assert after["sentences"] - before["sentences"] == sentences
-    assert after["batches"] - before["batches"] < len(requests)  # requests shared batches
+    greedy = sum(r["beam_size"] == 1 for r in requests)
+    assert after["batches"] - before["batches"] < greedy  # greedy requests shared rounds
+    assert after["steps"] > before["steps"]  # beam requests joined the running search ...
+    assert after["sentences_per_step"] > 1  # ... together
 
 
 def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -273,6 +276,8 @@ def test_full_queue_503_and_timeout_504(ckpt: Path, tmp_path: Path) -> None:
         "3000",
         "--batch-wait",
         "always",
+        "--batching",
+        "rounds",
         "--queue-sentences",
         "3",
         "--timeout",
@@ -297,7 +302,7 @@ def test_full_queue_503_and_timeout_504(ckpt: Path, tmp_path: Path) -> None:
 
 def test_client_that_disconnects_costs_nothing(ckpt: Path, tmp_path: Path) -> None:
     """A client gone while its request is queued: its sentences are dropped, others answered."""
-    hold = ["--max-wait-ms", "1500", "--batch-wait", "always"]
+    hold = ["--max-wait-ms", "1500", "--batch-wait", "always", "--batching", "rounds"]
     with running(ckpt, tmp_path / "server.log", *hold) as server:
         body = json.dumps({"sentences": SOURCES[:5]}).encode()
         with socket.create_connection(("127.0.0.1", server.port), timeout=REQUEST_S) as raw:
@@ -317,8 +322,9 @@ def test_client_that_disconnects_costs_nothing(ckpt: Path, tmp_path: Path) -> No
 def test_sigterm_finishes_requests_in_flight(ckpt: Path, tmp_path: Path) -> None:
     """SIGTERM while a request is held in the batcher: it is answered, then exit 0."""
     server = Server(
-        ckpt, tmp_path / "server.log", "--max-wait-ms", "2000", "--batch-wait", "always"
-    )
+        ckpt, tmp_path / "server.log", "--max-wait-ms", "2000", "--batch-wait", "always",
+        "--batching", "rounds",
+    )  # fmt: skip
     try:
         server.wait_healthy()
 

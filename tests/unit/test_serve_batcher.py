@@ -1,4 +1,5 @@
-"""The dynamic batcher of `mtkit serve`, in process, on a tiny random-weight Translator.
+"""The dynamic batcher of `mtkit serve`, in process, on a tiny random-weight Translator:
+rounds, and continuous batching (beam-search sentences joining the running search).
 
 Jobs are queued before the worker starts, so which jobs share a round is fixed, not timing.
 """
@@ -8,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Iterator, Sequence
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from mtkit.config.schema import DecodingConfig
+from mtkit.search.beam import BeamSearch
 from mtkit.serve.batcher import Batcher, Job, QueueFull
 from mtkit.serve.engines import Engine, source_lengths
+from mtkit.translation.streaming import TranslationStream
 from mtkit.translation.translator import Translation, Translator
 from tests.tiny_translator import DATA, head, make_translator
 
@@ -27,15 +30,31 @@ def translator(tmp_path_factory: pytest.TempPathFactory) -> Translator:
     return make_translator(tmp_path_factory.mktemp("tiny"))
 
 
-def batcher_of(engine: Engine, translator: Translator, **kwargs: float) -> Batcher:
+def batcher_of(
+    engine: Engine, translator: Translator, continuous: bool = False, **kwargs: float
+) -> Batcher:
     lengths = functools.partial(source_lengths, translator)
     return Batcher(engine, lengths, max_wait_s=kwargs.get("max_wait_s", 0.0),
-                   max_pending=int(kwargs.get("max_pending", 1000)))  # fmt: skip
+                   max_pending=int(kwargs.get("max_pending", 1000)),
+                   continuous=continuous)  # fmt: skip
+
+
+@pytest.fixture(params=[False, True], ids=["rounds", "continuous"])
+def modes(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
 
 
 @pytest.fixture
 def batcher(translator: Translator) -> Iterator[Batcher]:
     b = batcher_of(translator, translator)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def either(translator: Translator, modes: bool) -> Iterator[Batcher]:
+    """A batcher in rounds, then in continuous mode."""
+    b = batcher_of(translator, translator, continuous=modes)
     yield b
     b.close()
 
@@ -71,27 +90,27 @@ def test_jobs_share_batches_and_get_their_own_answers(
     assert batcher.pending == 0
 
 
-def test_a_job_spans_batches_in_order(translator: Translator, batcher: Batcher) -> None:
+def test_a_job_spans_batches_in_order(translator: Translator, either: Batcher) -> None:
     dec = dec_of(translator, beam_size=2, max_tokens=40)  # a few sentences per batch
     lines = [*SOURCES[:12], "", SOURCES[12]]
-    job = batcher.submit(lines, dec)
-    batcher.start()
+    job = either.submit(lines, dec)
+    either.start()
     same(results(job), translator.translate_full(lines, dec))
-    assert batcher.batches > 1
+    assert either.batches > 1 or either.continuous
 
 
-def test_sampling_requests_are_not_mixed(translator: Translator, batcher: Batcher) -> None:
+def test_sampling_requests_are_not_mixed(translator: Translator, either: Batcher) -> None:
     """Each sampling job is its own call, so its seed gives translate's samples."""
     dec = dec_of(translator, sampling=True, seed=3, nbest=2, top_k=10)
-    first = batcher.submit(SOURCES[:4], dec)
-    second = batcher.submit(SOURCES[4:9], dec)
-    batcher.start()
+    first = either.submit(SOURCES[:4], dec)
+    second = either.submit(SOURCES[4:9], dec)
+    either.start()
     same(results(first), translator.translate_full(SOURCES[:4], dec))
     same(results(second), translator.translate_full(SOURCES[4:9], dec))
 
 
-def test_full_queue_refuses(translator: Translator) -> None:
-    batcher = batcher_of(translator, translator, max_pending=3)
+def test_full_queue_refuses(translator: Translator, modes: bool) -> None:
+    batcher = batcher_of(translator, translator, modes, max_pending=3)
     dec = translator.config.decoding
     kept = batcher.submit(SOURCES[:2], dec)
     with pytest.raises(QueueFull, match="limit 3"):
@@ -103,21 +122,21 @@ def test_full_queue_refuses(translator: Translator) -> None:
     assert batcher.pending == 0
 
 
-def test_cancelled_job_is_dropped(translator: Translator, batcher: Batcher) -> None:
+def test_cancelled_job_is_dropped(translator: Translator, either: Batcher) -> None:
     dec = translator.config.decoding
-    gone = batcher.submit(SOURCES[:5], dec)
-    kept = batcher.submit(SOURCES[5:7], dec)
-    batcher.cancel(gone)
-    batcher.start()
+    gone = either.submit(SOURCES[:5], dec)
+    kept = either.submit(SOURCES[5:7], dec)
+    either.cancel(gone)
+    either.start()
     assert len(results(kept)) == 2
-    batcher.close()
+    either.close()
     assert gone.future.cancelled()
-    assert batcher.sentences == 2 and batcher.pending == 0
+    assert either.sentences == 2 and either.pending == 0
 
 
-def test_empty_request(translator: Translator, batcher: Batcher) -> None:
-    assert results(batcher.submit([], translator.config.decoding)) == []
-    assert batcher.pending == 0
+def test_empty_request(translator: Translator, either: Batcher) -> None:
+    assert results(either.submit([], translator.config.decoding)) == []
+    assert either.pending == 0
 
 
 class Failing:
@@ -144,8 +163,8 @@ def test_engine_failure_fails_only_its_requests(translator: Translator) -> None:
     assert batcher.pending == 0
 
 
-def test_close_translates_what_is_queued(translator: Translator) -> None:
-    batcher = batcher_of(translator, translator)
+def test_close_translates_what_is_queued(translator: Translator, modes: bool) -> None:
+    batcher = batcher_of(translator, translator, modes)
     jobs = [batcher.submit([s], translator.config.decoding) for s in SOURCES[:4]]
     batcher.start()
     batcher.close()
@@ -198,3 +217,65 @@ def test_concurrent_clients_share_the_next_round(translator: Translator) -> None
     assert sorted(map(sorted, engine.batches)) == sorted(
         [sorted(SOURCES[:3]), sorted(SOURCES[3:6])]
     )
+
+
+# --------------------------------------------------------------------------- continuous
+
+
+def test_continuous_jobs_get_translate_outputs(translator: Translator) -> None:
+    """Beam-search jobs join one running search per set of options; greedy ones go in rounds."""
+    batcher = batcher_of(translator, translator, continuous=True)
+    decs = [dec_of(translator, beam_size=b, nbest=min(b, 2)) for b in (1, 2, 4)]
+    lines = [SOURCES[i : i + 1 + i % 3] + ([""] if i % 4 == 0 else []) for i in range(15)]
+    jobs = [batcher.submit(lines[i], decs[i % 3]) for i in range(15)]
+    batcher.start()
+    for i, job in enumerate(jobs):
+        same(results(job), translator.translate_full(lines[i], decs[i % 3]))
+    batcher.close()
+    assert batcher.sentences == sum(len(job.lines) for job in jobs)
+    assert batcher.pending == 0
+
+
+def test_sentences_join_as_others_finish(
+    translator: Translator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With room for a few sentences at a time, the rest join the running search at later
+    steps, as others finish, and still get translate's outputs."""
+    columns: list[int] = []  # the step (prefix column) at which each join happened
+    original = BeamSearch.add
+
+    def add(self: BeamSearch, src: Any, src_mask: Any, keys: list[Any]) -> None:
+        columns.append(self.prefix.size(1) - 1 if self.sentences else 0)
+        original(self, src, src_mask, keys)
+
+    monkeypatch.setattr(BeamSearch, "add", add)
+    dec = dec_of(translator, beam_size=3, max_tokens=80)  # two or three sentences at a time
+    batcher = batcher_of(translator, translator, continuous=True)
+    job = batcher.submit(SOURCES[:14], dec)
+    batcher.start()
+    same(results(job), translator.translate_full(SOURCES[:14], dec))
+    batcher.close()
+    assert len(columns) > 5 and max(columns) > 0  # joined a search that was running
+
+
+def test_a_failing_search_fails_only_its_requests(
+    translator: Translator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batcher = batcher_of(translator, translator, continuous=True)
+    beam, greedy = dec_of(translator, beam_size=2), dec_of(translator, beam_size=1)
+    original = TranslationStream.step
+
+    def step(self: TranslationStream) -> list[tuple[Any, Translation]]:
+        if self.dec == beam:
+            raise RuntimeError("engine failure")
+        return original(self)
+
+    monkeypatch.setattr(TranslationStream, "step", step)
+    failing = batcher.submit(SOURCES[:3], beam)
+    fine = batcher.submit(SOURCES[3:5], greedy)
+    batcher.start()
+    with pytest.raises(RuntimeError, match="engine failure"):
+        results(failing)
+    same(results(fine), translator.translate_full(SOURCES[3:5], greedy))
+    batcher.close()
+    assert batcher.pending == 0
