@@ -7,7 +7,10 @@
 For each engine a real server (`python -m mtkit serve RUN --engine E`) is started on a free
 127.0.0.1 port; at each level C clients (keep-alive connections, a minimal asyncio HTTP/1.1
 client) take the first `--lines` lines of the source one at a time until all are translated.
-Reported: sentences/s, p50/p95/p99 latency per request, the mean batch size (GET /info), the
+`pytorch` batches beam search continuously (the server's default), `pytorch-rounds` in rounds
+(`--batching rounds`); name engines twice to alternate them. Reported: sentences/s, p50/p95/p99
+latency per request, the mean batch size (GET /info; for continuous batching the mean number
+of sentences in a search step), the
 server's peak RSS (VmHWM) so far, and how many answers equal sequential translation's. Next
 to it: sequential `mtkit translate` throughput of the same lines in this process (the
 engine's batched path, chunks of 500, like the CLI) with the same thread count. The clients
@@ -41,7 +44,8 @@ from mtkit.errors import MtkitError  # noqa: E402
 
 START_S = 300.0  # deadline for a server (and an export) to come up
 ENGINES = {  # name -> serve options
-    "pytorch": [],
+    "pytorch": [],  # continuous batching for beam search (the default)
+    "pytorch-rounds": ["--batching", "rounds"],
     "ctranslate2": ["--engine", "ctranslate2"],
     "ctranslate2-int8": ["--engine", "ctranslate2", "--quantize", "int8"],
 }
@@ -143,12 +147,18 @@ async def load(port: int, lines: Sequence[str], clients: int, options: dict[str,
     return time.perf_counter() - start, latencies, outputs
 
 
-def batch_stats(url: str) -> tuple[int, int]:
-    """(sentences, batches) the server has translated so far (GET /info)."""
+def batch_stats(url: str) -> tuple[int, int, float]:
+    """(sentences, batches or search steps, sentences in those steps) so far (GET /info)."""
     import httpx
 
     stats = httpx.get(f"{url}/info", timeout=60).json()["stats"]
-    return int(stats["sentences"]), int(stats["batches"])
+    if stats["steps"]:  # continuous batching: "batch" = the sentences of one search step
+        return (
+            int(stats["sentences"]),
+            int(stats["steps"]),
+            stats["sentences_per_step"] * stats["steps"],
+        )
+    return int(stats["sentences"]), int(stats["batches"]), float(stats["sentences"])
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -162,7 +172,7 @@ def sequential(run: Path, engine: str, lines: list[str], beam: int | None) -> tu
     from mtkit.translation.output import stream_translations
 
     quantize = "int8" if engine.endswith("int8") else "none"
-    kind = "pytorch" if engine == "pytorch" else "ctranslate2"
+    kind = "pytorch" if engine.startswith("pytorch") else "ctranslate2"
     translator: Any = open_engine([run], "cpu", kind, quantize)
     dec = translator.config.decoding
     dec = replace(dec, beam_size=beam, nbest=1) if beam else dec
@@ -197,7 +207,7 @@ def bench_engine(
                 "p95_ms": percentile(latencies, 95) * 1000,
                 "p99_ms": percentile(latencies, 99) * 1000,
                 "peak_rss_mib": peak_rss_mib(proc.pid),
-                "mean_batch": (after[0] - before[0]) / max(1, after[1] - before[1]),
+                "mean_batch": (after[2] - before[2]) / max(1, after[1] - before[1]),
                 "same_as_translate": sum(a == b for a, b in zip(outputs, expected, strict=True)),
             })  # fmt: skip
             print(f"  {engine}: {clients} clients done", file=sys.stderr)
@@ -254,8 +264,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "engines": {},
     }  # fmt: skip
     try:
-        for engine in engines:
-            report["engines"][engine] = bench_engine(args.run, engine, lines, args)
+        for k, engine in enumerate(engines):  # an engine named twice: alternated, both kept
+            name = (
+                engine
+                if engine not in engines[:k]
+                else f"{engine} ({engines[:k].count(engine) + 1})"
+            )
+            report["engines"][name] = bench_engine(args.run, engine, lines, args)
     except MtkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
