@@ -75,15 +75,16 @@ class TranslationStream:
         `dec.max_tokens`, counted as a batch is: sentences x longest source (a sentence alone
         always fits)."""
         rows = len(self.live) + len(lengths)
-        return rows <= 1 or rows * max(self.width, *lengths) <= self.dec.max_tokens
+        return rows <= 1 or rows * max([self.width, *lengths]) <= self.dec.max_tokens
 
     def add(self, lines: Sequence[str], keys: Sequence[Any]) -> list[tuple[Any, Translation]]:
         """Lines join the search; empty lines are done at once and come back here."""
         out, keep, src_ids = self.translator.sources(lines)
-        done = [(key, t) for i, (key, t) in enumerate(zip(keys, out, strict=True)) if i not in keep]
+        kept = set(keep)
+        done = [(key, t) for i, (key, t) in enumerate(zip(keys, out, strict=True)) if i not in kept]
         if not keep:
             return done
-        ids = []
+        ids: list[int] = []
         for i, source in zip(keep, src_ids, strict=True):
             self.live[self._next] = _Live(keys[i], out[i], source)
             ids.append(self._next)
