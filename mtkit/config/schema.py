@@ -133,7 +133,9 @@ class TrainingConfig:
     max_tokens: int = 4096  # token budget per batch (source + target, padding included)
     max_steps: int = 10000  # optimizer updates; the run stops here
     max_epochs: int = 0  # 0 means no epoch limit
-    max_time: float = 0.0  # wall-clock limit in minutes; 0 means none
+    # wall-clock limit in minutes for the whole run: the time before a --resume counts too;
+    # 0 means none
+    max_time: float = 0.0
     lr: float = 5e-4  # peak learning rate, reached at the end of warm-up
     warmup_steps: int = 1000  # updates of linear warm-up from 0 to `lr`
     # After warm-up: inverse_sqrt decays as 1/sqrt(step) (the Transformer paper); cosine and
