@@ -187,10 +187,7 @@ class Transformer(nn.Module):
 
         Shapes: tokens (rows,) -> logits (rows, tgt_vocab); rows = sentences * cache.beam.
         """
-        if cache.start is None:  # every row at position cache.position
-            x = self.embed_tgt(tokens[:, None], cache.position)  # (rows, 1, d_model)
-        else:  # sentences that joined later are at earlier positions
-            x = self._embed_at(tokens, cache.row_positions())  # (rows, 1, d_model)
+        x = self._embed_at(tokens, cache.row_positions())  # (rows, 1, d_model)
         self_mask = cache.self_mask()  # None, or (rows, 1, 1, position + 1)
         cross_mask = _key_mask(cache.src_mask)  # (sentences, 1, 1, src_len)
         for i, layer in enumerate(self._layers()):

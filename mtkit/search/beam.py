@@ -222,7 +222,10 @@ class BeamSearch:
         is_eos = token == self.eos_id  # (n, k)
         # 1) EOS candidates ranked within the beam finish a hypothesis
         ends = is_eos & (torch.arange(k, device=lp.device) < beam) & (top > -math.inf)  # (n, k)
-        normalisers = [length_normaliser(s + 1, dec.length_penalty, dec.length_norm) for s in steps]
+        lengths = {
+            s + 1: length_normaliser(s + 1, dec.length_penalty, dec.length_norm) for s in set(steps)
+        }
+        normalisers = [lengths[s + 1] for s in steps]  # one per sentence, computed once per step
         _collect_finished(self.kept, self.prefix, ends, top, origin, beam, self.starts, normalisers)
         # 2) the best `beam` non-EOS candidates stay live (stable sort keeps rank order)
         live = is_eos.int().argsort(dim=1, stable=True)[:, :beam]  # (n, beam)

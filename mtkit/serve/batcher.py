@@ -166,8 +166,7 @@ class Batcher:
                 return
             groups: dict[Any, list[Job]] = {}
             for job in jobs:  # only sentences decoded the same way can share a batch
-                key = id(job) if job.dec.sampling else dataclasses.astuple(job.dec)
-                groups.setdefault(key, []).append(job)
+                groups.setdefault(_group_key(job), []).append(job)
             for group in groups.values():
                 self._translate_group(group)
             # clients seen at the end of a round: its jobs (whose clients will likely send
@@ -184,8 +183,7 @@ class Batcher:
             for job in jobs:
                 stream = self._stream_for(job.dec)
                 if stream is None:
-                    key = id(job) if job.dec.sampling else dataclasses.astuple(job.dec)
-                    rounds.setdefault(key, []).append(job)
+                    rounds.setdefault(_group_key(job), []).append(job)
                 else:
                     stream.waiting.extend((job, i) for i in range(len(job.lines)))
             for group in rounds.values():
@@ -252,9 +250,14 @@ class Batcher:
             self._deliver(job, i, translation)
 
     def _fail_stream(self, stream: _Stream, error: Exception) -> None:
+        """Fail the requests of a search that raised; the next sentences start a new one."""
         items = [s.key for s in stream.search.live.values()] + list(stream.waiting)
         stream.waiting.clear()
         stream.search = TranslationStream(stream.search.translator, stream.search.dec)
+        self._fail(items, error)
+
+    def _fail(self, items: list[Item], error: Exception) -> None:
+        """The engine failed on these sentences: their requests get the error."""
         for job in {id(job): job for job, _ in items}.values():
             job.cancelled = True
             if not job.future.done():
@@ -329,24 +332,16 @@ class Batcher:
             out = self.engine.translate_full([job.lines[i] for job, i in items], dec)
         except Exception as e:  # the engine failed (out of memory, ...): fail these requests
             logger.exception("translation failed for a batch of %d sentences", len(items))
-            for job in {id(job): job for job, _ in items}.values():
-                job.cancelled = True
-                job.future.set_exception(e)
-            self._release(len(items))
+            self._fail(items, e)
             return
         self.batches += 1
-        self.sentences += len(items)
         logger.debug(
             "batch of %d sentences from %d requests in %.0f ms; %d sentences wait",
             len(items), len({id(job) for job, _ in items}), (time.perf_counter() - start) * 1000,
             self._pending - len(items),
         )  # fmt: skip
         for (job, i), translation in zip(items, out, strict=True):
-            job.results[i] = translation
-            job.left -= 1
-            if job.left == 0 and not job.cancelled:
-                self._finish(job)
-        self._release(len(items))
+            self._deliver(job, i, translation)
 
     def _finish(self, job: Job) -> None:
         job.future.set_result([t for t in job.results if t is not None])
@@ -355,6 +350,11 @@ class Batcher:
         if n:
             with self._lock:
                 self._pending -= n
+
+
+def _group_key(job: Job) -> Any:
+    """Jobs with equal keys may share a batch: same decoding options, never sampling."""
+    return id(job) if job.dec.sampling else dataclasses.astuple(job.dec)
 
 
 @dataclass

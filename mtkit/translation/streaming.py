@@ -24,7 +24,6 @@ from mtkit.model.transformer import Transformer
 from mtkit.runtime import autocast_context
 from mtkit.search.beam import BeamSearch
 from mtkit.search.ensemble import Ensemble
-from mtkit.search.strategy import uses_beam
 from mtkit.translation.translator import Decoded, Translation, Translator
 
 
@@ -34,7 +33,7 @@ def can_stream(translator: object, dec: DecodingConfig) -> bool:
     return (
         isinstance(translator, Translator)
         and isinstance(translator.model, Transformer | Ensemble)
-        and uses_beam(dec)
+        and not dec.sampling
         and dec.beam_size > 1
         and dec.no_repeat_ngram == 0
     )
