@@ -23,7 +23,11 @@ class DecoderCache:
 
     Sentences may join a running search (`join`, continuous batching): then `start` holds the
     column at which each sentence's first token was fed. Its self-attention ignores the columns
-    before it, and its positions count from it; `compact` drops the columns no sentence needs.
+    before it, and its positions count from it; `select` drops the columns no sentence needs.
+
+    A step writes its keys/values into a free last column (`reserve`) instead of concatenating:
+    `select`, which beam search calls after every step, gathers the rows into buffers that keep
+    one such column, so a beam step copies the self-attention K/V once, not twice.
     """
 
     self_kv: list[KV]
@@ -40,7 +44,7 @@ class DecoderCache:
         """
         index = torch.arange(self.rows, device=self.src_mask.device).repeat_interleave(beam)
         return DecoderCache(
-            self_kv=[(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv],
+            self_kv=self._gathered(index, 0),
             cross_kv=self.cross_kv,
             src_mask=self.src_mask,
             position=self.position,
@@ -57,25 +61,42 @@ class DecoderCache:
 
         With `beam` > 1 the new rows must again come in whole groups, each from one sentence
         (beam search's sentence-major order); then a sentence's memory is kept or dropped as
-        one, and not copied at all while no sentence leaves.
+        one, and not copied at all while no sentence leaves. Columns before the earliest start
+        of the sentences kept are dropped; the new self-attention K/V have a free last column.
         Shapes: index (new_rows,) long -> cache with new_rows rows.
         """
         sentences = index if self.beam == 1 else index[:: self.beam] // self.beam  # (new_sent,)
         same = sentences.numel() == self.src_mask.size(0) and bool(
             (sentences == torch.arange(sentences.numel(), device=sentences.device)).all()
         )
+        start = self.start if same or self.start is None else self.start[sentences]
+        first = int(start.min()) if start is not None and start.numel() else 0
+        if start is not None:
+            start = start - first if bool((start > first).any()) else None
 
         def pick(kv: KV, rows: Tensor) -> KV:
             return kv[0].index_select(0, rows), kv[1].index_select(0, rows)
 
         return DecoderCache(
-            self_kv=[pick(kv, index) for kv in self.self_kv],
+            self_kv=self._gathered(index, first),
             cross_kv=self.cross_kv if same else [pick(kv, sentences) for kv in self.cross_kv],
             src_mask=self.src_mask if same else self.src_mask.index_select(0, sentences),
-            position=self.position,
+            position=self.position - first,
             beam=self.beam,
-            start=self.start if same or self.start is None else self.start[sentences],
+            start=start,
         )
+
+    def _gathered(self, rows: Tensor, first: int) -> list[KV]:
+        """Self-attention K/V of `rows`, columns from `first`, each with a free last column."""
+        used = self.position
+        return [(_gather(k, rows, first, used), _gather(v, rows, first, used))
+                for k, v in self.self_kv]  # fmt: skip
+
+    def reserve(self) -> None:
+        """Make sure every layer's self-attention K/V has a free column for the next position
+        (a copy only where `select` did not leave one). Shapes: (.., position + 1, ..)."""
+        self.self_kv = [(_with_room(k, self.position), _with_room(v, self.position))
+                        for k, v in self.self_kv]  # fmt: skip
 
     def row_positions(self) -> Tensor:
         """Position of the token fed next in each row, counted from its sentence's start.
@@ -104,7 +125,7 @@ class DecoderCache:
         the next column. Cross-attention memories are padded to a common source length (first
         trimmed to the longest source still here).
 
-        Shapes: rows + fresh.rows rows; self K/V (.., position, ..) for both.
+        Shapes: rows + fresh.rows rows; self K/V (.., position + 1, ..), the last column free.
         """
         if fresh.position != 0 or fresh.beam != self.beam:
             raise ValueError("only a fresh cache with the same beam can join")
@@ -115,14 +136,17 @@ class DecoderCache:
             parts = [_pad_to(old, dim, width), _pad_to(new, dim, width)]
             return torch.cat(parts)
 
-        def grow(kv: KV, new: KV) -> KV:
-            k, v = (_pad_to(t, 2, self.position) for t in new)  # zeros before their start
-            return torch.cat([kv[0], k]), torch.cat([kv[1], v])
+        def grow(old: Tensor) -> Tensor:  # fresh rows: zeros before their start; a free column
+            rows, heads, _, head_dim = old.shape
+            out = old.new_empty(rows + fresh.rows, heads, self.position + 1, head_dim)
+            out[:rows, :, : self.position] = old[:, :, : self.position]
+            out[rows:].zero_()
+            return out
 
         start = self.start if self.start is not None else self._zeros(self.src_mask.size(0))
         joined = torch.full((fresh.src_mask.size(0),), self.position, device=start.device)
         return DecoderCache(
-            self_kv=[grow(kv, new) for kv, new in zip(self.self_kv, fresh.self_kv, strict=True)],
+            self_kv=[(grow(k), grow(v)) for k, v in self.self_kv],
             cross_kv=[
                 (stack(kv[0], new[0], 2), stack(kv[1], new[1], 2))
                 for kv, new in zip(self.cross_kv, fresh.cross_kv, strict=True)
@@ -131,23 +155,6 @@ class DecoderCache:
             position=self.position,
             beam=self.beam,
             start=torch.cat([start, joined]) if self.position > 0 else self.start,
-        )
-
-    def compact(self) -> DecoderCache:
-        """Without the columns before the earliest start of the sentences still here."""
-        if self.start is None:
-            return self
-        first = int(self.start.min())
-        if first == 0:
-            return self
-        start = self.start - first
-        return DecoderCache(
-            self_kv=[(k[:, :, first:], v[:, :, first:]) for k, v in self.self_kv],
-            cross_kv=self.cross_kv,
-            src_mask=self.src_mask,
-            position=self.position - first,
-            beam=self.beam,
-            start=start if bool(start.any()) else None,
         )
 
     def _zeros(self, n: int) -> Tensor:
@@ -162,3 +169,16 @@ def _pad_to(x: Tensor, dim: int, size: int) -> Tensor:
     shape = list(x.shape)
     shape[dim] = missing
     return torch.cat([x, x.new_zeros(shape)], dim=dim)
+
+
+def _gather(x: Tensor, rows: Tensor, first: int, used: int) -> Tensor:
+    """Rows `rows` of columns first .. used - 1 of `x`, in a new buffer with one more (free)
+    column. Shapes: (rows_in, heads, >= used, head_dim) -> (rows, heads, used - first + 1, ..)."""
+    out = x.new_empty(rows.numel(), x.size(1), used - first + 1, x.size(3))
+    torch.index_select(x[:, :, first:used], 0, rows, out=out[:, :, : used - first])
+    return out
+
+
+def _with_room(x: Tensor, used: int) -> Tensor:
+    """`x` if it has a column past the `used` ones, else `x` with a zero column appended."""
+    return x if x.size(2) > used else _pad_to(x, 2, used + 1)

@@ -188,6 +188,7 @@ class Transformer(nn.Module):
         Shapes: tokens (rows,) -> logits (rows, tgt_vocab); rows = sentences * cache.beam.
         """
         x = self._embed_at(tokens, cache.row_positions())  # (rows, 1, d_model)
+        cache.reserve()  # a free column in each layer's self-attention K/V
         self_mask = cache.self_mask()  # None, or (rows, 1, 1, position + 1)
         cross_mask = _key_mask(cache.src_mask)  # (sentences, 1, 1, src_len)
         for i, layer in enumerate(self._layers()):

@@ -274,9 +274,8 @@ class BeamSearch:
         rows = rows_2d.view(-1)  # (n_keep*beam,)
         self.prefix = torch.cat([self.prefix[rows], token.view(-1, 1)], dim=1)  # (.., t + 2)
         self.scores = scores
-        self.stepper = self.stepper.select(rows)
+        self.stepper = self.stepper.select(rows)  # drops the cache columns before `first` too
         first = min(self.starts)
         if first:  # columns before every live sentence's start: dropped
             self.prefix = self.prefix[:, first:]
             self.starts = [start - first for start in self.starts]
-            self.stepper = self.stepper.compact()

@@ -84,12 +84,6 @@ class Stepper:
             raise ValueError("sentences can join a running search only with the KV cache")
         return Stepper(self.model, self.memory, self.src_mask, self.cache.join(fresh.cache))
 
-    def compact(self) -> Stepper:
-        """Without the cached columns that no row attends to any more."""
-        if self.cache is None:
-            return self
-        return Stepper(self.model, self.memory, self.src_mask, self.cache.compact())
-
     def repeat(self, beam: int) -> Stepper:
         """Each row `beam` times, sentence-major (the cache shares the per-sentence memory)."""
         if self.cache is not None:

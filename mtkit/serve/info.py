@@ -16,7 +16,7 @@ import mtkit
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.errors import MtkitError
 from mtkit.files import numbered_lines
-from mtkit.model.transformer import build_model
+from mtkit.model.transformer import build_model, num_parameters
 from mtkit.serve.engines import LoadedEngine
 from mtkit.serve.settings import ServeSettings
 
@@ -26,8 +26,9 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def parameter_count(loaded: LoadedEngine) -> int:
-    """Parameters of the served model (all members of an ensemble; shared matrices once);
-    for an export, those of the model its config describes."""
+    """Parameters of the served model (all members of an ensemble; shared matrices once; not
+    the stacked copies made for inference); for an export, those of the model its config
+    describes."""
     model = getattr(loaded.translator, "model", None)
     if not isinstance(model, torch.nn.Module):
         tokenizers = loaded.translator.tokenizers
@@ -35,7 +36,7 @@ def parameter_count(loaded: LoadedEngine) -> int:
             model = build_model(
                 loaded.config, tokenizers.src.vocab_size, tokenizers.tgt.vocab_size, PAD_ID
             )
-    return sum(p.numel() for p in model.parameters())
+    return num_parameters(model)
 
 
 def validation_records(metrics: Path) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mtkit.config.schema import ConfigError
-from mtkit.model.layers import MultiHeadAttention
+from mtkit.model.layers import fuse_attention_projections
 
 QUANTIZATIONS = ("none", "int8")
 # PyTorch 2.x marks torch.ao's eager quantization as deprecated (in favour of torchao, which is
@@ -55,9 +55,7 @@ def quantize_model(model: nn.Module, mode: str) -> nn.Module:
             f"--quantize {mode} runs on the CPU only (PyTorch's int8 kernels); "
             f"the model is on {device.type}: add --device cpu"
         )
-    for module in model.modules():
-        if isinstance(module, MultiHeadAttention):
-            module.fuse_projections()
+    fuse_attention_projections(model)  # the stacked products are quantized as Linears too
     qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
     with warnings.catch_warnings():
         for notice in _NOTICES:

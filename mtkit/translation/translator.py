@@ -33,6 +33,7 @@ from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig
 from mtkit.data.batching import pad, token_batches
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
 from mtkit.errors import MtkitError, plural
+from mtkit.model.layers import fuse_attention_projections
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer, build_model
 from mtkit.runtime import (
@@ -252,6 +253,7 @@ class Translator:
         keep_freed_memory()  # per-step logits reuse the heap instead of fresh pages
         limit_onednn_caches()  # bf16 on CPU: no oneDNN primitive kept per batch shape
         model.to(torch_device).eval()
+        fuse_attention_projections(model)
         quantize_model(model, quantize)
         return cls(model, tokenizers, cfg, torch_device, ckpt_path)
 

@@ -85,6 +85,30 @@ def test_an_ensemble_can_be_joined() -> None:
         assert_same(got[i], alone(ensemble, src, dec))
 
 
+def test_free_cache_columns_never_reach_a_joined_search() -> None:
+    """The free column `select` leaves (uninitialised memory) is filled with NaN before every
+    join: the joined sentences still decode as alone, so no step reads it unwritten."""
+    model = tiny_model()
+    dec = DecodingConfig(beam_size=3, max_len_b=5)
+    srcs = sources(4, seed=11)
+    search = BeamSearch(model, dec, use_cache=True, **IDS)
+    done: dict[Any, list[Hypothesis]] = {}
+    with torch.inference_mode():
+        for step in range(60):
+            if search.stepper is not None and search.stepper.cache is not None:
+                for k, v in search.stepper.cache.self_kv:
+                    k[:, :, -1].fill_(float("nan"))
+                    v[:, :, -1].fill_(float("nan"))
+            if step < len(srcs):
+                search.add(*padded([srcs[step]]), [step])
+            done.update(search.step())
+            if len(done) == len(srcs):
+                break
+    assert len(done) == len(srcs)
+    for i, src in enumerate(srcs):
+        assert_same(done[i], alone(model, src, dec))
+
+
 def test_a_search_joined_at_every_step_keeps_its_cache_short() -> None:
     model = tiny_model()
     dec = DecodingConfig(beam_size=2, max_len_a=0.0, max_len_b=6)  # at most 6 tokens each
