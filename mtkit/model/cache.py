@@ -175,7 +175,11 @@ def _gather(x: Tensor, rows: Tensor, first: int, used: int) -> Tensor:
     """Rows `rows` of columns first .. used - 1 of `x`, in a new buffer with one more (free)
     column. Shapes: (rows_in, heads, >= used, head_dim) -> (rows, heads, used - first + 1, ..)."""
     out = x.new_empty(rows.numel(), x.size(1), used - first + 1, x.size(3))
-    torch.index_select(x[:, :, first:used], 0, rows, out=out[:, :, : used - first])
+    filled = out[:, :, : used - first]  # a strided view of `out`
+    if x.device.type == "cpu":  # writes through the view: one copy
+        torch.index_select(x[:, :, first:used], 0, rows, out=filled)
+    else:  # elsewhere not relied on: gather, then copy
+        filled.copy_(x[:, :, first:used].index_select(0, rows))
     return out
 
 
