@@ -7,16 +7,15 @@
 For each engine a real server (`python -m mtkit serve RUN --engine E`) is started on a free
 127.0.0.1 port; at each level C clients (keep-alive connections, a minimal asyncio HTTP/1.1
 client) take the first `--lines` lines of the source one at a time until all are translated.
-`pytorch` batches beam search continuously (the server's default), `pytorch-rounds` in rounds
-(`--batching rounds`); name engines twice to alternate them. Reported: sentences/s, p50/p95/p99
-latency per request, the mean batch size (GET /info; for continuous batching the mean number
-of sentences in a search step), the
-server's peak RSS (VmHWM) so far, and how many answers equal sequential translation's. Next
-to it: sequential `mtkit translate` throughput of the same lines in this process (the
-engine's batched path, chunks of 500, like the CLI) with the same thread count. The clients
-run on the same machine, so on few cores they compete with the server. Prints a table and
-writes JSON. Not a test: traffic goes to 127.0.0.1 only, a bounded number of requests, and
-it stops by itself.
+`pytorch` runs the server's default batching (rounds), `pytorch-rounds` and `pytorch-continuous`
+name it explicitly (`--batching rounds|continuous`); name engines twice to alternate them.
+Reported: sentences/s, p50/p95/p99 latency per request, the mean batch size (GET /info; for
+continuous batching the mean number of sentences in a search step), the server's peak RSS
+(VmHWM) so far, and how many answers equal sequential translation's. Next to it: sequential
+`mtkit translate` throughput of the same lines in this process (the engine's batched path,
+chunks of 500, like the CLI) with the same thread count. The clients run on the same machine,
+so on few cores they compete with the server. Prints a table and writes JSON. Not a test:
+traffic goes to 127.0.0.1 only, a bounded number of requests, and it stops by itself.
 """
 
 from __future__ import annotations
@@ -44,8 +43,9 @@ from mtkit.errors import MtkitError  # noqa: E402
 
 START_S = 300.0  # deadline for a server (and an export) to come up
 ENGINES = {  # name -> serve options
-    "pytorch": [],  # continuous batching for beam search (the default)
+    "pytorch": [],  # the server's default batching (rounds)
     "pytorch-rounds": ["--batching", "rounds"],
+    "pytorch-continuous": ["--batching", "continuous"],  # beam search joins the running search
     "ctranslate2": ["--engine", "ctranslate2"],
     "ctranslate2-int8": ["--engine", "ctranslate2", "--quantize", "int8"],
 }

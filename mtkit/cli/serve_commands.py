@@ -71,7 +71,7 @@ def serve(
     engine: EngineOpt = "auto",
     quantize: QuantizeOpt = "none",
     device: DeviceOpt = "auto",
-    batching: BatchingOpt = "continuous",
+    batching: BatchingOpt = "rounds",
     max_wait_ms: MaxWaitOpt = 20.0,
     batch_wait: BatchWaitOpt = "adaptive",
     queue_sentences: QueueOpt = 2048,
@@ -82,8 +82,9 @@ def serve(
 ) -> None:
     """Serve a trained model over HTTP: POST /translate, /health, /info, /docs.
 
-    Concurrent requests share batches (dynamic batching): beam-search requests join the
-    running search between steps (continuous batching); others are batched in rounds.
+    Concurrent requests share batches (dynamic batching): each round of waiting requests is
+    translated in token-budget batches; with --batching continuous, beam-search requests join
+    the running search between its steps instead.
     The model is loaded before the port opens; SIGTERM finishes what is in flight.
     Needs FastAPI and uvicorn (the serve extra of mtkit).
 

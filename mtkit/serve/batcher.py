@@ -12,11 +12,11 @@ Sampling requests are never mixed with others: each is one `translate_full` call
 gives the samples `mtkit translate` gives for the same lines. The queue is bounded in sentences
 (`QueueFull` past it); a cancelled job (timeout, client gone) loses its untranslated sentences.
 
-With `continuous` (the default), beam-search requests on the PyTorch engine do not wait for a
-round: their sentences join the running search between two steps (iteration-level batching,
-mtkit.translation.streaming), up to `decoding.max_tokens`, and each comes back as soon as it is
-done. Other requests (greedy, sampling, n-gram bans, CTranslate2) go through rounds as above,
-without the wait.
+With `continuous` (`--batching continuous`), beam-search requests on the PyTorch engine do not
+wait for a round: their sentences join the running search between two steps (iteration-level
+batching, mtkit.translation.streaming), up to `decoding.max_tokens`, and each comes back as
+soon as it is done. Other requests (greedy, sampling, n-gram bans, CTranslate2) go through
+rounds as above, without the wait.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class Batcher:
         max_wait_s: float = 0.02,
         wait_always: bool = False,
         max_pending: int = 2048,
-        continuous: bool = True,
+        continuous: bool = False,
     ) -> None:
         self.engine = engine
         self.continuous = continuous  # beam search requests join the running search

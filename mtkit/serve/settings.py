@@ -27,9 +27,10 @@ class ServeSettings:
     engine: str = "auto"  # auto, pytorch, or ctranslate2 (the run's CT2 export), as `translate`
     quantize: str = "none"  # none or int8 (PyTorch dynamic int8 Linears, or CT2 compute type)
     device: str = "auto"  # auto, cpu or cuda
-    # continuous: beam-search requests join the running search between its steps (PyTorch
-    # engine); rounds: every batch runs to its end first. Other requests always go in rounds.
-    batching: str = "continuous"
+    # rounds: every batch runs to its end first; continuous: beam-search requests join the
+    # running search between its steps (PyTorch engine; lower median latency under load, higher
+    # p99: docs/serve.md). Other requests always go in rounds.
+    batching: str = "rounds"
     max_wait_ms: float = 20.0  # rounds: longest wait for concurrent clients to fill a batch
     # adaptive: wait only for as many requests as there were clients lately (a lone client
     # never waits); always: every round waits max_wait_ms (or until the token budget)

@@ -116,7 +116,8 @@ def running(ckpt: Path, log: Path, *args: str) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def server(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("server") / "server.log"
-    with running(ckpt, log, "--max-sentences", "30", "--max-chars", "200") as s:
+    args = ["--max-sentences", "30", "--max-chars", "200", "--batching", "continuous"]
+    with running(ckpt, log, *args) as s:
         yield s
 
 
