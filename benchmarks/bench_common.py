@@ -242,3 +242,24 @@ def require_multi30k(data_dir: Path, prog: str) -> Path:
     if not (m30k / "train.en").is_file():
         raise SystemExit(f"{prog}: {m30k}/train.en not found; pass --data-dir DIR (DIR/multi30k/)")
     return m30k
+
+
+# --------------------------------------------------------------------------- decoding benchmarks
+
+
+def run_source_parser(doc: str, lines: int, lines_help: str) -> argparse.ArgumentParser:
+    """A parser with what every decoding benchmark takes: RUN, SOURCE and --lines."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("run", type=Path, help="run directory or checkpoint")
+    parser.add_argument("source", type=Path, help="source text, one sentence per line")
+    parser.add_argument("--lines", type=int, default=lines, help=lines_help)
+    return parser
+
+
+def write_report(table: str, report: dict[str, Any], path: Path) -> int:
+    """Print `table` and write `report` to `path` as JSON; returns 0 (the exit status)."""
+    print(table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+    return 0

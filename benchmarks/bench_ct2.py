@@ -14,8 +14,6 @@ all: the run's `decoding` section with `--beam`. Also reported: mean output leng
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
     sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_common import run_source_parser, write_report  # noqa: E402
 from mtkit.errors import MtkitError  # noqa: E402
 
 ENGINES = ("mtkit", "ct2-float32", "ct2-int8")
@@ -141,10 +140,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path, help="run directory or checkpoint")
-    parser.add_argument("source", type=Path, help="source text, one sentence per line")
-    parser.add_argument("--lines", type=int, default=500, help="first N lines of the source")
+    parser = run_source_parser(__doc__, 500, "first N lines of the source")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="0: all CPUs available")
@@ -158,11 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MtkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(format_table(report))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.json}")
-    return 0
+    return write_report(format_table(report), report, args.json)
 
 
 if __name__ == "__main__":

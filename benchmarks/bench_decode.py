@@ -19,7 +19,6 @@ matter (AVX-512, VNNI, BF16, AMX). Writes the report as JSON too.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -35,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
     sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_common import write_report  # noqa: E402
 from mtkit.config.schema import DecodingConfig  # noqa: E402
 from mtkit.errors import MtkitError  # noqa: E402
 
@@ -260,11 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MtkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(format_report(report))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.json}")
-    return 0
+    return write_report(format_report(report), report, args.json)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
     sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_common import run_source_parser, write_report  # noqa: E402
 from mtkit.errors import MtkitError  # noqa: E402
 
 START_S = 300.0  # deadline for a server (and an export) to come up
@@ -240,10 +241,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path, help="run directory or checkpoint")
-    parser.add_argument("source", type=Path, help="source text, one sentence per line")
-    parser.add_argument("--lines", type=int, default=200, help="first N non-empty lines")
+    parser = run_source_parser(__doc__, 200, "first N non-empty lines")
     parser.add_argument("--clients", default="1,8,64", help="concurrent clients per level")
     parser.add_argument("--engines", default="pytorch,ctranslate2", help=", ".join(ENGINES))
     parser.add_argument("--beam", type=int, default=None, help="default: the run's")
@@ -274,11 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MtkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(format_table(report))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.json}")
-    return 0
+    return write_report(format_table(report), report, args.json)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ are. Prints a table and writes JSON.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
@@ -31,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
     sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_common import run_source_parser, write_report  # noqa: E402
 from mtkit.errors import MtkitError  # noqa: E402
 
 
@@ -122,10 +121,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path, help="run directory or checkpoint")
-    parser.add_argument("source", type=Path, help="source text, one sentence per line")
-    parser.add_argument("--lines", type=int, default=384, help="first N lines of the source")
+    parser = run_source_parser(__doc__, 384, "first N lines of the source")
     parser.add_argument("--in-flight", type=int, default=64, help="sentences kept in the search")
     parser.add_argument("--join-every", default="1,4", help="comma-separated step cadences")
     parser.add_argument("--repeats", type=int, default=3)
@@ -141,11 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (MtkitError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(format_table(report))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.json}")
-    return 0
+    return write_report(format_table(report), report, args.json)
 
 
 if __name__ == "__main__":
