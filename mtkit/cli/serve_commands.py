@@ -82,9 +82,9 @@ def serve(
 ) -> None:
     """Serve a trained model over HTTP: POST /translate, /health, /info, /docs.
 
-    Concurrent requests share batches (dynamic batching): each round of waiting requests is
-    translated in token-budget batches; with --batching continuous, beam-search requests join
-    the running search between its steps instead.
+    Concurrent requests share batches (dynamic batching): the requests waiting
+    are translated together in token-budget batches; with --batching continuous,
+    beam-search requests join the running search between its steps instead.
     The model is loaded before the port opens; SIGTERM finishes what is in flight.
     Needs FastAPI and uvicorn (the serve extra of mtkit).
 
