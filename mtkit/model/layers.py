@@ -316,9 +316,9 @@ class DecoderLayer(nn.Module):
         src_mask: Tensor,
         beam: int = 1,
         self_mask: Tensor | None = None,
-    ) -> tuple[Tensor, KV]:
+    ) -> Tensor:
         """One new position, whose keys/values are written into the last (free) column of
-        `past` (DecoderCache.reserve); returns the output and `past`, now filled.
+        `past` (DecoderCache.reserve), in place; returns the output.
 
         Rows come in groups of `beam` consecutive rows per sentence; `cross` and `src_mask`
         hold one entry per sentence, and a sentence's `beam` rows attend to it as `beam`
@@ -326,7 +326,7 @@ class DecoderLayer(nn.Module):
         Shapes: x (rows, 1, d_model), past K/V (rows, n_heads, t + 1, head_dim),
         cross K/V (rows / beam, n_heads, src_len, head_dim), src_mask (rows / beam, 1, 1,
         src_len), self_mask None (all t + 1 columns) or bool (rows, 1, 1, t + 1)
-        -> (rows, 1, d_model), K/V (rows, n_heads, t + 1, head_dim).
+        -> (rows, 1, d_model).
         """
 
         def self_block(h: Tensor) -> Tensor:
@@ -343,5 +343,5 @@ class DecoderLayer(nn.Module):
 
         x = self.res_self(x, self_block)
         x = self.res_cross(x, cross_block)
-        x = self.res_ff(x, self.ff)  # (rows, 1, d_model)
-        return x, past
+        out: Tensor = self.res_ff(x, self.ff)  # (rows, 1, d_model)
+        return out

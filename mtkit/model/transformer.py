@@ -192,9 +192,9 @@ class Transformer(nn.Module):
         self_mask = cache.self_mask()  # None, or (rows, 1, 1, position + 1)
         cross_mask = _key_mask(cache.src_mask)  # (sentences, 1, 1, src_len)
         for i, layer in enumerate(self._layers()):
-            x, cache.self_kv[i] = layer.step(
+            x = layer.step(
                 x, cache.self_kv[i], cache.cross_kv[i], cross_mask, cache.beam, self_mask
-            )  # (rows, 1, d_model)
+            )  # (rows, 1, d_model); the layer's K/V filled in place
         cache.position += 1
         return self._logits(x)[:, 0]  # (rows, tgt_vocab)
 
