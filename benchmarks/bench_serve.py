@@ -14,7 +14,10 @@ continuous batching the mean number of sentences in a search step), the server's
 (VmHWM) so far, and how many answers equal sequential translation's. Next to it: sequential
 `mtkit translate` throughput of the same lines in this process (the engine's batched path,
 chunks of 500, like the CLI) with the same thread count. The clients run on the same machine,
-so on few cores they compete with the server. Prints a table and writes JSON. Not a test:
+so on few cores they compete with the server: CPU milliseconds per sentence of the server
+process (/proc utime + stime: model, batching and HTTP) and of the clients are reported beside
+`translate`'s, which tells work the server does from time it waits for a core. Prints a table
+and writes JSON. Not a test:
 traffic goes to 127.0.0.1 only, a bounded number of requests, and it stops by itself.
 """
 
@@ -93,6 +96,15 @@ def stop_server(proc: Any) -> None:
         proc.kill()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def peak_rss_mib(pid: int) -> float | None:
     """The process's peak resident set size (Linux /proc VmHWM), in MiB."""
     try:
@@ -167,8 +179,10 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def sequential(run: Path, engine: str, lines: list[str], beam: int | None) -> tuple[float, Any]:
-    """Sentences/s of `mtkit translate`'s path (batched, chunks of 500) and its outputs."""
+def sequential(
+    run: Path, engine: str, lines: list[str], beam: int | None
+) -> tuple[float, float, Any]:
+    """Sentences/s and CPU s of `mtkit translate`'s path (batched, chunks of 500); its outputs."""
     from mtkit.cli.engine_choice import open_engine
     from mtkit.translation.output import stream_translations
 
@@ -178,10 +192,10 @@ def sequential(run: Path, engine: str, lines: list[str], beam: int | None) -> tu
     dec = translator.config.decoding
     dec = replace(dec, beam_size=beam, nbest=1) if beam else dec
     translator.translate(lines[:10], dec)  # warm-up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     chunks = list(stream_translations(translator, lines, dec, 500))
-    seconds = time.perf_counter() - start
-    return len(lines) / seconds, [t.text for chunk in chunks for t in chunk]
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return len(lines) / seconds, cpu, [t.text for chunk in chunks for t in chunk]
 
 
 def bench_engine(
@@ -191,15 +205,21 @@ def bench_engine(
     import torch
 
     torch.set_num_threads(args.threads)
-    translate_speed, expected = sequential(run, engine, lines, args.beam)
+    translate_speed, translate_cpu, expected = sequential(run, engine, lines, args.beam)
     options = {"beam_size": args.beam} if args.beam else {}
     proc, port = start_server(run, engine, args.threads, args.max_wait_ms)
     url = f"http://127.0.0.1:{port}"
     levels = []
     try:
         for clients in args.clients:
-            before = batch_stats(url)
+            before, server_cpu, client_cpu = (
+                batch_stats(url),
+                cpu_seconds(proc.pid),
+                time.process_time(),
+            )
             wall, latencies, outputs = asyncio.run(load(port, lines, clients, options))
+            client_cpu = time.process_time() - client_cpu
+            server_cpu = cpu_seconds(proc.pid) - server_cpu
             after = batch_stats(url)
             levels.append({
                 "clients": clients,
@@ -208,13 +228,19 @@ def bench_engine(
                 "p95_ms": percentile(latencies, 95) * 1000,
                 "p99_ms": percentile(latencies, 99) * 1000,
                 "peak_rss_mib": peak_rss_mib(proc.pid),
+                "server_cpu_ms": server_cpu / len(lines) * 1000,
+                "client_cpu_ms": client_cpu / len(lines) * 1000,
                 "mean_batch": (after[2] - before[2]) / max(1, after[1] - before[1]),
                 "same_as_translate": sum(a == b for a, b in zip(outputs, expected, strict=True)),
             })  # fmt: skip
             print(f"  {engine}: {clients} clients done", file=sys.stderr)
     finally:
         stop_server(proc)
-    return {"translate_sentences_per_s": translate_speed, "levels": levels}
+    return {
+        "translate_sentences_per_s": translate_speed,
+        "translate_cpu_ms": translate_cpu / len(lines) * 1000,
+        "levels": levels,
+    }
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -222,12 +248,16 @@ def format_table(report: dict[str, Any]) -> str:
     n = report["sentences"]
     rows = [
         "| engine | clients | sentences/s | vs 1 client | vs translate | p50 ms | p95 ms | "
-        "p99 ms | mean batch | peak RSS MiB | same as translate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "p99 ms | mean batch | peak RSS MiB | same as translate | CPU ms/sentence: server, "
+        "clients |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for engine, r in report["engines"].items():
         base = r["translate_sentences_per_s"]
-        rows.append(f"| {engine} | `mtkit translate` | {base:.1f} | | 1.00x | | | | | | |")
+        rows.append(
+            f"| {engine} | `mtkit translate` | {base:.1f} | | 1.00x | | | | | | | "
+            f"{r['translate_cpu_ms']:.1f} |"
+        )
         one = r["levels"][0]["sentences_per_s"]
         for level in r["levels"]:
             speed, rss = level["sentences_per_s"], level["peak_rss_mib"]
@@ -235,7 +265,8 @@ def format_table(report: dict[str, Any]) -> str:
                 f"| {engine} | {level['clients']} | {speed:.1f} | {speed / one:.2f}x | "
                 f"{speed / base:.2f}x | {level['p50_ms']:.0f} | {level['p95_ms']:.0f} | "
                 f"{level['p99_ms']:.0f} | {level['mean_batch']:.1f} | {rss:.0f} | "
-                f"{level['same_as_translate']}/{n} |"
+                f"{level['same_as_translate']}/{n} | {level['server_cpu_ms']:.1f}, "
+                f"{level['client_cpu_ms']:.1f} |"
             )
     return "\n".join(rows)
 
