@@ -52,8 +52,8 @@ def make_metric(name: str, tokenize: str = "13a", lowercase: bool = False) -> An
         raise MetricError(
             f"unknown sacreBLEU tokenizer '{tokenize}' (expected one of {', '.join(tokenizers())})"
         )
-    try:
-        return BLEU(tokenize=tokenize, lowercase=lowercase)
+    try:  # tok:none scores text tokenized on purpose: no "forgot to detokenize?" warning
+        return BLEU(tokenize=tokenize, lowercase=lowercase, force=tokenize == "none")
     except (OSError, ImportError, RuntimeError) as e:  # URLError is an OSError
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if tokenize in DOWNLOADING_TOKENIZERS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import urllib.error
 
@@ -56,6 +57,21 @@ def test_tokenizer_is_passed_through_and_checked() -> None:
         corpus_scores(hyps, [REFS], ["bleu"], tokenize="bogus")
     with pytest.raises(MetricError, match="unknown metric 'meteor'"):
         corpus_scores(hyps, [REFS], ["meteor"])
+
+
+def test_tokenize_none_scores_tokenized_text_without_the_detokenize_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hyps = [f"a cat number {i} sits on the mat ." for i in range(120)]  # >= 100 end in " ."
+    refs = [[f"a cat number {i} sat on the mat ." for i in range(120)]]
+    with caplog.at_level(logging.WARNING, logger="sacrebleu"):
+        corpus_scores(hyps, refs, ["bleu"], tokenize="13a")
+    assert "detokenize" in caplog.text  # sacrebleu's check: a real warning for 13a
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sacrebleu"):
+        (result,) = corpus_scores(hyps, refs, ["bleu"], tokenize="none")
+    assert "detokenize" not in caplog.text
+    assert "tok:none" in result.signature and 0 < result.score < 100
 
 
 def test_flores_tokenizer_offline_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
