@@ -3,9 +3,11 @@
     .venv/bin/python benchmarks/bench_decode.py runs/demo data/test.en --ref data/test.de
     .venv/bin/python benchmarks/bench_decode.py RUN SRC --ref REF --lines 500 --threads 1
 
-Engines: mtkit float32, mtkit int8 (`--quantize int8`: dynamic int8 Linears), CTranslate2
-float32 and int8 (the run exported once to a temporary folder; int8 is its compute type, as
-`--engine ctranslate2 --quantize int8` runs it). Every engine translates the same first
+Engines: mtkit float32, mtkit float32 with `--early-stopping heuristic` (beam search stops a
+sentence once its best live hypothesis, ended now, would not win; the default rule searches
+until none could win at any length), mtkit int8 (`--quantize int8`: dynamic int8 Linears),
+CTranslate2 float32 and int8 (the run exported once to a temporary folder; int8 is its compute
+type, as `--engine ctranslate2 --quantize int8` runs it). Every engine translates the same first
 `--lines` lines with the run's decoding options; each repetition runs every engine once, in a
 rotating order, so on a shared machine all of them see the same load; a figure is the median
 of `--repeats`. Two clocks: wall time, and the process's CPU time (steadier when other
@@ -26,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,12 @@ from benchmarks.bench_common import write_report  # noqa: E402
 from mtkit.config.schema import DecodingConfig  # noqa: E402
 from mtkit.errors import MtkitError  # noqa: E402
 
-ENGINES = ("mtkit-fp32", "mtkit-int8", "ct2-fp32", "ct2-int8")
-PAIRS = (("mtkit-fp32", "ct2-fp32"), ("mtkit-int8", "ct2-int8"))  # equal precision
+ENGINES = ("mtkit-fp32", "mtkit-fp32-heuristic", "mtkit-int8", "ct2-fp32", "ct2-int8")
+PAIRS = (  # equal precision
+    ("mtkit-fp32", "ct2-fp32"),
+    ("mtkit-fp32-heuristic", "ct2-fp32"),
+    ("mtkit-int8", "ct2-int8"),
+)
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
@@ -65,15 +71,27 @@ def cpu_info() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class HeuristicStopping:
+    """An engine whose beam searches stop by `decoding.early_stopping: heuristic`."""
+
+    engine: Any
+
+    def translate(self, lines: list[str], dec: DecodingConfig) -> Any:
+        return self.engine.translate(lines, replace(dec, early_stopping="heuristic"))
+
+
 def load_engines(run: Path, folder: Path, threads: int) -> dict[str, Any]:
-    """The four engines; the run is exported (float32) into `folder` for CTranslate2."""
+    """The five engines; the run is exported (float32) into `folder` for CTranslate2."""
     from mtkit.export.ctranslate2 import export_ctranslate2
     from mtkit.translation.ctranslate2_engine import CT2Translator
     from mtkit.translation.translator import Translator
 
     export = export_ctranslate2(run, folder / "ct2")
+    fp32 = Translator.load(run, device="cpu")
     return {
-        "mtkit-fp32": Translator.load(run, device="cpu"),
+        "mtkit-fp32": fp32,
+        "mtkit-fp32-heuristic": HeuristicStopping(fp32),
         "mtkit-int8": Translator.load(run, device="cpu", quantize="int8"),
         "ct2-fp32": CT2Translator.load(export, device="cpu", threads=threads),
         "ct2-int8": CT2Translator.load(export, device="cpu", threads=threads, compute_type="int8"),

@@ -14,6 +14,7 @@ from mtkit.cli.options import (
     BeamOpt,
     DecodePrecisionOpt,
     DeviceOpt,
+    EarlyStoppingOpt,
     EngineOpt,
     GreedyOpt,
     LengthNormOpt,
@@ -99,6 +100,7 @@ def evaluate(
     greedy: GreedyOpt = False,
     length_penalty: LengthPenaltyOpt = None,
     length_norm: LengthNormOpt = None,
+    early_stopping: EarlyStoppingOpt = None,
     max_len_a: MaxLenAOpt = None,
     max_len_b: MaxLenBOpt = None,
     min_len: MinLenOpt = None,
@@ -134,7 +136,7 @@ def evaluate(
     translator = open_engine(inputs.check_model_arguments(run, paired_bs), device, engine, quantize)
     dec = SearchFlags(
         beam_size=beam, greedy=greedy, length_penalty=length_penalty, length_norm=length_norm,
-        max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+        early_stopping=early_stopping, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
         no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens, precision=precision,
     ).apply(translator.config.decoding)  # fmt: skip
     tokenize = inputs.run_tokenize(translator, tokenize, names)

@@ -96,6 +96,15 @@ NbestOpt = Annotated[
 LengthPenaltyOpt = Annotated[
     float | None, typer.Option(help="GNMT length penalty alpha", rich_help_panel=SEARCH)
 ]
+EarlyStoppingOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="When beam search stops a sentence: exact (no live hypothesis could still win; "
+        "the default) or heuristic (the best live one, ended now, would not win: faster, a few "
+        "outputs differ)",
+        rich_help_panel=SEARCH,
+    ),
+]
 LengthNormOpt = Annotated[
     str | None,
     typer.Option(
@@ -149,6 +158,7 @@ class SearchFlags:
     nbest: int | None = None
     length_penalty: float | None = None
     length_norm: str | None = None
+    early_stopping: str | None = None
     max_len_a: float | None = None
     max_len_b: int | None = None
     min_len: int | None = None

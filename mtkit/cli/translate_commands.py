@@ -15,6 +15,7 @@ from mtkit.cli.options import (
     BeamOpt,
     DecodePrecisionOpt,
     DeviceOpt,
+    EarlyStoppingOpt,
     EngineOpt,
     GreedyOpt,
     LengthNormOpt,
@@ -79,6 +80,7 @@ def translate(
     nbest: NbestOpt = None,
     length_penalty: LengthPenaltyOpt = None,
     length_norm: LengthNormOpt = None,
+    early_stopping: EarlyStoppingOpt = None,
     max_len_a: MaxLenAOpt = None,
     max_len_b: MaxLenBOpt = None,
     min_len: MinLenOpt = None,
@@ -114,9 +116,10 @@ def translate(
     translator = open_engine(run, device, engine, quantize, attention=attention is not None)
     dec = SearchFlags(
         beam_size=beam, greedy=greedy, nbest=nbest, length_penalty=length_penalty,
-        length_norm=length_norm, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
-        no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens, sampling=sample or None,
-        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, precision=precision,
+        length_norm=length_norm, early_stopping=early_stopping, max_len_a=max_len_a,
+        max_len_b=max_len_b, min_len=min_len, no_repeat_ngram=no_repeat_ngram,
+        max_tokens=batch_tokens, sampling=sample or None, temperature=temperature, top_k=top_k,
+        top_p=top_p, seed=seed, precision=precision,
     ).apply(translator.config.decoding)  # fmt: skip
     if progress is None and output is None and sys.stdout.isatty():
         progress = False  # a bar would be drawn over the translations

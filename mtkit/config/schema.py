@@ -173,6 +173,7 @@ class TrainingConfig:
 
 
 LengthNorm = Literal["gnmt", "average", "none"]
+EarlyStopping = Literal["exact", "heuristic"]
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 
 
@@ -190,6 +191,11 @@ class DecodingConfig:
     # gnmt: log_prob / ((5 + len) / 6) ** length_penalty; average: log_prob / len (per-token
     # mean); none: raw log_prob, which favours short outputs.
     length_norm: LengthNorm = "gnmt"
+    # When beam search stops a sentence that has its n-best finished hypotheses: exact, once no
+    # live hypothesis could still enter the list at any length up to the maximum (the same
+    # result as searching on); heuristic, once the best live one, scored as if it ended now,
+    # cannot (Hugging Face's early_stopping=False): fewer steps, a few outputs differ.
+    early_stopping: EarlyStopping = "exact"
     max_len_a: float = 1.5  # max output length = a * source length + b
     max_len_b: int = 10  # see `max_len_a`
     min_len: int = 0  # EOS is forbidden before this many output tokens

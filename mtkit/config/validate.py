@@ -15,6 +15,7 @@ from mtkit.config.schema import (
     CorpusConfig,
     DataConfig,
     DecodingConfig,
+    EarlyStopping,
     ExperimentConfig,
     LengthNorm,
     Precision,
@@ -122,6 +123,9 @@ def validate_decoding(dec: DecodingConfig, prefix: str = "decoding.") -> None:
     norms = typing.get_args(LengthNorm)  # the type is not checked on the command line
     expected = f"one of {', '.join(norms)}"
     _check(dec.length_norm in norms, prefix + "length_norm", expected, dec.length_norm)
+    rules = typing.get_args(EarlyStopping)
+    expected = f"one of {', '.join(rules)}"
+    _check(dec.early_stopping in rules, prefix + "early_stopping", expected, dec.early_stopping)
     precisions = typing.get_args(Precision)
     expected = f"one of {', '.join(precisions)}"
     _check(dec.precision in precisions, prefix + "precision", expected, dec.precision)

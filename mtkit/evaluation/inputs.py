@@ -99,6 +99,8 @@ def search_label(dec: DecodingConfig, default: DecodingConfig) -> str:
     parts = ["greedy" if dec.beam_size == 1 else f"beam{dec.beam_size}.lp{dec.length_penalty}"]
     if dec.beam_size > 1 and dec.length_norm != default.length_norm:
         parts.append(f"norm-{dec.length_norm}")
+    if dec.beam_size > 1 and dec.early_stopping != default.early_stopping:
+        parts.append(f"stop-{dec.early_stopping}")
     if dec.min_len != default.min_len:
         parts.append(f"minlen{dec.min_len}")
     if dec.no_repeat_ngram != default.no_repeat_ngram:

@@ -113,7 +113,8 @@ def generation_settings(options: DecodingConfig, max_positions: int) -> dict[str
         settings.update(do_sample=True, temperature=options.temperature, top_k=options.top_k,
                         top_p=options.top_p, **one_path)  # fmt: skip
     elif uses_beam(options):
-        settings.update(do_sample=False, num_beams=options.beam_size, early_stopping="never",
+        settings.update(do_sample=False, num_beams=options.beam_size,
+                        early_stopping="never" if options.early_stopping == "exact" else False,
                         length_penalty=hf_length_penalty(options))  # fmt: skip
     else:
         settings.update(do_sample=False, **one_path)

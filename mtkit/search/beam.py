@@ -118,12 +118,13 @@ def _sentence_done(
     (EOS counted) in [step + 2, max_len + 1] with raw log-prob <= best_live; the normaliser is
     monotone in length, so its best normalised score is at one of the two ends. A later
     hypothesis that only ties the `nbest`-th score sorts after it, so the list is final.
+    With dec.early_stopping "heuristic" only the length it would have if it ended now counts.
     """
     if step >= max_len or best_live == -math.inf:
         return True
     if len(kept) < dec.nbest:
         return False
-    ends = (step + 2, max_len + 1)
+    ends = (step + 2, max_len + 1) if dec.early_stopping == "exact" else (step + 2,)
     bound = max(best_live / length_normaliser(n, dec.length_penalty, dec.length_norm) for n in ends)
     return bound <= kept[dec.nbest - 1].score
 

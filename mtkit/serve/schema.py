@@ -14,7 +14,8 @@ from mtkit.translation.translator import Translation
 
 # request fields that are DecodingConfig keys (max_tokens stays the server's batch budget)
 DECODING_FIELDS = (
-    "beam_size", "nbest", "length_penalty", "length_norm", "max_len_a", "max_len_b", "min_len",
+    "beam_size", "nbest", "length_penalty", "length_norm", "early_stopping",
+    "max_len_a", "max_len_b", "min_len",
     "no_repeat_ngram", "sampling", "temperature", "top_k", "top_p", "seed",
 )  # fmt: skip
 
@@ -29,6 +30,9 @@ class TranslateRequest(BaseModel):
     nbest: int | None = Field(default=None, description="return this many hypotheses")
     length_penalty: float | None = Field(default=None, description="GNMT alpha (0: raw)")
     length_norm: Literal["gnmt", "average", "none"] | None = None
+    early_stopping: Literal["exact", "heuristic"] | None = Field(
+        default=None, description="beam search: exact (default) or heuristic (faster)"
+    )
     max_len_a: float | None = Field(default=None, description="max length = a * src_len + b")
     max_len_b: int | None = None
     min_len: int | None = Field(default=None, description="no EOS before this many tokens")

@@ -16,7 +16,8 @@ How mtkit's search options map onto CTranslate2's `translate_batch`:
 - min_len, no_repeat_ngram, n-best, sampling (temperature, top-k, top-p, seed) map to their
   CTranslate2 namesakes; PAD and BOS are never generated (suppress_sequences).
 - Batches: `max_tokens` source tokens per batch (max_batch_size with batch_type="tokens").
-Differences: at the last step mtkit keeps `beam` live candidates besides those ending in EOS,
+Differences: CTranslate2 stops a beam search by its own rule (`early_stopping` is not used); at
+the last step mtkit keeps `beam` live candidates besides those ending in EOS,
 CTranslate2 the best `beam` of all, so a sentence that hits the max length can end differently;
 log-probs and attention are not returned (Candidate.log_prob is None).
 """

@@ -210,6 +210,7 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
         ({"sentences": ["a"], "beam_size": 2, "nbest": 3}, 422, "nbest"),
         ({"sentences": ["a"], "top_p": 1.5}, 422, "top_p"),
         ({"sentences": ["a"], "length_norm": "sqrt"}, 422, "length_norm"),
+        ({"sentences": ["a"], "early_stopping": "never"}, 422, "early_stopping"),
         ({}, 422, "sentences"),
         ([1, 2], 422, "object"),
     ],

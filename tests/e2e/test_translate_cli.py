@@ -178,3 +178,20 @@ def test_precision_flag(ckpt: Path) -> None:
         assert len(out.splitlines()) == 2
     code, _, err = run("translate", ckpt, "--precision", "int4", input=text)
     assert code == 2 and "precision: expected one of auto, float32" in err
+
+
+def test_early_stopping_flag(ckpt: Path) -> None:
+    """--early-stopping heuristic decodes every line with its sorted n-best list; a bad value
+    exits 2 naming the flag's key."""
+    text = "\n".join(SOURCES[:3]) + "\n"
+    flags = ("--beam", "4", "--nbest", "2", "--format", "jsonl", "--early-stopping")
+    code, out, err = run("translate", ckpt, *flags, "heuristic", input=text)
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["source"] for r in records] == SOURCES[:3]
+    for r in records:
+        scores = [h["score"] for h in r["nbest"]]
+        assert len(scores) == 2 and scores == sorted(scores, reverse=True)
+    code, _, err = run("translate", ckpt, *flags, "never", input=text)
+    assert code == 2 and "early_stopping: expected one of exact, heuristic" in err
+    assert "Traceback" not in err

@@ -152,6 +152,8 @@ def test_generation_settings_follow_the_decoding_section() -> None:
     beam = generation_settings(DecodingConfig(beam_size=5, length_norm="average"), 128)
     assert beam["num_beams"] == 5 and beam["length_penalty"] == 1.0
     assert beam["early_stopping"] == "never"  # mtkit's exact stopping rule
+    fast = generation_settings(DecodingConfig(beam_size=5, early_stopping="heuristic"), 128)
+    assert fast["early_stopping"] is False  # Transformers' heuristic: the same rule
     assert beam["decoder_start_token_id"] == 2 and beam["eos_token_id"] == 3
     assert beam["forced_eos_token_id"] == 3 and beam["suppress_tokens"] == [0, 2]
     assert beam["max_new_tokens"] == 128

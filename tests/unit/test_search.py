@@ -326,3 +326,35 @@ def test_stopping_bound_accounts_for_length_penalty() -> None:
     ((best, *_),) = beam_search(stub, src, mask, dec, **IDS)
     assert best.tokens == [3, 3, 3]
     assert best.score == pytest.approx(math.log(0.6 * 0.5) / 1.5, abs=1e-4)
+
+
+EARLY_STOP = [  # [] ends at -0.92; A A A EOS wins (-0.87 normalised) but A A looks beaten at step 2
+    [1e-9, 1e-9, 0.4, 0.6],
+    [1e-9, 1e-9, 0.55, 0.45],
+    [1e-9, 1e-9, 1e-6, 1.0],
+    [1e-9, 1e-9, 1.0, 1e-6],
+]
+
+
+def test_heuristic_early_stopping_stops_where_the_exact_rule_searches_on() -> None:
+    stub = StubModel(EARLY_STOP)
+    src, mask = stub_src()
+    dec = DecodingConfig(beam_size=2, length_penalty=1.0, max_len_a=0.0, max_len_b=3)
+    ((exact, *_),) = beam_search(stub, src, mask, dec, **IDS)
+    ((heuristic, *_),) = beam_search(
+        stub, src, mask, replace(dec, early_stopping="heuristic"), **IDS
+    )
+    assert exact.tokens == [3, 3, 3]
+    assert exact.score == pytest.approx(math.log(0.6 * 0.45) / 1.5, abs=1e-4)
+    assert heuristic.tokens == []  # A A, scored as if it ended now, could not beat []
+    assert heuristic.score == pytest.approx(math.log(0.4), abs=1e-4)
+
+
+def test_early_stopping_rules_agree_without_length_normalisation(
+    model: Transformer, batch: tuple[Tensor, Tensor]
+) -> None:
+    # raw log-probs only fall as a prefix grows: ending now is its best, so both rules stop together
+    src, mask = batch
+    dec = DecodingConfig(beam_size=4, nbest=2, length_norm="none", max_len_a=2.0)
+    exact = beam_search(model, src, mask, dec, **IDS)
+    assert beam_search(model, src, mask, replace(dec, early_stopping="heuristic"), **IDS) == exact

@@ -159,6 +159,7 @@ def test_sampling_is_seeded_and_gives_k_samples(translator: Translator) -> None:
         ({"nbest": 5, "beam_size": 2}, "nbest (5) must be at most the beam size (2)"),
         ({"beam_size": 0}, "beam_size: expected a positive number"),
         ({"length_norm": "bogus"}, "length_norm: expected one of gnmt, average, none"),
+        ({"early_stopping": "never"}, "early_stopping: expected one of exact, heuristic"),
         ({"sampling": True, "top_p": 0.0}, "top_p: expected a value in (0, 1]"),
         ({"sampling": True, "temperature": 0.0}, "temperature: expected a positive number"),
         ({"min_len": -1}, "min_len: expected zero or more"),
