@@ -135,6 +135,8 @@ OPTIONS: list[tuple[list[str], dict[str, Any]]] = [
     (["--greedy"], {"beam_size": 1}),
     (["--beam", "3", "--nbest", "3", "--length-penalty", "0.6"],
      {"beam_size": 3, "nbest": 3, "length_penalty": 0.6}),
+    (["--beam", "4", "--nbest", "2", "--early-stopping", "heuristic"],
+     {"beam_size": 4, "nbest": 2, "early_stopping": "heuristic"}),
     (["--sample", "--seed", "7", "--top-k", "5", "--nbest", "2"],
      {"sampling": True, "seed": 7, "top_k": 5, "nbest": 2}),
 ]  # fmt: skip
