@@ -20,7 +20,6 @@ matter (AVX-512, VNNI, BF16, AMX). Writes the report as JSON too.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import statistics
@@ -36,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_common import write_report  # noqa: E402
+from benchmarks.bench_common import run_source_parser, write_report  # noqa: E402
 from mtkit.config.schema import DecodingConfig  # noqa: E402
 from mtkit.errors import MtkitError  # noqa: E402
 
@@ -258,11 +257,8 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("run", type=Path, help="run directory or checkpoint")
-    parser.add_argument("source", type=Path, help="source text, one sentence per line")
+    parser = run_source_parser(__doc__ or "", 500, "first N lines of the source")
     parser.add_argument("--ref", type=Path, help="reference translations (for BLEU)")
-    parser.add_argument("--lines", type=int, default=500, help="first N lines of the source")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tokenize", help="sacreBLEU tokenizer (default: the run's)")

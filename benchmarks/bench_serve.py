@@ -17,8 +17,8 @@ chunks of 500, like the CLI) with the same thread count. The clients run on the 
 so on few cores they compete with the server: CPU milliseconds per sentence of the server
 process (/proc utime + stime: model, batching and HTTP) and of the clients are reported beside
 `translate`'s, which tells work the server does from time it waits for a core. Prints a table
-and writes JSON. Not a test:
-traffic goes to 127.0.0.1 only, a bounded number of requests, and it stops by itself.
+and writes JSON. Not a test: traffic goes to 127.0.0.1 only, a bounded number of requests, and
+it stops by itself.
 """
 
 from __future__ import annotations
@@ -212,14 +212,11 @@ def bench_engine(
     levels = []
     try:
         for clients in args.clients:
-            before, server_cpu, client_cpu = (
-                batch_stats(url),
-                cpu_seconds(proc.pid),
-                time.process_time(),
-            )
+            before = batch_stats(url)
+            server_cpu, client_cpu = cpu_seconds(proc.pid), time.process_time()
             wall, latencies, outputs = asyncio.run(load(port, lines, clients, options))
-            client_cpu = time.process_time() - client_cpu
             server_cpu = cpu_seconds(proc.pid) - server_cpu
+            client_cpu = time.process_time() - client_cpu
             after = batch_stats(url)
             levels.append({
                 "clients": clients,

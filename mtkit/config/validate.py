@@ -28,6 +28,12 @@ def _check(cond: bool, key: str, expected: str, value: Any) -> None:
         raise ConfigError(f"{key}: expected {expected}, got {short_repr(value)}")
 
 
+def _check_choice(value: Any, choices: Any, key: str) -> None:
+    """`value` must be one of the Literal type `choices`' values."""
+    allowed = typing.get_args(choices)
+    _check(value in allowed, key, f"one of {', '.join(allowed)}", value)
+
+
 _POSITIVE = {
     "model": ("d_model", "n_heads", "d_ff", "max_positions", "encoder_layers", "decoder_layers"),
     "training": (
@@ -120,15 +126,13 @@ def validate_decoding(dec: DecodingConfig, prefix: str = "decoding.") -> None:
         value = getattr(dec, name)
         _check(value >= 0, prefix + name, "zero or more", value)
     _check(0.0 < dec.top_p <= 1.0, prefix + "top_p", "a value in (0, 1]", dec.top_p)
-    norms = typing.get_args(LengthNorm)  # the type is not checked on the command line
-    expected = f"one of {', '.join(norms)}"
-    _check(dec.length_norm in norms, prefix + "length_norm", expected, dec.length_norm)
-    rules = typing.get_args(EarlyStopping)
-    expected = f"one of {', '.join(rules)}"
-    _check(dec.early_stopping in rules, prefix + "early_stopping", expected, dec.early_stopping)
-    precisions = typing.get_args(Precision)
-    expected = f"one of {', '.join(precisions)}"
-    _check(dec.precision in precisions, prefix + "precision", expected, dec.precision)
+    # Literal types are not checked on the command line
+    for name, choices in (
+        ("length_norm", LengthNorm),
+        ("early_stopping", EarlyStopping),
+        ("precision", Precision),
+    ):
+        _check_choice(getattr(dec, name), choices, prefix + name)
     if not dec.sampling and dec.nbest > dec.beam_size:
         raise ConfigError(
             f"{prefix}nbest ({dec.nbest}) must be at most the beam size ({dec.beam_size}); "

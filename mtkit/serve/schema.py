@@ -4,11 +4,11 @@ request's options onto the run's DecodingConfig."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mtkit.config.schema import DecodingConfig
+from mtkit.config.schema import DecodingConfig, EarlyStopping, LengthNorm
 from mtkit.config.validate import validate_decoding
 from mtkit.translation.translator import Translation
 
@@ -29,8 +29,8 @@ class TranslateRequest(BaseModel):
     beam_size: int | None = Field(default=None, description="1 = greedy search")
     nbest: int | None = Field(default=None, description="return this many hypotheses")
     length_penalty: float | None = Field(default=None, description="GNMT alpha (0: raw)")
-    length_norm: Literal["gnmt", "average", "none"] | None = None
-    early_stopping: Literal["exact", "heuristic"] | None = Field(
+    length_norm: LengthNorm | None = None
+    early_stopping: EarlyStopping | None = Field(
         default=None, description="beam search: exact (default) or heuristic (faster)"
     )
     max_len_a: float | None = Field(default=None, description="max length = a * src_len + b")
