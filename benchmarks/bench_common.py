@@ -15,8 +15,9 @@ import platform
 import resource
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -254,6 +255,21 @@ def run_source_parser(doc: str, lines: int, lines_help: str) -> argparse.Argumen
     parser.add_argument("source", type=Path, help="source text, one sentence per line")
     parser.add_argument("--lines", type=int, default=lines, help=lines_help)
     return parser
+
+
+def report_or_error(
+    build: Callable[[], dict[str, Any]], table: Callable[[dict[str, Any]], str], path: Path
+) -> int:
+    """`build()` the report, then `write_report` it (0); an MtkitError or ValueError (a bad run,
+    source or option) is one `error:` line on stderr instead (1), and nothing is written."""
+    from mtkit.errors import MtkitError
+
+    try:
+        report = build()
+    except (MtkitError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return write_report(table(report), report, path)
 
 
 def write_report(table: str, report: dict[str, Any], path: Path) -> int:

@@ -30,8 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_common import run_source_parser, write_report  # noqa: E402
-from mtkit.errors import MtkitError  # noqa: E402
+from benchmarks.bench_common import report_or_error, run_source_parser  # noqa: E402
 
 ENGINES = ("mtkit", "ct2-float32", "ct2-int8")
 
@@ -146,15 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="0: all CPUs available")
     parser.add_argument("--json", type=Path, default=Path("bench_results/bench_ct2.json"))
     args = parser.parse_args(argv)
-    try:
-        report = bench_ct2(
+    return report_or_error(
+        lambda: bench_ct2(
             args.run, args.source, lines=args.lines, beam=args.beam, repeats=args.repeats,
             threads=args.threads,
-        )  # fmt: skip
-    except MtkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return write_report(format_table(report), report, args.json)
+        ),
+        format_table, args.json,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

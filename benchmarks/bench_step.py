@@ -29,8 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_common import write_report  # noqa: E402
-from mtkit.errors import MtkitError  # noqa: E402
+from benchmarks.bench_common import report_or_error  # noqa: E402
 
 
 def cpu_ms(fn: Callable[[], object], calls: int) -> float:
@@ -125,16 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--position", type=int, default=8, help="target tokens already cached")
     parser.add_argument("--json", type=Path, default=Path("bench_results/bench_step.json"))
     args = parser.parse_args(argv)
-    try:
-        report = bench_step(
+    return report_or_error(  # a bad --rows is a ValueError: one error line too
+        lambda: bench_step(
             args.run, rows=[int(n) for n in args.rows.split(",")],
             precisions=args.precisions.split(","), repeats=args.repeats,
             threads=args.threads, src_len=args.src_len, position=args.position,
-        )  # fmt: skip
-    except (MtkitError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return write_report(format_table(report), report, args.json)
+        ),
+        format_table, args.json,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

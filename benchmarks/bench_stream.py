@@ -29,8 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_common import run_source_parser, write_report  # noqa: E402
-from mtkit.errors import MtkitError  # noqa: E402
+from benchmarks.bench_common import report_or_error, run_source_parser  # noqa: E402
 
 
 def run_stream(translator: Any, lines: list[str], in_flight: int, every: int) -> dict[str, Any]:
@@ -128,16 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="0: all CPUs available")
     parser.add_argument("--json", type=Path, default=Path("bench_results/bench_stream.json"))
     args = parser.parse_args(argv)
-    try:
-        every = [int(n) for n in args.join_every.split(",")]
-        report = bench_stream(
-            args.run, args.source, lines=args.lines, in_flight=args.in_flight, every=every,
+    return report_or_error(  # a bad --join-every is a ValueError: one error line too
+        lambda: bench_stream(
+            args.run, args.source, lines=args.lines, in_flight=args.in_flight,
+            every=[int(n) for n in args.join_every.split(",")],
             repeats=args.repeats, threads=args.threads,
-        )  # fmt: skip
-    except (MtkitError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return write_report(format_table(report), report, args.json)
+        ),
+        format_table, args.json,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
