@@ -206,17 +206,21 @@ def model_path(args: argparse.Namespace) -> Path:
 # --------------------------------------------------------------------------- run metadata
 
 
-def meta(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or "unknown"
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or "unknown"
+
+
+def meta(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    cpu = cpu_model()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()

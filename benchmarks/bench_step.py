@@ -17,7 +17,6 @@ writes JSON.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_common import report_or_error  # noqa: E402
+from benchmarks.bench_common import cpu_model, report_or_error  # noqa: E402
 
 
 def cpu_ms(fn: Callable[[], object], calls: int) -> float:
@@ -71,7 +70,8 @@ def bench_step(
     from mtkit.runtime import autocast_context
     from mtkit.translation.translator import Translator
 
-    torch.set_num_threads(threads or torch.get_num_threads())
+    if threads:
+        torch.set_num_threads(threads)
     translator = Translator.load(run, device="cpu")
     model = translator.model
     if not isinstance(model, Transformer):
@@ -91,7 +91,7 @@ def bench_step(
     return {
         "run": str(run), "rows": rows, "src_len": src_len, "position": position,
         "repeats": repeats, "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
         "ms_per_step": results,
     }  # fmt: skip
