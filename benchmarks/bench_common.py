@@ -206,15 +206,39 @@ def model_path(args: argparse.Namespace) -> Path:
 # --------------------------------------------------------------------------- run metadata
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def cpu_fields(text: str | None = None) -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (or of `text`); {} where unreadable."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the end of the first processor's block
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_model(fields: dict[str, str] | None = None) -> str:
+    """The CPU's model name with its family and model numbers, which tell apart the CPUs
+    a VM names alike ("Intel(R) Xeon(R) Processor (family 6, model 207)"); else what
+    `platform` knows."""
+    fields = cpu_fields() if fields is None else fields
+    name = fields.get("model name") or platform.processor() or "unknown"
+    if "cpu family" in fields and "model" in fields:
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
+def cpu_flags(fields: dict[str, str] | None = None) -> set[str]:
+    """The CPU's instruction-set flags (avx2, avx512_bf16, amx_bf16, ...); empty if unknown."""
+    fields = cpu_fields() if fields is None else fields
+    return set(fields.get("flags", "").split())
 
 
 def meta(args: argparse.Namespace) -> dict[str, Any]:

@@ -15,7 +15,6 @@ all: the run's `decoding` section with `--beam`. Also reported: mean output leng
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_common import report_or_error, run_source_parser  # noqa: E402
+from benchmarks.bench_common import cpu_model, report_or_error, run_source_parser  # noqa: E402
 
 ENGINES = ("mtkit", "ct2-float32", "ct2-int8")
 
@@ -88,7 +87,7 @@ def bench_ct2(
         "beam": beam,
         "repeats": repeats,
         "threads": threads,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "ctranslate2": _ct2_version(),

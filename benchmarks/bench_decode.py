@@ -35,7 +35,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_common import run_source_parser, write_report  # noqa: E402
+from benchmarks.bench_common import (  # noqa: E402
+    cpu_fields,
+    cpu_flags,
+    cpu_model,
+    run_source_parser,
+    write_report,
+)
 from mtkit.config.schema import DecodingConfig  # noqa: E402
 from mtkit.errors import MtkitError  # noqa: E402
 
@@ -52,18 +58,10 @@ def cpu_info() -> dict[str, Any]:
     """CPU model, torch's CPU capability and the instruction-set flags decoding depends on."""
     import torch
 
-    model, flags = "unknown", set[str]()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
+    fields = cpu_fields()
+    flags = cpu_flags(fields)
     return {
-        "cpu_model": model,
+        "cpu_model": cpu_model(fields),
         "cpus": os.cpu_count(),
         "torch_capability": torch.backends.cpu.get_cpu_capability(),
         "flags": [f for f in FLAGS if f in flags],

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -42,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_common import run_source_parser, write_report  # noqa: E402
+from benchmarks.bench_common import cpu_model, run_source_parser, write_report  # noqa: E402
 from mtkit.errors import MtkitError  # noqa: E402
 
 START_S = 300.0  # deadline for a server (and an export) to come up
@@ -286,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {
         "run": str(args.run), "source": str(args.source), "sentences": len(lines),
         "beam": args.beam, "threads": args.threads, "max_wait_ms": args.max_wait_ms,
-        "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "cpu": cpu_model(), "cpus": os.cpu_count(),
         "engines": {},
     }  # fmt: skip
     try:

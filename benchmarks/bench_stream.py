@@ -17,7 +17,6 @@ are. Prints a table and writes JSON.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_common import report_or_error, run_source_parser  # noqa: E402
+from benchmarks.bench_common import cpu_model, report_or_error, run_source_parser  # noqa: E402
 
 
 def run_stream(translator: Any, lines: list[str], in_flight: int, every: int) -> dict[str, Any]:
@@ -93,7 +92,7 @@ def bench_stream(
     return {
         "run": str(run), "source": str(source), "sentences": len(text), "in_flight": in_flight,
         "beam": dec.beam_size, "precision": translator.precision_for(dec), "repeats": repeats,
-        "threads": threads, "cpu": platform.processor() or platform.machine(),
+        "threads": threads, "cpu": cpu_model(),
         "torch": torch.__version__, "results": results,
     }  # fmt: skip
 
