@@ -243,6 +243,7 @@ def test_oversized_body_is_413(server: Server) -> None:
 
 
 def test_info_health_docs(server: Server, ckpt: Path) -> None:
+    assert server.post({"sentences": ["a b"]}).status_code == 200  # for the access log below
     info = server.info()
     assert info["engine"] == "pytorch" and info["checkpoints"] == [str(ckpt)]
     assert (info["src_lang"], info["tgt_lang"]) == ("en", "de")
