@@ -244,13 +244,12 @@ def cpu_flags(fields: dict[str, str] | None = None) -> set[str]:
 def meta(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    cpu = cpu_model()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
     info: dict[str, Any] = {
         "torch": torch.__version__, "python": platform.python_version(),
-        "threads": args.threads or os.cpu_count(), "cpu_model": cpu,
+        "threads": args.threads or os.cpu_count(), "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "device": args.device, "precision": args.precision, "compile": args.compile,
         "precisions": getattr(args, "precisions", [args.precision]),

@@ -39,11 +39,10 @@ from benchmarks.bench_common import (  # noqa: E402
     cpu_fields,
     cpu_flags,
     cpu_model,
+    report_or_error,
     run_source_parser,
-    write_report,
 )
 from mtkit.config.schema import DecodingConfig  # noqa: E402
-from mtkit.errors import MtkitError  # noqa: E402
 
 ENGINES = ("mtkit-fp32", "mtkit-fp32-heuristic", "mtkit-int8", "ct2-fp32", "ct2-int8")
 PAIRS = (  # equal precision
@@ -264,15 +263,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path("bench_results/bench_decode.json"))
     args = parser.parse_args(argv)
     logging.getLogger("sacrebleu").setLevel(logging.ERROR)  # its hints on tokenized text
-    try:
-        report = bench_decode(
+    return report_or_error(
+        lambda: bench_decode(
             args.run, args.source, args.ref, lines=args.lines, repeats=args.repeats,
             threads=args.threads, tokenize=args.tokenize, scaling_lines=args.scaling_lines,
-        )  # fmt: skip
-    except MtkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return write_report(format_report(report), report, args.json)
+        ),
+        format_report, args.json,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
