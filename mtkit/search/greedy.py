@@ -12,7 +12,14 @@ import torch
 from torch import Tensor
 
 from mtkit.config.schema import DecodingConfig
-from mtkit.search.common import Hypothesis, Seq2Seq, Stepper, constrain_, max_lengths
+from mtkit.search.common import (
+    Hypothesis,
+    Seq2Seq,
+    Stepper,
+    constrain_,
+    max_lengths,
+    row_argmax,
+)
 
 
 def _one_path_search(
@@ -78,7 +85,7 @@ def greedy_search(
     """
     with torch.inference_mode():
         return _one_path_search(
-            model, src, src_mask, dec, lambda lp: lp.argmax(dim=-1),
+            model, src, src_mask, dec, row_argmax,
             bos_id=bos_id, eos_id=eos_id, use_cache=use_cache,
         )  # fmt: skip
 
