@@ -3,18 +3,20 @@
     .venv/bin/python benchmarks/bench_decode.py runs/demo data/test.en --ref data/test.de
     .venv/bin/python benchmarks/bench_decode.py RUN SRC --ref REF --lines 500 --threads 1
 
-Engines: mtkit float32, mtkit float32 with `--early-stopping heuristic` (beam search stops a
-sentence once its best live hypothesis, ended now, would not win; the default rule searches
-until none could win at any length), mtkit int8 (`--quantize int8`: dynamic int8 Linears),
-CTranslate2 float32 and int8 (the run exported once to a temporary folder; int8 is its compute
-type, as `--engine ctranslate2 --quantize int8` runs it). Every engine translates the same first
-`--lines` lines with the run's decoding options; each repetition runs every engine once, in a
-rotating order, so on a shared machine all of them see the same load; a figure is the median
-of `--repeats`. Two clocks: wall time, and the process's CPU time (steadier when other
-processes take turns on the cores). Printed: sentences/s and output tokens/s (pieces + EOS)
-for greedy and beam 5, BLEU of each engine on `--ref`, outputs identical to mtkit float32, the
-mtkit/CTranslate2 ratios at equal precision; then decode time per sentence at beams 1, 5, 10
-and at three `--batch-tokens` budgets; the CPU model, its torch capability and the flags that
+Engines: mtkit float32 (the run's `decoding.attention_kernel`, auto: the native kernel where it
+builds), mtkit float32 with `--early-stopping heuristic` (beam search stops a sentence once its
+best live hypothesis, ended now, would not win; the default rule searches until none could win
+at any length), mtkit float32 with PyTorch's attention (`--attention-kernel torch`), mtkit int8
+(`--quantize int8`: dynamic int8 Linears), CTranslate2 float32 and int8 (the run exported once
+to a temporary folder; int8 is its compute type, as `--engine ctranslate2 --quantize int8` runs
+it). Every engine translates the same first `--lines` lines with the run's decoding options;
+each repetition runs every engine once, in a rotating order, so on a shared machine all of them
+see the same load; a figure is the median of `--repeats`. Two clocks: wall time, and the
+process's CPU time (steadier when other processes take turns on the cores). Printed:
+sentences/s and output tokens/s (pieces + EOS) for greedy and beam 5, BLEU of each engine on
+`--ref`, outputs identical to mtkit float32, the mtkit/CTranslate2 ratios at equal precision
+(and mtkit's native / PyTorch attention); then decode time per sentence at beams 1, 5, 10 and
+at three `--batch-tokens` budgets; the CPU model, its torch capability and the flags that
 matter (AVX-512, VNNI, BF16, AMX). Writes the report as JSON too.
 """
 
@@ -44,8 +46,16 @@ from benchmarks.bench_common import (  # noqa: E402
 )
 from mtkit.config.schema import DecodingConfig  # noqa: E402
 
-ENGINES = ("mtkit-fp32", "mtkit-fp32-heuristic", "mtkit-int8", "ct2-fp32", "ct2-int8")
-PAIRS = (  # equal precision
+ENGINES = (
+    "mtkit-fp32",
+    "mtkit-fp32-heuristic",
+    "mtkit-fp32-torch-attention",
+    "mtkit-int8",
+    "ct2-fp32",
+    "ct2-int8",
+)
+PAIRS = (  # equal precision; the first: mtkit's attention kernels
+    ("mtkit-fp32", "mtkit-fp32-torch-attention"),
     ("mtkit-fp32", "ct2-fp32"),
     ("mtkit-fp32-heuristic", "ct2-fp32"),
     ("mtkit-int8", "ct2-int8"),
@@ -68,17 +78,18 @@ def cpu_info() -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class HeuristicStopping:
-    """An engine whose beam searches stop by `decoding.early_stopping: heuristic`."""
+class WithOptions:
+    """An engine that decodes with some decoding keys changed (e.g. early_stopping)."""
 
     engine: Any
+    changes: dict[str, Any]
 
     def translate(self, lines: list[str], dec: DecodingConfig) -> Any:
-        return self.engine.translate(lines, replace(dec, early_stopping="heuristic"))
+        return self.engine.translate(lines, replace(dec, **self.changes))
 
 
 def load_engines(run: Path, folder: Path, threads: int) -> dict[str, Any]:
-    """The five engines; the run is exported (float32) into `folder` for CTranslate2."""
+    """The six engines; the run is exported (float32) into `folder` for CTranslate2."""
     from mtkit.export.ctranslate2 import export_ctranslate2
     from mtkit.translation.ctranslate2_engine import CT2Translator
     from mtkit.translation.translator import Translator
@@ -87,7 +98,8 @@ def load_engines(run: Path, folder: Path, threads: int) -> dict[str, Any]:
     fp32 = Translator.load(run, device="cpu")
     return {
         "mtkit-fp32": fp32,
-        "mtkit-fp32-heuristic": HeuristicStopping(fp32),
+        "mtkit-fp32-heuristic": WithOptions(fp32, {"early_stopping": "heuristic"}),
+        "mtkit-fp32-torch-attention": WithOptions(fp32, {"attention_kernel": "torch"}),
         "mtkit-int8": Translator.load(run, device="cpu", quantize="int8"),
         "ct2-fp32": CT2Translator.load(export, device="cpu", threads=threads),
         "ct2-int8": CT2Translator.load(export, device="cpu", threads=threads, compute_type="int8"),
@@ -188,6 +200,7 @@ def bench_decode(
         dec = engines["mtkit-fp32"].config.decoding
         tokenize = tokenize or engines["mtkit-fp32"].config.evaluation.tokenize
         main = section_engines(engines, text, refs, dec, repeats, tokenize)
+        native = engines["mtkit-fp32"].kernels.get(dec.attention_kernel) is not None
         scaling_repeats = max(1, repeats - 1)
         beams = [(f"beam {b}", replace(dec, beam_size=b)) for b in (1, 5, 10)]
         budgets = [
@@ -202,6 +215,7 @@ def bench_decode(
         "repeats": repeats, "threads": threads, "tokenize": tokenize,
         "decoding": {"length_penalty": dec.length_penalty, "max_tokens": dec.max_tokens},
         "torch": torch.__version__, "ctranslate2": _ct2_version(), **cpu_info(),
+        "mtkit_attention": "native" if native else "torch",
         "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "engines": main, "beam_scaling_ms": by_beam, "batch_tokens_ms": by_batch,
@@ -218,7 +232,8 @@ def format_report(r: dict[str, Any]) -> str:
     """Markdown tables: engines, ratios, beam and batch scaling."""
     lines = [
         f"{r['cpu_model']} ({r['torch_capability']}; {' '.join(r['flags'])}), {r['threads']} "
-        f"thread(s), torch {r['torch']}, CTranslate2 {r['ctranslate2']}, {r['sentences']} "
+        f"thread(s), torch {r['torch']}, CTranslate2 {r['ctranslate2']}, mtkit-fp32 attention "
+        f"{r['mtkit_attention']}, {r['sentences']} "
         f"sentences, median of {r['repeats']}, load average {r['load_avg_start'][0]:.1f} -> "
         f"{r['load_avg_end'][0]:.1f}",
         "",
@@ -234,7 +249,7 @@ def format_report(r: dict[str, Any]) -> str:
                 f"{x['cpu_tokens_per_s']:.0f} | {x['sentences_per_s']:.1f} | {bleu} | "
                 f"{x['same_as_mtkit_fp32']}/{r['sentences']} |"
             )
-    lines += ["", "| search | mtkit / CTranslate2 | CPU time | wall |", "|---|---|---|---|"]
+    lines += ["", "| search | engines | CPU time | wall |", "|---|---|---|---|"]
     for mode, rows in r["engines"].items():
         for ours, theirs in PAIRS:
             cpu = rows[ours]["cpu_sentences_per_s"] / rows[theirs]["cpu_sentences_per_s"]

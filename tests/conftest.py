@@ -18,6 +18,21 @@ def mtkit_module(crash_in_write: bool = False) -> list[str]:
     return [str(CRASH_IN_WRITE)] if crash_in_write else ["-m", "mtkit"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Native kernels (mtkit/translation/native_attention.py) are built into a cache of the
+    session's own, also for the mtkit processes tests start, never into the user's."""
+    import os
+
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     """One torch thread per test: tiny models gain nothing from more, and on a busy machine

@@ -10,6 +10,7 @@ import typer
 from mtkit.cli.app import app, handle_errors, setup_logging
 from mtkit.cli.engine_choice import open_engine
 from mtkit.cli.options import (
+    AttentionKernelOpt,
     BatchTokensOpt,
     BeamOpt,
     DecodePrecisionOpt,
@@ -114,6 +115,7 @@ def evaluate(
     engine: EngineOpt = "auto",
     quantize: QuantizeOpt = "none",
     precision: DecodePrecisionOpt = None,
+    attention_kernel: AttentionKernelOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Score translations with sacreBLEU (BLEU, chrF, chrF++, TER) and print their signatures.
@@ -138,6 +140,7 @@ def evaluate(
         beam_size=beam, greedy=greedy, length_penalty=length_penalty, length_norm=length_norm,
         early_stopping=early_stopping, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
         no_repeat_ngram=no_repeat_ngram, max_tokens=batch_tokens, precision=precision,
+        attention_kernel=attention_kernel,
     ).apply(translator.config.decoding)  # fmt: skip
     tokenize = inputs.run_tokenize(translator, tokenize, names)
     eval_set = inputs.eval_inputs(translator, split, src, ref)

@@ -79,6 +79,16 @@ DecodePrecisionOpt = Annotated[
         show_default=False,
     ),
 ]
+AttentionKernelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--attention-kernel",
+        help="auto (mtkit's native C kernel where it builds, else PyTorch's), native or torch: "
+        "the attention of decoding steps on CPU; outputs agree to float rounding "
+        "[default: the run's decoding.attention_kernel]",
+        show_default=False,
+    ),
+]
 OverwriteOpt = Annotated[
     bool, typer.Option(help="Replace output files that exist (never inputs or a run's files)")
 ]
@@ -170,6 +180,7 @@ class SearchFlags:
     top_p: float | None = None
     seed: int | None = None
     precision: str | None = None
+    attention_kernel: str | None = None
 
     def apply(self, run_decoding: DecodingConfig) -> DecodingConfig:
         """The run's decoding config with the given flags applied, checked once by the config

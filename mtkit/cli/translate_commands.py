@@ -11,6 +11,7 @@ import typer
 from mtkit.cli.app import app, handle_errors, setup_logging
 from mtkit.cli.engine_choice import open_engine
 from mtkit.cli.options import (
+    AttentionKernelOpt,
     BatchTokensOpt,
     BeamOpt,
     DecodePrecisionOpt,
@@ -96,6 +97,7 @@ def translate(
     engine: EngineOpt = "auto",
     quantize: QuantizeOpt = "none",
     precision: DecodePrecisionOpt = None,
+    attention_kernel: AttentionKernelOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Translate one sentence per line, from a file or stdin, to a file or stdout.
@@ -120,6 +122,7 @@ def translate(
         max_len_b=max_len_b, min_len=min_len, no_repeat_ngram=no_repeat_ngram,
         max_tokens=batch_tokens, sampling=sample or None, temperature=temperature, top_k=top_k,
         top_p=top_p, seed=seed, precision=precision,
+        attention_kernel=attention_kernel,
     ).apply(translator.config.decoding)  # fmt: skip
     if progress is None and output is None and sys.stdout.isatty():
         progress = False  # a bar would be drawn over the translations

@@ -11,6 +11,7 @@ from typing import Any
 
 from mtkit.config.convert import short_repr
 from mtkit.config.schema import (
+    AttentionKernel,
     ConfigError,
     CorpusConfig,
     DataConfig,
@@ -131,6 +132,7 @@ def validate_decoding(dec: DecodingConfig, prefix: str = "decoding.") -> None:
         ("length_norm", LengthNorm),
         ("early_stopping", EarlyStopping),
         ("precision", Precision),
+        ("attention_kernel", AttentionKernel),
     ):
         _check_choice(getattr(dec, name), choices, prefix + name)
     if not dec.sampling and dec.nbest > dec.beam_size:

@@ -16,6 +16,10 @@ from torch import Tensor, nn
 from mtkit.config.schema import ModelConfig
 from mtkit.model.cache import KV
 
+# An attention kernel for decoding (mtkit/translation/native_attention.py): (q, k, v, mask) as
+# `attention` takes them -> the same result, or None for a call it does not take (then SDPA).
+AttentionKernel = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor | None]
+
 
 def sinusoidal_positions(length: int, d_model: int) -> Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
@@ -96,6 +100,7 @@ class MultiHeadAttention(nn.Module):
         # set by `fuse_projections` (inference): the stacked products as modules of their own
         self.qkv_proj: nn.Module | None = None
         self.kv_proj: nn.Module | None = None
+        self.kernel: AttentionKernel | None = None  # set for decoding (`set_attention_kernel`)
 
     def forward(self, query: Tensor, *, key: Tensor, value: Tensor, mask: Tensor | None) -> Tensor:
         """Shapes: query (batch, q_len, d_model), key/value (batch, k_len, d_model),
@@ -139,10 +144,10 @@ class MultiHeadAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         if mask is not None:
             mask = _no_empty_rows(mask)  # (batch|1, 1, q_len|1, k_len)
-        if self.fast:
-            out = fused_attention(q, k, v, mask, dropout_p=p)
-        else:
-            out = attention(q, k, v, mask, dropout_p=p)  # (batch, n_heads, q_len, head_dim)
+        out = None if self.kernel is None or self.training else self.kernel(q, k, v, mask)
+        if out is None:
+            attend = fused_attention if self.fast else attention
+            out = attend(q, k, v, mask, dropout_p=p)  # (batch, n_heads, q_len, head_dim)
         batch, _, q_len, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, q_len, -1)  # (batch, q_len, d_model)
         result: Tensor = self.out_proj(out)  # (batch, q_len, d_model)

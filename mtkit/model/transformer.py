@@ -15,7 +15,13 @@ from torch import Tensor, nn
 
 from mtkit.config.schema import ExperimentConfig, ModelConfig
 from mtkit.model.cache import DecoderCache
-from mtkit.model.layers import DecoderLayer, EncoderLayer, MultiHeadAttention, sinusoidal_positions
+from mtkit.model.layers import (
+    AttentionKernel,
+    DecoderLayer,
+    EncoderLayer,
+    MultiHeadAttention,
+    sinusoidal_positions,
+)
 from mtkit.model.masks import causal_mask
 
 
@@ -204,6 +210,13 @@ def set_fast_attention(model: nn.Module, enabled: bool) -> None:
     for module in model.modules():
         if isinstance(module, MultiHeadAttention):
             module.fast = enabled
+
+
+def set_attention_kernel(model: nn.Module, kernel: AttentionKernel | None) -> None:
+    """Let every attention block run `kernel` when not training (None: PyTorch's attention)."""
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.kernel = kernel
 
 
 def num_parameters(model: nn.Module) -> int:

@@ -57,6 +57,7 @@ class TranslationStream:
             raise ValueError("these decoding options cannot join a running search")
         self.translator, self.dec = translator, dec
         self.precision = translator.precision_for(dec)
+        translator.use_attention_kernel(dec)
         self.search = BeamSearch(
             translator.model, dec, bos_id=BOS_ID, eos_id=EOS_ID, use_cache=True
         )

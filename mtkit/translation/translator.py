@@ -35,7 +35,7 @@ from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPai
 from mtkit.errors import MtkitError, plural
 from mtkit.model.layers import fuse_attention_projections
 from mtkit.model.masks import pad_mask
-from mtkit.model.transformer import Transformer, build_model
+from mtkit.model.transformer import Transformer, build_model, set_attention_kernel
 from mtkit.runtime import (
     autocast_context,
     check_precision,
@@ -48,6 +48,7 @@ from mtkit.search.common import Hypothesis
 from mtkit.search.ensemble import Ensemble
 from mtkit.search.strategy import search
 from mtkit.translation.compatibility import check_vocabulary
+from mtkit.translation.native_attention import NativeAttention, resolve_attention_kernel
 from mtkit.translation.quantize import check_quantization, is_quantized, quantize_model
 
 logger = logging.getLogger(__name__)
@@ -235,6 +236,8 @@ class Translator:
     device: torch.device
     checkpoint: Path
     auto_precision: str | None = None  # what decoding.precision auto resolved to (on first use)
+    # decoding.attention_kernel values resolved so far: the native kernel, or None (PyTorch's)
+    kernels: dict[str, NativeAttention | None] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path, device: str = "auto", quantize: str = "none") -> Translator:
@@ -291,6 +294,7 @@ class Translator:
             )  # fmt: skip
         if generator is None and dec.sampling:
             generator = self.generator(dec.seed)
+        self.use_attention_kernel(dec)
         with autocast_context(self.device, self.precision_for(dec)):
             decoded = translate_nbest(
                 self.model, src_ids, dec, self.device, attention=attention,
@@ -340,6 +344,14 @@ class Translator:
         if self.auto_precision is None:
             self.auto_precision = resolve_precision("auto", self.device)
         return self.auto_precision
+
+    def use_attention_kernel(self, dec: DecodingConfig) -> None:
+        """Let the model's attention run the kernel `dec.attention_kernel` resolves to (once per
+        translator and value; logged)."""
+        choice = dec.attention_kernel
+        if choice not in self.kernels:
+            self.kernels[choice] = resolve_attention_kernel(choice, self.device)
+        set_attention_kernel(self.model, self.kernels[choice])
 
     def generator(self, seed: int) -> torch.Generator:
         """A random generator on the model's device (sampling)."""

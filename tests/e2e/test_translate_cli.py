@@ -195,3 +195,28 @@ def test_early_stopping_flag(ckpt: Path) -> None:
     code, _, err = run("translate", ckpt, *flags, "never", input=text)
     assert code == 2 and "early_stopping: expected one of exact, heuristic" in err
     assert "Traceback" not in err
+
+
+def test_attention_kernels_translate_alike(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write(tmp_path / "src.en", SOURCES)
+    outputs = {}
+    for kernel in ("native", "torch"):
+        path = tmp_path / f"{kernel}.de"
+        code, _, err = run(
+            "translate", ckpt, "-i", src, "-o", path, "--beam", "4", "--attention-kernel", kernel
+        )
+        assert code == 0, err
+        outputs[kernel] = path.read_text(encoding="utf-8")
+    assert outputs["native"] == outputs["torch"] and outputs["native"].count("\n") == len(SOURCES)
+    code, _, err = run("translate", ckpt, "-i", src, "--attention-kernel", "fast")
+    assert code == 2 and "attention_kernel: expected one of" in err and "Traceback" not in err
+    # no compiler: auto falls back to PyTorch's attention, native is refused in one line
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    code, out, err = run("translate", ckpt, "-i", src, "--beam", "4")
+    assert code == 0 and out == outputs["torch"]
+    code, _, err = run("translate", ckpt, "-i", src, "--attention-kernel", "native")
+    assert code == 1 and "no C compiler (no-such-compiler-here) found" in err
+    assert "Traceback" not in err

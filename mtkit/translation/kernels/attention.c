@@ -1,0 +1,133 @@
+/* Attention of decoding steps: out = softmax(q k^T * scale) v for a few queries per row.
+ *
+ * A decoding step asks one query per row (self-attention) or one per beam (cross-attention)
+ * against 10-100 cached keys of 32-64 dimensions. PyTorch's attention kernels spend most of
+ * such a call on per-(row, head) overhead; this file does each (row, head, query) in one pass
+ * over its keys and values, in registers. It is plain C with GCC/Clang vector extensions,
+ * compiled once per machine (-O3 -march=native) by mtkit/translation/native_attention.py,
+ * which also checks its results against PyTorch before any use.
+ *
+ * Shapes (strides in elements, the last dimension contiguous):
+ *   q (batch, heads, lq, d), k/v (batch, heads, lk, d), mask (batch, heads, lq, lk) bytes
+ *   (0 = may not attend; strides 0 where broadcast) or NULL, out (batch, lq, heads, d)
+ *   contiguous: the heads already merged as the output projection reads them.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int64_t i64;
+typedef float v8 __attribute__((vector_size(32)));
+
+struct problem {
+    const float *q, *k, *v;
+    const uint8_t *mask;
+    float *out;
+    i64 q_stride[3], k_stride[3], v_stride[3], mask_stride[4];
+    i64 batch, heads, lq, lk, d;
+    float scale;
+};
+
+static inline v8 load8(const float *p) { v8 x; memcpy(&x, p, sizeof x); return x; }
+static inline void store8(float *p, v8 x) { memcpy(p, &x, sizeof x); }
+
+static inline float sum8(v8 x) {
+    v8 y = x + __builtin_shufflevector(x, x, 4, 5, 6, 7, 0, 1, 2, 3);
+    y = y + __builtin_shufflevector(y, y, 2, 3, 0, 1, 6, 7, 4, 5);
+    y = y + __builtin_shufflevector(y, y, 1, 0, 3, 2, 5, 4, 7, 6);
+    return y[0];
+}
+
+/* e^x for x <= 0 (scores minus their maximum): Cephes' expf polynomial, ~1 ulp; x < -87 is
+ * taken as -87 (e^-87 ~ 1.6e-38, far below a float sum's resolution). Vectorizable. */
+static inline float exp_nonpositive(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { float f; int32_t i; } two_n;
+    two_n.i = ((int32_t)n + 127) << 23;
+    return p * two_n.f;
+}
+
+static inline float dot(const float *a, const float *b, const i64 d) {
+    v8 acc = {0};
+    for (i64 i = 0; i < d; i += 8) acc += load8(a + i) * load8(b + i);
+    return sum8(acc);
+}
+
+/* One query: scores into s (lk floats), their softmax, the weighted sum of values into o.
+ * d is a multiple of 8; inlined with d = 32 or 64 so that the loops unroll. */
+static inline void one_query(const float *q, const float *k, i64 k_row, const float *v,
+                             i64 v_row, const uint8_t *mask, i64 mask_col, float *o, i64 lk,
+                             const i64 d, float scale, float *s) {
+    float top = -INFINITY;
+    for (i64 j = 0; j < lk; j++) {
+        float x = (mask && !mask[j * mask_col]) ? -INFINITY : dot(q, k + j * k_row, d) * scale;
+        s[j] = x;
+        top = x > top ? x : top;
+    }
+    if (top == -INFINITY) { /* nothing to attend to: zeros (mtkit never asks this) */
+        memset(o, 0, (size_t)d * sizeof *o);
+        return;
+    }
+    for (i64 j = 0; j < lk; j++) {
+        float e = exp_nonpositive(s[j] - top);
+        s[j] = s[j] == -INFINITY ? 0.0f : e;
+    }
+    float total = 0.0f;
+    for (i64 j = 0; j < lk; j++) total += s[j];
+    float inv = 1.0f / total;
+    for (i64 c = 0; c < d; c += 32) { /* 32 output dimensions at a time, in registers */
+        v8 o0 = {0}, o1 = {0}, o2 = {0}, o3 = {0};
+        for (i64 j = 0; j < lk; j++) {
+            const float *vj = v + j * v_row + c;
+            float w = s[j];
+            v8 e = {w, w, w, w, w, w, w, w};
+            o0 += e * load8(vj);
+            if (d - c > 8) o1 += e * load8(vj + 8);
+            if (d - c > 16) o2 += e * load8(vj + 16);
+            if (d - c > 24) o3 += e * load8(vj + 24);
+        }
+        store8(o + c, o0 * inv);
+        if (d - c > 8) store8(o + c + 8, o1 * inv);
+        if (d - c > 16) store8(o + c + 16, o2 * inv);
+        if (d - c > 24) store8(o + c + 24, o3 * inv);
+    }
+}
+
+/* Returns 0, or -1 when d is not a multiple of 8 or scratch memory ran out. One thread: split
+ * over threads, the kernel ran slower than PyTorch's attention at two threads on a 2-vCPU VM
+ * (the threads wait for cores that PyTorch's OpenMP workers hold between operations). */
+int mtk_attention(const struct problem *p) {
+    if (p->d % 8 != 0) return -1;
+    float *s = malloc((size_t)(p->lk > 0 ? p->lk : 1) * sizeof *s);
+    if (!s) return -1;
+    for (i64 b = 0; b < p->batch; b++)
+        for (i64 h = 0; h < p->heads; h++)
+            for (i64 t = 0; t < p->lq; t++) {
+                const float *q = p->q + b * p->q_stride[0] + h * p->q_stride[1] + t * p->q_stride[2];
+                const float *k = p->k + b * p->k_stride[0] + h * p->k_stride[1];
+                const float *v = p->v + b * p->v_stride[0] + h * p->v_stride[1];
+                const uint8_t *m = p->mask ? p->mask + b * p->mask_stride[0]
+                                             + h * p->mask_stride[1] + t * p->mask_stride[2] : NULL;
+                float *o = p->out + ((b * p->lq + t) * p->heads + h) * p->d;
+                i64 kr = p->k_stride[2], vr = p->v_stride[2], mc = p->mask_stride[3];
+                if (p->d == 32)
+                    one_query(q, k, kr, v, vr, m, mc, o, p->lk, 32, p->scale, s);
+                else if (p->d == 64)
+                    one_query(q, k, kr, v, vr, m, mc, o, p->lk, 64, p->scale, s);
+                else
+                    one_query(q, k, kr, v, vr, m, mc, o, p->lk, p->d, p->scale, s);
+            }
+    free(s);
+    return 0;
+}

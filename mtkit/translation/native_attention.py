@@ -1,0 +1,239 @@
+"""mtkit's native attention kernel for decoding steps (kernels/attention.c), and the choice of it.
+
+A decoding step attends from one query per row (or one per beam) to a few dozen cached keys;
+PyTorch's attention spends most of such a call on per-(row, head) overhead. The C kernel does
+each (row, head, query) in one pass. It is compiled once per machine with the system's C
+compiler (`CC`, else `cc`) at `-O3 -march=native`, cached under ~/.cache/mtkit/kernels (or
+$XDG_CACHE_HOME/mtkit/kernels) by a hash of its source, compiler, flags and CPU, and checked
+against PyTorch's attention before it is used. `decoding.attention_kernel` picks it: auto takes
+it where it builds, else PyTorch's (logged); native requires it; torch never builds it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import math
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from mtkit.errors import MtkitError, UsageError
+from mtkit.files import atomic_write_bytes
+from mtkit.model.layers import attention
+
+KERNEL_SOURCE = Path(__file__).with_name("kernels") / "attention.c"
+FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
+MAX_QUERIES = 16  # queries per row the kernel takes; more (teacher-forced passes): PyTorch's
+TOLERANCE = 1e-5  # the largest difference from PyTorch's attention the check accepts
+
+logger = logging.getLogger(__name__)
+
+
+class KernelError(MtkitError):
+    """The native kernel cannot be built, loaded or trusted on this machine (the message says
+    why); `attention_kernel: auto` then uses PyTorch's attention."""
+
+
+class _Problem(ctypes.Structure):
+    """`struct problem` of kernels/attention.c."""
+
+    _fields_ = [
+        ("q", ctypes.c_void_p),
+        ("k", ctypes.c_void_p),
+        ("v", ctypes.c_void_p),
+        ("mask", ctypes.c_void_p),
+        ("out", ctypes.c_void_p),
+        ("q_stride", ctypes.c_int64 * 3),
+        ("k_stride", ctypes.c_int64 * 3),
+        ("v_stride", ctypes.c_int64 * 3),
+        ("mask_stride", ctypes.c_int64 * 4),
+        ("batch", ctypes.c_int64),
+        ("heads", ctypes.c_int64),
+        ("lq", ctypes.c_int64),
+        ("lk", ctypes.c_int64),
+        ("d", ctypes.c_int64),
+        ("scale", ctypes.c_float),
+    ]
+
+
+@dataclass(frozen=True)
+class NativeAttention:
+    """The loaded kernel: called as `mtkit.model.layers.attention` is, for decoding steps."""
+
+    library: ctypes.CDLL
+    path: Path  # the shared library
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor | None:
+        """softmax(q k^T / sqrt(head_dim)) v, or None for a call it does not take (not on CPU,
+        more than MAX_QUERIES queries, head_dim not a multiple of 8, a non-bool mask).
+
+        Shapes: q (batch, n_heads, q_len, head_dim), k/v (batch, n_heads, k_len, head_dim),
+        mask bool broadcastable to (batch, n_heads, q_len, k_len)
+        -> (batch, n_heads, q_len, head_dim), a view of a (batch, q_len, n_heads, head_dim)
+        tensor (merging the heads afterwards copies nothing). bfloat16 is computed in float32.
+        """
+        batch, heads, q_len, head_dim = q.shape
+        if (
+            q.device.type != "cpu"
+            or q_len > MAX_QUERIES
+            or head_dim % 8
+            or q.dtype not in (torch.float32, torch.bfloat16)
+            or (mask is not None and mask.dtype != torch.bool)
+        ):
+            return None
+        dtype = q.dtype
+        q, k, v = (_float_rows(x) for x in (q, k, v))
+        out = q.new_empty(batch, q_len, heads, head_dim)  # (batch, q_len, n_heads, head_dim)
+        expanded = None if mask is None else mask.expand(batch, heads, q_len, k.size(2))
+        problem = _Problem(
+            q.data_ptr(), k.data_ptr(), v.data_ptr(),
+            None if expanded is None else expanded.data_ptr(), out.data_ptr(),
+            _strides(q, 3), _strides(k, 3), _strides(v, 3),
+            _strides(expanded, 4) if expanded is not None else (ctypes.c_int64 * 4)(),
+            batch, heads, q_len, k.size(2), head_dim, 1.0 / math.sqrt(head_dim),
+        )  # fmt: skip
+        if self.library.mtk_attention(ctypes.byref(problem)) != 0:
+            raise MemoryError("native attention: out of memory")
+        return out.transpose(1, 2).to(dtype)  # (batch, n_heads, q_len, head_dim)
+
+
+def _float_rows(x: Tensor) -> Tensor:
+    """`x` as float32 with a contiguous last dimension (a copy only when it is not)."""
+    x = x.float()
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _strides(x: Tensor, n: int) -> ctypes.Array[ctypes.c_int64]:
+    """The first `n` strides of `x` (0 along broadcast dimensions) as a C array."""
+    return (ctypes.c_int64 * n)(*x.stride()[:n])
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept: $XDG_CACHE_HOME/mtkit/kernels, else ~/.cache/..."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mtkit" / "kernels"
+
+
+def _machine() -> str:
+    """What -march=native compiles for: the CPU's model and flags (Linux), else platform's."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    wanted = ("model name", "flags", "Features", "CPU part")
+    lines = [ln for ln in text.splitlines() if ln.split(":")[0].strip() in wanted]
+    return "\n".join(sorted(set(lines))) or f"{platform.machine()} {platform.processor()}"
+
+
+def _compiler() -> list[str]:
+    """The C compiler command: $CC, else cc; KernelError when it is not installed."""
+    command = shlex.split(os.environ.get("CC") or "cc")
+    if not command or shutil.which(command[0]) is None:
+        name = command[0] if command else "$CC"
+        raise KernelError(f"no C compiler ({name}) found: install gcc or clang, or set CC")
+    return command
+
+
+def library_path(directory: Path, compiler: list[str]) -> Path:
+    """The cached library's path: a hash of the source, compiler, flags and CPU."""
+    key = hashlib.sha256()
+    for part in (KERNEL_SOURCE.read_bytes(), " ".join([*compiler, *FLAGS]).encode(),
+                 _machine().encode()):  # fmt: skip
+        key.update(part)
+        key.update(b"\0")
+    return directory / f"attention-{key.hexdigest()[:16]}.so"
+
+
+def _compile(compiler: list[str], target: Path) -> None:
+    """Compile kernels/attention.c into `target` (written atomically); KernelError on failure."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            built = Path(tmp) / target.name
+            done = subprocess.run(
+                [*compiler, *FLAGS, "-o", str(built), str(KERNEL_SOURCE)],
+                capture_output=True, text=True, timeout=300, check=False,
+            )  # fmt: skip
+            if done.returncode != 0:
+                first = (done.stderr.strip().splitlines() or ["no message"])[0]
+                raise KernelError(f"{compiler[0]} failed on {KERNEL_SOURCE.name}: {first}")
+            atomic_write_bytes(target, built.read_bytes())
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise KernelError(f"cannot build the kernel in {target.parent}: {e}") from None
+
+
+def _load(path: Path) -> NativeAttention:
+    """Load the library and declare `mtk_attention`'s signature."""
+    try:
+        library = ctypes.CDLL(str(path))
+    except OSError as e:
+        raise KernelError(f"cannot load {path}: {e}") from None
+    library.mtk_attention.argtypes = [ctypes.POINTER(_Problem)]
+    library.mtk_attention.restype = ctypes.c_int
+    return NativeAttention(library, path)
+
+
+def check_kernel(kernel: NativeAttention) -> float:
+    """The largest difference between the kernel and `attention` on small random problems
+    (head sizes 32, 64 and 40, masks broadcast over rows or per row, 1 and 3 queries).
+    KernelError when it exceeds TOLERANCE (a miscompiled kernel is never used)."""
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for head_dim, q_len, per_row in ((32, 1, True), (64, 3, False), (40, 2, True)):
+        q = torch.randn(4, 2, q_len, head_dim, generator=gen)
+        k, v = (torch.randn(4, 2, 9, head_dim, generator=gen) for _ in range(2))
+        mask = torch.rand(4 if per_row else 1, 1, 1, 9, generator=gen) > 0.3
+        mask[..., 0] = True  # every row may attend somewhere
+        got = kernel(q, k, v, mask)
+        if got is None:
+            raise KernelError(f"the kernel refused a {head_dim}-dimension test problem")
+        worst = max(worst, float((got - attention(q, k, v, mask)).abs().max()))
+    if not worst <= TOLERANCE:
+        raise KernelError(f"{kernel.path} differs from PyTorch by {worst:.1e} (> {TOLERANCE})")
+    return worst
+
+
+def build_native_attention(directory: Path | None = None) -> NativeAttention:
+    """The kernel for this machine: built (or found in `directory`, default `cache_dir()`),
+    loaded and checked. KernelError says why not."""
+    compiler = _compiler()
+    path = library_path(directory or cache_dir(), compiler)
+    if not path.is_file():
+        start = time.perf_counter()
+        _compile(compiler, path)
+        logger.info("built the native attention kernel in %.1f s: %s",
+                    time.perf_counter() - start, path)  # fmt: skip
+    kernel = _load(path)
+    check_kernel(kernel)
+    return kernel
+
+
+def resolve_attention_kernel(choice: str, device: torch.device) -> NativeAttention | None:
+    """`decoding.attention_kernel` on `device`: the native kernel, or None for PyTorch's
+    attention; the choice is logged. `native` that cannot be had is an error."""
+    if choice == "torch":
+        return None
+    if device.type != "cpu":
+        if choice == "native":
+            raise UsageError(f"decoding.attention_kernel: native runs on CPU, not {device.type}")
+        return None
+    try:
+        kernel = build_native_attention()
+    except KernelError as e:
+        if choice == "native":
+            raise
+        logger.info("attention kernel auto -> torch: %s", e)
+        return None
+    logger.info("attention kernel %s -> native (%s)", choice, kernel.path.name)
+    return kernel

@@ -1,0 +1,170 @@
+"""The native attention kernel of decoding steps: the same results as PyTorch's attention on
+every shape a search gives it, built once and cached, refused with one line when it cannot be
+built or is wrong, and chosen by `decoding.attention_kernel`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtkit.errors import MtkitError, UsageError
+from mtkit.model.layers import attention
+from mtkit.translation import native_attention as na
+from mtkit.translation.native_attention import (
+    MAX_QUERIES,
+    KernelError,
+    build_native_attention,
+    resolve_attention_kernel,
+)
+
+pytestmark = pytest.mark.skipif(
+    shutil.which((os.environ.get("CC") or "cc").split()[0]) is None,
+    reason="needs a C compiler (the kernel's own error is tested with a missing one)",
+)
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> na.NativeAttention:
+    return build_native_attention(tmp_path_factory.mktemp("kernels"))
+
+
+def _problem(
+    rows: int, heads: int, q_len: int, k_len: int, head_dim: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q as a strided view (as the fused projection gives it), k/v with a free last column (as
+    the decoder cache holds them)."""
+    gen = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(rows, q_len, 3, heads, head_dim, generator=gen)
+    q = qkv.permute(2, 0, 3, 1, 4)[0]  # (rows, heads, q_len, head_dim), not contiguous
+    k, v = (torch.randn(rows, heads, k_len + 1, head_dim, generator=gen)[:, :, :k_len]
+            for _ in range(2))  # fmt: skip
+    return q, k, v
+
+
+@pytest.mark.parametrize(
+    ("rows", "heads", "q_len", "k_len", "head_dim"),
+    [(1, 1, 1, 1, 8), (5, 4, 1, 20, 32), (3, 4, 5, 17, 32), (6, 8, 1, 30, 64), (4, 2, 2, 9, 48),
+     (2, 2, MAX_QUERIES, 33, 96)],
+)  # fmt: skip
+def test_matches_pytorch_attention(
+    kernel: na.NativeAttention, rows: int, heads: int, q_len: int, k_len: int, head_dim: int
+) -> None:
+    q, k, v = _problem(rows, heads, q_len, k_len, head_dim)
+    per_row = torch.rand(rows, 1, 1, k_len, generator=torch.Generator().manual_seed(1)) > 0.4
+    per_row[..., -1] = True  # every row may attend somewhere
+    shared = per_row[:1]  # one mask for all rows (broadcast)
+    for mask in (None, per_row, shared):
+        got = kernel(q, k, v, mask)
+        assert got is not None
+        assert got.shape == (rows, heads, q_len, head_dim)
+        torch.testing.assert_close(got, attention(q, k, v, mask), rtol=0, atol=2e-6)
+
+
+def test_masked_keys_get_no_weight(kernel: na.NativeAttention) -> None:
+    q, k, v = _problem(2, 2, 1, 6, 16)
+    mask = torch.tensor([True, True, False, False, False, False]).view(1, 1, 1, 6)
+    v_changed = v.clone()
+    v_changed[:, :, 2:] = 1e6  # values behind the mask must not matter
+    before, after = kernel(q, k, v, mask), kernel(q, k, v_changed, mask)
+    assert before is not None and after is not None
+    assert torch.equal(before, after)
+
+
+def test_bfloat16_in_bfloat16_out(kernel: na.NativeAttention) -> None:
+    q, k, v = (x.bfloat16() for x in _problem(3, 2, 1, 7, 32))
+    got = kernel(q, k, v, None)
+    assert got is not None and got.dtype == torch.bfloat16
+    want = attention(q.float(), k.float(), v.float(), None).bfloat16()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-2)
+
+
+def test_refuses_what_it_does_not_take(kernel: na.NativeAttention) -> None:
+    q, k, v = _problem(2, 2, 1, 5, 32)
+    assert kernel(*_problem(2, 2, MAX_QUERIES + 1, 5, 32), None) is None  # a teacher-forced pass
+    assert kernel(*_problem(2, 2, 1, 5, 12), None) is None  # head_dim not a multiple of 8
+    assert kernel(q.double(), k.double(), v.double(), None) is None
+    assert kernel(q, k, v, torch.zeros(1, 1, 1, 5)) is None  # an additive float mask
+
+
+def test_built_once_then_reused(tmp_path: Path) -> None:
+    first = build_native_attention(tmp_path)
+    stamp = first.path.stat().st_mtime_ns
+    again = build_native_attention(tmp_path)
+    assert again.path == first.path and again.path.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.path.name]  # no temporary left
+
+
+def test_a_changed_source_gets_its_own_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = build_native_attention(tmp_path).path
+    changed = tmp_path / "attention.c"
+    changed.write_text(na.KERNEL_SOURCE.read_text() + "\n/* changed */\n")
+    monkeypatch.setattr(na, "KERNEL_SOURCE", changed)
+    assert build_native_attention(tmp_path).path != original
+
+
+def test_a_wrong_kernel_is_never_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wrong = tmp_path / "attention.c"
+    wrong.write_text(na.KERNEL_SOURCE.read_text().replace("float inv = 1.0f", "float inv = 2.0f"))
+    monkeypatch.setattr(na, "KERNEL_SOURCE", wrong)
+    with pytest.raises(KernelError, match="differs from PyTorch"):
+        build_native_attention(tmp_path / "cache")
+
+
+def test_compiler_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    with pytest.raises(KernelError, match=r"^no C compiler \(no-such-compiler-here\) found"):
+        build_native_attention(tmp_path)
+    monkeypatch.setenv("CC", "false")  # a "compiler" that fails
+    with pytest.raises(KernelError, match=r"^false failed on attention\.c") as failed:
+        build_native_attention(tmp_path)
+    assert "\n" not in str(failed.value)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+
+
+def test_choice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    caplog.set_level(logging.INFO, logger=na.__name__)
+    assert isinstance(resolve_attention_kernel("auto", cpu), na.NativeAttention)
+    assert isinstance(resolve_attention_kernel("native", cpu), na.NativeAttention)
+    assert resolve_attention_kernel("auto", cuda) is None
+    with pytest.raises(UsageError, match="attention_kernel: native runs on CPU"):
+        resolve_attention_kernel("native", cuda)
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    assert resolve_attention_kernel("torch", cpu) is None  # never builds
+    assert resolve_attention_kernel("auto", cpu) is None  # falls back, and says why
+    assert "attention kernel auto -> torch: no C compiler" in caplog.text
+    with pytest.raises(MtkitError, match="no C compiler"):
+        resolve_attention_kernel("native", cpu)
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_translations_match_pytorch_attention(tmp_path: Path, quantize: str) -> None:
+    from dataclasses import replace
+
+    from mtkit.translation.quantize import quantize_model
+    from tests.tiny_translator import DATA, head, make_translator
+
+    translator = make_translator(tmp_path)
+    quantize_model(translator.model, quantize)
+    lines = [line for line in head(DATA / "test.en", 40) if line]
+    for beam in (1, 4):
+        dec = replace(translator.config.decoding, beam_size=beam, nbest=min(beam, 2))
+        native = translator.translate_full(lines, replace(dec, attention_kernel="native"))
+        assert translator.kernels["native"] is not None  # it did run the native kernel
+        torch_ = translator.translate_full(lines, replace(dec, attention_kernel="torch"))
+        assert [[c.text for c in t.nbest] for t in native] == [
+            [c.text for c in t.nbest] for t in torch_
+        ]
+        for a, b in zip(native, torch_, strict=True):
+            for x, y in zip(a.nbest, b.nbest, strict=True):
+                assert x.score == pytest.approx(y.score, abs=1e-4)
