@@ -16,7 +16,7 @@ from mtkit.model.cache import DecoderCache
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer
 from mtkit.search.beam import beam_search, top_candidates
-from mtkit.search.common import Hypothesis, gnmt_penalty
+from mtkit.search.common import Hypothesis, gnmt_penalty, row_argmax
 from mtkit.search.greedy import greedy_search, sample
 
 PAD, BOS, EOS = 0, 1, 2
@@ -358,3 +358,16 @@ def test_early_stopping_rules_agree_without_length_normalisation(
     dec = DecodingConfig(beam_size=4, nbest=2, length_norm="none", max_len_a=2.0)
     exact = beam_search(model, src, mask, dec, **IDS)
     assert beam_search(model, src, mask, replace(dec, early_stopping="heuristic"), **IDS) == exact
+
+
+@pytest.mark.parametrize(("rows", "vocab"), [(3, 100), (9, 64), (20, 1000), (40, 8003)])
+def test_row_argmax_is_argmax_ties_and_bans_included(rows: int, vocab: int) -> None:
+    x = torch.randn(rows, vocab, generator=torch.Generator().manual_seed(rows)).log_softmax(-1)
+    top = x.max(dim=1).values
+    x[0, vocab // 2] = x[0, vocab - 1] = top[0] + 1  # a tie: the first index wins
+    x[1] = -math.inf
+    x[1, vocab - 1] = -0.5  # one allowed token, in the last (shorter) chunk
+    x[-1, :] = -math.inf
+    x[-1, 0] = x[-1, 5] = 0.0  # a tie inside the first chunk
+    assert torch.equal(row_argmax(x), x.argmax(dim=-1))
+    assert row_argmax(x)[0] == vocab // 2
