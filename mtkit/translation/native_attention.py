@@ -76,7 +76,8 @@ class NativeAttention:
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor | None:
         """softmax(q k^T / sqrt(head_dim)) v, or None for a call it does not take (not on CPU,
-        more than MAX_QUERIES queries, head_dim not a multiple of 8, a non-bool mask).
+        more than MAX_QUERIES queries, head_dim not a multiple of 8, k/v not one per q row
+        and head, a non-bool mask).
 
         Shapes: q (batch, n_heads, q_len, head_dim), k/v (batch, n_heads, k_len, head_dim),
         mask bool broadcastable to (batch, n_heads, q_len, k_len)
@@ -89,6 +90,9 @@ class NativeAttention:
             or q_len > MAX_QUERIES
             or head_dim % 8
             or q.dtype not in (torch.float32, torch.bfloat16)
+            or k.shape != v.shape
+            or k.shape[:2] != q.shape[:2]
+            or k.size(3) != head_dim
             or (mask is not None and mask.dtype != torch.bool)
         ):
             return None

@@ -89,6 +89,8 @@ def test_refuses_what_it_does_not_take(kernel: na.NativeAttention) -> None:
     assert kernel(*_problem(2, 2, 1, 5, 12), None) is None  # head_dim not a multiple of 8
     assert kernel(q.double(), k.double(), v.double(), None) is None
     assert kernel(q, k, v, torch.zeros(1, 1, 1, 5)) is None  # an additive float mask
+    assert kernel(q, k[:1], v[:1], None) is None  # keys broadcast over rows: never read past them
+    assert kernel(q, k, v[:, :, :4], None) is None
 
 
 def test_built_once_then_reused(tmp_path: Path) -> None:
