@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -28,6 +28,13 @@ class DecoderCache:
     A step writes its keys/values into a free last column (`reserve`) instead of concatenating:
     `select`, which beam search calls after every step, gathers the rows into buffers that keep
     one such column, so a beam step copies the self-attention K/V once, not twice.
+
+    Back-pointers (`origin` set; when the model's attention reads keys through them, see
+    Transformer.init_cache): then no step copies the self-attention K/V at all. The buffers
+    have room for more rows and columns than are used; row r writes column c's key/value into
+    buffer row r, and `origin[r, c]` says which buffer row holds row r's column c. `select`
+    only gathers `origin` (rows x columns integers instead of the keys and values of every
+    layer); buffers grow, doubling, when a step needs a row or column they lack.
     """
 
     self_kv: list[KV]
@@ -36,6 +43,7 @@ class DecoderCache:
     position: int  # index of the next target position to be fed
     beam: int = 1  # rows per sentence
     start: Tensor | None = None  # (rows / beam,) long: first column of each sentence; None: all 0
+    origin: Tensor | None = None  # (rows, position) long back-pointers; None: row r in row r
 
     def repeat(self, beam: int) -> DecoderCache:
         """Each row repeated `beam` times (sentence-major); sentence-level tensors are shared.
@@ -43,6 +51,8 @@ class DecoderCache:
         Shapes: rows -> rows * beam.
         """
         index = torch.arange(self.rows, device=self.src_mask.device).repeat_interleave(beam)
+        if self.origin is not None:
+            return replace(self, origin=self.origin[index], beam=self.beam * beam)
         return DecoderCache(
             self_kv=self._gathered(index, 0),
             cross_kv=self.cross_kv,
@@ -77,13 +87,19 @@ class DecoderCache:
         def pick(kv: KV, rows: Tensor) -> KV:
             return kv[0].index_select(0, rows), kv[1].index_select(0, rows)
 
+        origin = None if self.origin is None else self.origin.index_select(0, index)[:, first:]
+        if origin is None:
+            self_kv = self._gathered(index, first)
+        else:  # the buffers stay; their columns before `first` are no longer seen
+            self_kv = [(k[:, :, first:], v[:, :, first:]) for k, v in self.self_kv]
         return DecoderCache(
-            self_kv=self._gathered(index, first),
+            self_kv=self_kv,
             cross_kv=self.cross_kv if same else [pick(kv, sentences) for kv in self.cross_kv],
             src_mask=self.src_mask if same else self.src_mask.index_select(0, sentences),
             position=self.position - first,
             beam=self.beam,
             start=start,
+            origin=origin,
         )
 
     def _gathered(self, rows: Tensor, first: int) -> list[KV]:
@@ -94,9 +110,21 @@ class DecoderCache:
 
     def reserve(self) -> None:
         """Make sure every layer's self-attention K/V has a free column for the next position
-        (a copy only where `select` did not leave one). Shapes: (.., position + 1, ..)."""
-        self.self_kv = [(_with_room(k, self.position), _with_room(v, self.position))
+        (a copy only where `select` did not leave one). Shapes: (.., position + 1, ..).
+
+        With back-pointers: buffers with at least `rows` rows and position + 1 columns (grown,
+        doubling, when short), and `origin` gets the new column: row r's is in buffer row r.
+        """
+        if self.origin is None:
+            self.self_kv = [(_with_room(k, self.position), _with_room(v, self.position))
+                            for k, v in self.self_kv]  # fmt: skip
+            return
+        rows = self.rows
+        self.self_kv = [(_with_capacity(k, rows, self.position + 1),
+                         _with_capacity(v, rows, self.position + 1))
                         for k, v in self.self_kv]  # fmt: skip
+        own = torch.arange(rows, device=self.origin.device)[:, None]  # (rows, 1)
+        self.origin = torch.cat([self.origin, own], dim=1)  # (rows, position + 1)
 
     def row_positions(self) -> Tensor:
         """Position of the token fed next in each row, counted from its sentence's start.
@@ -145,8 +173,14 @@ class DecoderCache:
 
         start = self.start if self.start is not None else self._zeros(self.src_mask.size(0))
         joined = torch.full((fresh.src_mask.size(0),), self.position, device=start.device)
+        origin = None
+        if self.origin is not None:  # fresh rows read their (masked, weight 0) columns from row 0's
+            borrowed = self.origin[:1].expand(fresh.rows, -1)  # written, so finite, keys/values
+            origin = torch.cat([self.origin, borrowed])  # (rows + fresh.rows, position)
         return DecoderCache(
-            self_kv=[(grow(k), grow(v)) for k, v in self.self_kv],
+            self_kv=self.self_kv
+            if origin is not None
+            else [(grow(k), grow(v)) for k, v in self.self_kv],
             cross_kv=[
                 (stack(kv[0], new[0], 2), stack(kv[1], new[1], 2))
                 for kv, new in zip(self.cross_kv, fresh.cross_kv, strict=True)
@@ -155,6 +189,7 @@ class DecoderCache:
             position=self.position,
             beam=self.beam,
             start=torch.cat([start, joined]) if self.position > 0 else self.start,
+            origin=origin,
         )
 
     def _zeros(self, n: int) -> Tensor:
@@ -180,6 +215,21 @@ def _gather(x: Tensor, rows: Tensor, first: int, used: int) -> Tensor:
         torch.index_select(x[:, :, first:used], 0, rows, out=filled)
     else:  # elsewhere not relied on: gather, then copy
         filled.copy_(x[:, :, first:used].index_select(0, rows))
+    return out
+
+
+def _with_capacity(x: Tensor, rows: int, columns: int) -> Tensor:
+    """`x`, or a new buffer with `x` copied into its corner that has at least `rows` rows and
+    `columns` columns (each doubled when it grows: buffers grow O(log) times in a search). The
+    rest is not initialised: every back-pointer names a written key/value (DecoderCache.join).
+    Shapes: (buffer_rows, n_heads, width, head_dim) -> (>= rows, n_heads, >= columns, ..)."""
+    have_rows, heads, width, head_dim = x.shape
+    if have_rows >= rows and width >= columns:
+        return x
+    new_rows = have_rows if have_rows >= rows else max(rows, 2 * have_rows)
+    new_width = width if width >= columns else max(columns, 2 * width, 8)
+    out = x.new_empty(new_rows, heads, new_width, head_dim)
+    out[:have_rows, :, :width] = x
     return out
 
 

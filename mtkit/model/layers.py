@@ -17,8 +17,9 @@ from mtkit.config.schema import ModelConfig
 from mtkit.model.cache import KV
 
 # An attention kernel for decoding (mtkit/translation/native_attention.py): (q, k, v, mask) as
-# `attention` takes them -> the same result, or None for a call it does not take (then SDPA).
-AttentionKernel = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor | None]
+# `attention` takes them, and the key rows of a back-pointer cache (`gather_rows`) or None ->
+# the same result, or None for a call it does not take (then SDPA).
+AttentionKernel = Callable[[Tensor, Tensor, Tensor, Tensor | None, Tensor | None], Tensor | None]
 
 
 def sinusoidal_positions(length: int, d_model: int) -> Tensor:
@@ -71,6 +72,14 @@ def fused_attention(
             q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p
         )  # (batch, n_heads, q_len, head_dim)
     return out.to(torch.bfloat16)
+
+
+def gather_rows(x: Tensor, rows: Tensor) -> Tensor:
+    """Keys (or values) of a back-pointer cache, one row per query row: column j of row b is
+    column j of row rows[b, j] of `x`. Shapes: x (buffer_rows, n_heads, len, head_dim), rows
+    (batch, len) long -> (batch, n_heads, len, head_dim)."""
+    columns = torch.arange(x.size(2), device=x.device)  # (len,)
+    return x.transpose(1, 2)[rows, columns].transpose(1, 2)  # (batch, n_heads, len, head_dim)
 
 
 def _no_empty_rows(mask: Tensor) -> Tensor:
@@ -135,17 +144,23 @@ class MultiHeadAttention(nn.Module):
         q = self._split(self.q_proj(query))  # (batch, n_heads, q_len, head_dim)
         return self.attend_projected(q, k, v, mask)  # (batch, q_len, d_model)
 
-    def attend_projected(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    def attend_projected(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rows: Tensor | None = None
+    ) -> Tensor:
         """softmax(q k^T / sqrt(head_dim)) v, heads merged, then the output projection.
 
-        Shapes: q (batch, n_heads, q_len, head_dim), k/v (batch, n_heads, k_len, head_dim)
+        Shapes: q (batch, n_heads, q_len, head_dim), k/v (batch, n_heads, k_len, head_dim), or
+        with `rows` (batch, k_len) long, k/v of a back-pointer cache (`gather_rows`)
         -> (batch, q_len, d_model).
         """
         p = self.dropout if self.training else 0.0
         if mask is not None:
             mask = _no_empty_rows(mask)  # (batch|1, 1, q_len|1, k_len)
-        out = None if self.kernel is None or self.training else self.kernel(q, k, v, mask)
+        kernel = None if self.training else self.kernel
+        out = None if kernel is None else kernel(q, k, v, mask, rows)
         if out is None:
+            if rows is not None:
+                k, v = gather_rows(k, rows), gather_rows(v, rows)
             attend = fused_attention if self.fast else attention
             out = attend(q, k, v, mask, dropout_p=p)  # (batch, n_heads, q_len, head_dim)
         batch, _, q_len, _ = out.shape
@@ -321,24 +336,30 @@ class DecoderLayer(nn.Module):
         src_mask: Tensor,
         beam: int = 1,
         self_mask: Tensor | None = None,
+        origin: Tensor | None = None,
     ) -> Tensor:
         """One new position, whose keys/values are written into the last (free) column of
-        `past` (DecoderCache.reserve), in place; returns the output.
+        `past` (DecoderCache.reserve), in place; returns the output. With `origin` (a
+        back-pointer cache, mtkit/model/cache.py) they go to column origin.size(1) - 1 of the
+        first `rows` buffer rows, and the attention reads each row's keys through `origin`.
 
         Rows come in groups of `beam` consecutive rows per sentence; `cross` and `src_mask`
         hold one entry per sentence, and a sentence's `beam` rows attend to it as `beam`
         queries of one attention (its memory is read once, not once per row).
         Shapes: x (rows, 1, d_model), past K/V (rows, n_heads, t + 1, head_dim),
         cross K/V (rows / beam, n_heads, src_len, head_dim), src_mask (rows / beam, 1, 1,
-        src_len), self_mask None (all t + 1 columns) or bool (rows, 1, 1, t + 1)
+        src_len), self_mask None (all t + 1 columns) or bool (rows, 1, 1, t + 1), origin
+        None or (rows, t + 1) long (past K/V then (buffer_rows, n_heads, >= t + 1, head_dim))
         -> (rows, 1, d_model).
         """
 
         def self_block(h: Tensor) -> Tensor:
             q, k_new, v_new = self.self_attn.project_qkv(h)  # (rows, n_heads, 1, head_dim) each
-            past[0][:, :, -1:] = k_new  # in place: (rows, n_heads, t + 1, head_dim)
-            past[1][:, :, -1:] = v_new
-            return self.self_attn.attend_projected(q, past[0], past[1], self_mask)
+            rows, column = h.size(0), past[0].size(2) - 1 if origin is None else origin.size(1) - 1
+            past[0][:rows, :, column : column + 1] = k_new  # in place
+            past[1][:rows, :, column : column + 1] = v_new
+            keys, values = past[0][:, :, : column + 1], past[1][:, :, : column + 1]
+            return self.self_attn.attend_projected(q, keys, values, self_mask, origin)
 
         def cross_block(h: Tensor) -> Tensor:
             rows, _, d_model = h.shape

@@ -181,11 +181,13 @@ class Transformer(nn.Module):
         batch = memory.size(0)
         heads, head_dim = self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
         empty = memory.new_zeros(batch, heads, 0, head_dim)  # (batch, n_heads, 0, head_dim)
+        pointers = self._layers()[0].self_attn.kernel is not None and memory.dtype == torch.float32
         return DecoderCache(
             self_kv=[(empty, empty) for _ in self.decoder],
             cross_kv=[layer.cross_attn.project_kv(memory, memory) for layer in self._layers()],
             src_mask=src_mask,
             position=0,
+            origin=src_mask.new_zeros(batch, 0, dtype=torch.long) if pointers else None,
         )
 
     def decode_step(self, tokens: Tensor, cache: DecoderCache) -> Tensor:
@@ -199,7 +201,13 @@ class Transformer(nn.Module):
         cross_mask = _key_mask(cache.src_mask)  # (sentences, 1, 1, src_len)
         for i, layer in enumerate(self._layers()):
             x = layer.step(
-                x, cache.self_kv[i], cache.cross_kv[i], cross_mask, cache.beam, self_mask
+                x,
+                cache.self_kv[i],
+                cache.cross_kv[i],
+                cross_mask,
+                cache.beam,
+                self_mask,
+                cache.origin,
             )  # (rows, 1, d_model); the layer's K/V filled in place
         cache.position += 1
         return self._logits(x)[:, 0]  # (rows, tgt_vocab)

@@ -64,6 +64,9 @@ class _Problem(ctypes.Structure):
         ("lk", ctypes.c_int64),
         ("d", ctypes.c_int64),
         ("scale", ctypes.c_float),
+        ("rows", ctypes.c_void_p),
+        ("rows_stride", ctypes.c_int64 * 2),
+        ("k_rows", ctypes.c_int64),
     ]
 
 
@@ -74,7 +77,9 @@ class NativeAttention:
     library: ctypes.CDLL
     path: Path  # the shared library
 
-    def __call__(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor | None:
+    def __call__(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rows: Tensor | None = None
+    ) -> Tensor | None:
         """softmax(q k^T / sqrt(head_dim)) v, or None for a call it does not take (not on CPU,
         more than MAX_QUERIES queries, head_dim not a multiple of 8, k/v not one per q row
         and head, a non-bool mask).
@@ -83,18 +88,11 @@ class NativeAttention:
         mask bool broadcastable to (batch, n_heads, q_len, k_len)
         -> (batch, n_heads, q_len, head_dim), a view of a (batch, q_len, n_heads, head_dim)
         tensor (merging the heads afterwards copies nothing). bfloat16 is computed in float32.
+        `rows` (batch, k_len) long: key j of row b is k[rows[b, j], :, j] (k/v then have any
+        number of rows; a pointer outside them is a ValueError, never a read).
         """
         batch, heads, q_len, head_dim = q.shape
-        if (
-            q.device.type != "cpu"
-            or q_len > MAX_QUERIES
-            or head_dim % 8
-            or q.dtype not in (torch.float32, torch.bfloat16)
-            or k.shape != v.shape
-            or k.shape[:2] != q.shape[:2]
-            or k.size(3) != head_dim
-            or (mask is not None and mask.dtype != torch.bool)
-        ):
+        if not _takes(q, k, v, mask, rows):
             return None
         dtype = q.dtype
         q, k, v = (_float_rows(x) for x in (q, k, v))
@@ -106,10 +104,35 @@ class NativeAttention:
             _strides(q, 3), _strides(k, 3), _strides(v, 3),
             _strides(expanded, 4) if expanded is not None else (ctypes.c_int64 * 4)(),
             batch, heads, q_len, k.size(2), head_dim, 1.0 / math.sqrt(head_dim),
+            None if rows is None else rows.data_ptr(),
+            _strides(rows, 2) if rows is not None else (ctypes.c_int64 * 2)(), k.size(0),
         )  # fmt: skip
-        if self.library.mtk_attention(ctypes.byref(problem)) != 0:
+        done = self.library.mtk_attention(ctypes.byref(problem))
+        if done == -2:
+            raise ValueError("native attention: a key row pointer outside the keys")
+        if done != 0:
             raise MemoryError("native attention: out of memory")
         return out.transpose(1, 2).to(dtype)  # (batch, n_heads, q_len, head_dim)
+
+
+def _takes(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rows: Tensor | None) -> bool:
+    """Whether the kernel takes this call (see `NativeAttention.__call__`)."""
+    batch, heads, q_len, head_dim = q.shape
+    if rows is None:
+        keys_fit = k.size(0) == batch
+    else:
+        keys_fit = rows.dtype == torch.int64 and rows.shape == (batch, k.size(2))
+    return (
+        q.device.type == "cpu"
+        and q_len <= MAX_QUERIES
+        and head_dim % 8 == 0
+        and q.dtype in (torch.float32, torch.bfloat16)
+        and k.shape == v.shape
+        and keys_fit
+        and k.size(1) == heads
+        and k.size(3) == head_dim
+        and (mask is None or mask.dtype == torch.bool)
+    )
 
 
 def _float_rows(x: Tensor) -> Tensor:

@@ -170,3 +170,40 @@ def test_translations_match_pytorch_attention(tmp_path: Path, quantize: str) -> 
         for a, b in zip(native, torch_, strict=True):
             for x, y in zip(a.nbest, b.nbest, strict=True):
                 assert x.score == pytest.approx(y.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_back_pointer_cache_decodes_as_the_copying_cache(
+    kernel: na.NativeAttention, beam: int
+) -> None:
+    """With the kernel the cache never copies keys on a beam reorder, a join or a finished
+    sentence (buffers grow instead); every hypothesis must stay what the copying cache gives."""
+    from mtkit.config.schema import DecodingConfig
+    from mtkit.model.masks import pad_mask
+    from mtkit.model.transformer import set_attention_kernel
+    from mtkit.search.greedy import greedy_search
+    from tests.unit.test_beam_join import assert_same, run_joining, sources
+    from tests.unit.test_search import IDS, PAD, tiny_model
+
+    copying, pointing = tiny_model(), tiny_model()
+    set_attention_kernel(pointing, kernel)
+    srcs = sources(9)
+    src = torch.nn.utils.rnn.pad_sequence(srcs, batch_first=True, padding_value=PAD)
+    with torch.inference_mode():
+        assert (
+            pointing.init_cache(pointing.encode(src, pad_mask(src, PAD)), pad_mask(src, PAD)).origin
+            is not None
+        )
+    dec = DecodingConfig(beam_size=beam, max_len_a=2.0, max_len_b=6, nbest=min(beam, 2))
+    arrivals = [0, 0, 1, 2, 2, 3, 5, 8, 13]  # joins, reorders, finished sentences, column drops
+    got, want = (
+        run_joining(pointing, srcs, dec, arrivals),
+        run_joining(copying, srcs, dec, arrivals),
+    )
+    for i in range(len(srcs)):
+        assert_same(got[i], want[i])
+    if beam == 1:
+        with torch.inference_mode():
+            hyps = greedy_search(pointing, src, pad_mask(src, PAD), dec, **IDS)
+            want_hyps = greedy_search(copying, src, pad_mask(src, PAD), dec, **IDS)
+        assert [h.tokens for h in hyps] == [h.tokens for h in want_hyps]

@@ -11,6 +11,9 @@
  *   q (batch, heads, lq, d), k/v (batch, heads, lk, d), mask (batch, heads, lq, lk) bytes
  *   (0 = may not attend; strides 0 where broadcast) or NULL, out (batch, lq, heads, d)
  *   contiguous: the heads already merged as the output projection reads them.
+ * With back-pointers (`rows` not NULL, (batch, lk) int64): key j of batch row b is row
+ *   rows[b, j] of k/v (which then have k_rows rows), column j: a beam search's cache whose
+ *   rows are never reordered (mtkit/model/cache.py).
  */
 #include <math.h>
 #include <stdint.h>
@@ -27,6 +30,8 @@ struct problem {
     i64 q_stride[3], k_stride[3], v_stride[3], mask_stride[4];
     i64 batch, heads, lq, lk, d;
     float scale;
+    const int64_t *rows; /* NULL, or the back-pointers described above */
+    i64 rows_stride[2], k_rows;
 };
 
 static inline v8 load8(const float *p) { v8 x; memcpy(&x, p, sizeof x); return x; }
@@ -64,14 +69,27 @@ static inline float dot(const float *a, const float *b, const i64 d) {
     return sum8(acc);
 }
 
+/* Where key (or value) j of a row starts: column j of the row itself, or of row from[j]. */
+struct keys {
+    const float *base; /* row 0 (back-pointers) or the row itself, this head */
+    i64 row, column;   /* strides */
+    const int64_t *from;
+    i64 from_stride;
+};
+
+static inline const float *key_at(const struct keys *x, i64 j) {
+    const float *at = x->base + j * x->column;
+    return x->from ? at + x->from[j * x->from_stride] * x->row : at;
+}
+
 /* One query: scores into s (lk floats), their softmax, the weighted sum of values into o.
  * d is a multiple of 8; inlined with d = 32 or 64 so that the loops unroll. */
-static inline void one_query(const float *q, const float *k, i64 k_row, const float *v,
-                             i64 v_row, const uint8_t *mask, i64 mask_col, float *o, i64 lk,
+static inline void one_query(const float *q, const struct keys *k, const struct keys *v,
+                             const uint8_t *mask, i64 mask_col, float *o, i64 lk,
                              const i64 d, float scale, float *s) {
     float top = -INFINITY;
     for (i64 j = 0; j < lk; j++) {
-        float x = (mask && !mask[j * mask_col]) ? -INFINITY : dot(q, k + j * k_row, d) * scale;
+        float x = (mask && !mask[j * mask_col]) ? -INFINITY : dot(q, key_at(k, j), d) * scale;
         s[j] = x;
         top = x > top ? x : top;
     }
@@ -89,7 +107,7 @@ static inline void one_query(const float *q, const float *k, i64 k_row, const fl
     for (i64 c = 0; c < d; c += 32) { /* 32 output dimensions at a time, in registers */
         v8 o0 = {0}, o1 = {0}, o2 = {0}, o3 = {0};
         for (i64 j = 0; j < lk; j++) {
-            const float *vj = v + j * v_row + c;
+            const float *vj = key_at(v, j) + c;
             float w = s[j];
             v8 e = {w, w, w, w, w, w, w, w};
             o0 += e * load8(vj);
@@ -104,29 +122,45 @@ static inline void one_query(const float *q, const float *k, i64 k_row, const fl
     }
 }
 
-/* Returns 0, or -1 when d is not a multiple of 8 or scratch memory ran out. One thread: split
- * over threads, the kernel ran slower than PyTorch's attention at two threads on a 2-vCPU VM
- * (the threads wait for cores that PyTorch's OpenMP workers hold between operations). */
+/* Whether every back-pointer names a row of k/v (a wrong one would read outside them). */
+static int rows_valid(const struct problem *p) {
+    for (i64 b = 0; b < p->batch; b++)
+        for (i64 j = 0; j < p->lk; j++) {
+            int64_t r = p->rows[b * p->rows_stride[0] + j * p->rows_stride[1]];
+            if (r < 0 || r >= p->k_rows) return 0;
+        }
+    return 1;
+}
+
+/* Returns 0; -1 when d is not a multiple of 8 or scratch memory ran out; -2 for a back-pointer
+ * outside k/v. One thread: split over threads, the kernel ran slower than PyTorch's attention at
+ * two threads on a 2-vCPU VM (the threads wait for cores that PyTorch's OpenMP workers hold
+ * between operations). */
 int mtk_attention(const struct problem *p) {
     if (p->d % 8 != 0) return -1;
+    if (p->rows && !rows_valid(p)) return -2;
     float *s = malloc((size_t)(p->lk > 0 ? p->lk : 1) * sizeof *s);
     if (!s) return -1;
     for (i64 b = 0; b < p->batch; b++)
         for (i64 h = 0; h < p->heads; h++)
             for (i64 t = 0; t < p->lq; t++) {
                 const float *q = p->q + b * p->q_stride[0] + h * p->q_stride[1] + t * p->q_stride[2];
-                const float *k = p->k + b * p->k_stride[0] + h * p->k_stride[1];
-                const float *v = p->v + b * p->v_stride[0] + h * p->v_stride[1];
+                const int64_t *from = p->rows ? p->rows + b * p->rows_stride[0] : NULL;
+                i64 own = from ? 0 : b; /* with back-pointers the row comes from `from` */
+                struct keys k = {p->k + own * p->k_stride[0] + h * p->k_stride[1],
+                                 p->k_stride[0], p->k_stride[2], from, p->rows_stride[1]};
+                struct keys v = {p->v + own * p->v_stride[0] + h * p->v_stride[1],
+                                 p->v_stride[0], p->v_stride[2], from, p->rows_stride[1]};
                 const uint8_t *m = p->mask ? p->mask + b * p->mask_stride[0]
                                              + h * p->mask_stride[1] + t * p->mask_stride[2] : NULL;
                 float *o = p->out + ((b * p->lq + t) * p->heads + h) * p->d;
-                i64 kr = p->k_stride[2], vr = p->v_stride[2], mc = p->mask_stride[3];
+                i64 mc = p->mask_stride[3];
                 if (p->d == 32)
-                    one_query(q, k, kr, v, vr, m, mc, o, p->lk, 32, p->scale, s);
+                    one_query(q, &k, &v, m, mc, o, p->lk, 32, p->scale, s);
                 else if (p->d == 64)
-                    one_query(q, k, kr, v, vr, m, mc, o, p->lk, 64, p->scale, s);
+                    one_query(q, &k, &v, m, mc, o, p->lk, 64, p->scale, s);
                 else
-                    one_query(q, k, kr, v, vr, m, mc, o, p->lk, p->d, p->scale, s);
+                    one_query(q, &k, &v, m, mc, o, p->lk, p->d, p->scale, s);
             }
     free(s);
     return 0;
