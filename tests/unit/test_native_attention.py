@@ -207,3 +207,20 @@ def test_back_pointer_cache_decodes_as_the_copying_cache(
             hyps = greedy_search(pointing, src, pad_mask(src, PAD), dec, **IDS)
             want_hyps = greedy_search(copying, src, pad_mask(src, PAD), dec, **IDS)
         assert [h.tokens for h in hyps] == [h.tokens for h in want_hyps]
+
+
+def test_pytorch_attention_reads_a_back_pointer_cache_too() -> None:
+    """A call the kernel refuses falls back to PyTorch's attention over the gathered rows."""
+    from mtkit.model.layers import MultiHeadAttention, gather_rows
+
+    gen = torch.Generator().manual_seed(0)
+    buffer = torch.randn(5, 2, 4, 8, generator=gen)  # (buffer_rows, heads, columns, head_dim)
+    rows = torch.tensor([[0, 3, 3, 1], [2, 2, 4, 0], [1, 0, 0, 0]])  # (batch, columns)
+    want = torch.stack([torch.stack([buffer[r, :, j] for j, r in enumerate(row)], dim=1)
+                        for row in rows.tolist()])  # fmt: skip
+    assert torch.equal(gather_rows(buffer, rows), want)
+    attn = MultiHeadAttention(d_model=16, n_heads=2, dropout=0.0).eval()
+    q = torch.randn(3, 2, 1, 8, generator=gen)
+    expected = attn.attend_projected(q, want, want, None)
+    attn.kernel = lambda *args: None  # a kernel that takes no call
+    torch.testing.assert_close(attn.attend_projected(q, buffer, buffer, None, rows), expected)
