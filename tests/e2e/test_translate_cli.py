@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,10 @@ def test_early_stopping_flag(ckpt: Path) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.skipif(
+    shutil.which((os.environ.get("CC") or "cc").split()[0]) is None,
+    reason="needs a C compiler for the native kernel",
+)
 def test_attention_kernels_translate_alike(
     ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

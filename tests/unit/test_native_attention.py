@@ -22,9 +22,9 @@ from mtkit.translation.native_attention import (
     resolve_attention_kernel,
 )
 
-pytestmark = pytest.mark.skipif(
+needs_cc = pytest.mark.skipif(
     shutil.which((os.environ.get("CC") or "cc").split()[0]) is None,
-    reason="needs a C compiler (the kernel's own error is tested with a missing one)",
+    reason="needs a C compiler (the errors without one are tested without one)",
 )
 
 
@@ -46,6 +46,7 @@ def _problem(
     return q, k, v
 
 
+@needs_cc
 @pytest.mark.parametrize(
     ("rows", "heads", "q_len", "k_len", "head_dim"),
     [(1, 1, 1, 1, 8), (5, 4, 1, 20, 32), (3, 4, 5, 17, 32), (6, 8, 1, 30, 64), (4, 2, 2, 9, 48),
@@ -65,6 +66,7 @@ def test_matches_pytorch_attention(
         torch.testing.assert_close(got, attention(q, k, v, mask), rtol=0, atol=2e-6)
 
 
+@needs_cc
 def test_masked_keys_get_no_weight(kernel: na.NativeAttention) -> None:
     q, k, v = _problem(2, 2, 1, 6, 16)
     mask = torch.tensor([True, True, False, False, False, False]).view(1, 1, 1, 6)
@@ -75,6 +77,7 @@ def test_masked_keys_get_no_weight(kernel: na.NativeAttention) -> None:
     assert torch.equal(before, after)
 
 
+@needs_cc
 def test_bfloat16_in_bfloat16_out(kernel: na.NativeAttention) -> None:
     q, k, v = (x.bfloat16() for x in _problem(3, 2, 1, 7, 32))
     got = kernel(q, k, v, None)
@@ -83,6 +86,7 @@ def test_bfloat16_in_bfloat16_out(kernel: na.NativeAttention) -> None:
     torch.testing.assert_close(got, want, rtol=0, atol=1e-2)
 
 
+@needs_cc
 def test_refuses_what_it_does_not_take(kernel: na.NativeAttention) -> None:
     q, k, v = _problem(2, 2, 1, 5, 32)
     assert kernel(*_problem(2, 2, MAX_QUERIES + 1, 5, 32), None) is None  # a teacher-forced pass
@@ -93,6 +97,7 @@ def test_refuses_what_it_does_not_take(kernel: na.NativeAttention) -> None:
     assert kernel(q, k, v[:, :, :4], None) is None
 
 
+@needs_cc
 def test_built_once_then_reused(tmp_path: Path) -> None:
     first = build_native_attention(tmp_path)
     stamp = first.path.stat().st_mtime_ns
@@ -101,6 +106,7 @@ def test_built_once_then_reused(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [first.path.name]  # no temporary left
 
 
+@needs_cc
 def test_a_changed_source_gets_its_own_library(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,6 +117,7 @@ def test_a_changed_source_gets_its_own_library(
     assert build_native_attention(tmp_path).path != original
 
 
+@needs_cc
 def test_a_wrong_kernel_is_never_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wrong = tmp_path / "attention.c"
     wrong.write_text(na.KERNEL_SOURCE.read_text().replace("float inv = 1.0f", "float inv = 2.0f"))
@@ -130,6 +137,7 @@ def test_compiler_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
 
 
+@needs_cc
 def test_choice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -141,7 +149,15 @@ def test_choice(
     assert resolve_attention_kernel("auto", cuda) is None
     with pytest.raises(UsageError, match="attention_kernel: native runs on CPU"):
         resolve_attention_kernel("native", cuda)
+
+
+def test_without_a_compiler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CC", "no-such-compiler-here")
+    caplog.set_level(logging.INFO, logger=na.__name__)
     assert resolve_attention_kernel("torch", cpu) is None  # never builds
     assert resolve_attention_kernel("auto", cpu) is None  # falls back, and says why
     assert "attention kernel auto -> torch: no C compiler" in caplog.text
@@ -149,6 +165,7 @@ def test_choice(
         resolve_attention_kernel("native", cpu)
 
 
+@needs_cc
 @pytest.mark.parametrize("quantize", ["none", "int8"])
 def test_translations_match_pytorch_attention(tmp_path: Path, quantize: str) -> None:
     from dataclasses import replace
@@ -172,6 +189,7 @@ def test_translations_match_pytorch_attention(tmp_path: Path, quantize: str) -> 
                 assert x.score == pytest.approx(y.score, abs=1e-4)
 
 
+@needs_cc
 @pytest.mark.parametrize("beam", [1, 3])
 def test_back_pointer_cache_decodes_as_the_copying_cache(
     kernel: na.NativeAttention, beam: int
