@@ -44,7 +44,7 @@ from mtkit.translation.ctranslate2_engine import (
     require_ctranslate2,
     vocabulary,
 )
-from mtkit.translation.translator import restore
+from mtkit.translation.restore import restore
 
 logger = logging.getLogger(__name__)
 

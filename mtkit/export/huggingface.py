@@ -37,7 +37,7 @@ from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer, num_parameters
 from mtkit.search.strategy import uses_beam
 from mtkit.translation.ctranslate2_engine import ExportError, vocabulary
-from mtkit.translation.translator import restore
+from mtkit.translation.restore import restore
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,19 +22,16 @@ import torch
 
 from mtkit.checkpoint import (
     CheckpointError,
-    check_weights,
     load_checkpoint,
-    load_weights,
     resolve_checkpoint,
 )
-from mtkit.config.load import config_from_dict
-from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig
+from mtkit.config.schema import DecodingConfig, ExperimentConfig
 from mtkit.data.batching import pad, token_batches
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
 from mtkit.errors import MtkitError, plural
 from mtkit.model.layers import fuse_attention_projections
 from mtkit.model.masks import pad_mask
-from mtkit.model.transformer import Transformer, build_model, set_attention_kernel
+from mtkit.model.transformer import Transformer, set_attention_kernel
 from mtkit.runtime import (
     autocast_context,
     check_precision,
@@ -47,9 +43,9 @@ from mtkit.runtime import (
 from mtkit.search.common import Hypothesis
 from mtkit.search.ensemble import Ensemble
 from mtkit.search.strategy import search
-from mtkit.translation.compatibility import check_vocabulary
 from mtkit.translation.native_attention import NativeAttention, resolve_attention_kernel
 from mtkit.translation.quantize import check_quantization, is_quantized, quantize_model
+from mtkit.translation.restore import restore
 
 logger = logging.getLogger(__name__)
 
@@ -131,39 +127,6 @@ def translate_ids(
 ) -> list[list[int]]:
     """Best output ids per encoded source (each ending in EOS), in input order."""
     return [d.hyps[0].tokens for d in translate_nbest(model, src_ids, dec, device)]
-
-
-def restore(state: dict[str, Any]) -> tuple[ExperimentConfig, TokenizerPair, Transformer]:
-    """Config, tokenizers and model of a loaded checkpoint; an MtkitError says what is wrong."""
-    if not isinstance(state["config"], dict):
-        raise CheckpointError("the embedded config is not a mapping")
-    try:
-        cfg = config_from_dict(state["config"])
-    except ConfigError as e:
-        raise CheckpointError(f"the embedded config is invalid: {e}") from None
-    files = state["tokenizer"]
-    if not isinstance(files, dict) or not all(isinstance(v, bytes) for v in files.values()):
-        raise CheckpointError("the embedded tokenizer is not a set of sentencepiece model files")
-    tokenizers = TokenizerPair.from_model_files(files)
-    sizes = (tokenizers.src.vocab_size, tokenizers.tgt.vocab_size)
-    vocab = state["vocab"]
-    if not isinstance(vocab, dict) or (vocab.get("src"), vocab.get("tgt")) != sizes:
-        raise CheckpointError(
-            f"its vocabulary sizes do not match its tokenizers ({sizes[0]}/{sizes[1]} pieces)"
-        )
-    check_vocabulary(state["model"], tokenizers)
-    with torch.device("meta"):  # shapes only: nothing is allocated before they are checked
-        check_weights(_build(cfg, sizes).state_dict(), state["model"])
-    model = _build(cfg, sizes)
-    load_weights(model, state["model"])
-    return cfg, tokenizers, model
-
-
-def _build(cfg: ExperimentConfig, sizes: tuple[int, int]) -> Transformer:
-    try:
-        return build_model(cfg, *sizes, pad_id=PAD_ID)
-    except (ValueError, RuntimeError) as e:  # share_embeddings with two vocabularies, memory
-        raise CheckpointError(f"cannot build its model: {e}") from None
 
 
 # --------------------------------------------------------------------------- results
