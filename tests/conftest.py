@@ -20,7 +20,7 @@ def mtkit_module(crash_in_write: bool = False) -> list[str]:
 
 @pytest.fixture(autouse=True, scope="session")
 def _kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Native kernels (mtkit/translation/native_attention.py) are built into a cache of the
+    """Native kernels (mtkit/translation/native_kernels.py) are built into a cache of the
     session's own, also for the mtkit processes tests start, never into the user's."""
     import os
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from mtkit.config.schema import ModelConfig
 from mtkit.model.cache import KV
 
-# An attention kernel for decoding (mtkit/translation/native_attention.py): (q, k, v, mask) as
+# An attention kernel for decoding (mtkit/translation/native_kernels.py): (q, k, v, mask) as
 # `attention` takes them, and the key rows of a back-pointer cache (`gather_rows`) or None ->
 # the same result, or None for a call it does not take (then SDPA).
 AttentionKernel = Callable[[Tensor, Tensor, Tensor, Tensor | None, Tensor | None], Tensor | None]

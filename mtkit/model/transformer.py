@@ -8,6 +8,7 @@ seeing it. The layers live in layers.py, the incremental decoding state in cache
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import cast
 
 import torch
@@ -23,6 +24,11 @@ from mtkit.model.layers import (
     sinusoidal_positions,
 )
 from mtkit.model.masks import causal_mask
+
+# An in-place log-softmax for decoding steps (mtkit/translation/native_kernels.py): (rows, vocab)
+# float32 logits become their log-probs, and it returns the maxima of each row's `chunk`-wide
+# slices (rows, ceil(vocab / chunk)); or None, the logits untouched, for a tensor it does not take.
+LogSoftmaxKernel = Callable[[Tensor, int], Tensor | None]
 
 
 def _key_mask(mask: Tensor) -> Tensor:
@@ -61,6 +67,8 @@ class Transformer(nn.Module):
         self.encoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
         self.decoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
         self.out_proj = nn.Linear(cfg.d_model, tgt_vocab, bias=False)
+        # the searches normalise decode_step's logits with it (`set_log_softmax_kernel`)
+        self.log_softmax_kernel: LogSoftmaxKernel | None = None
         self._init_weights()
         if cfg.tie_output:
             self.out_proj.weight = self.tgt_embed.weight
@@ -225,6 +233,14 @@ def set_attention_kernel(model: nn.Module, kernel: AttentionKernel | None) -> No
     for module in model.modules():
         if isinstance(module, MultiHeadAttention):
             module.kernel = kernel
+
+
+def set_log_softmax_kernel(model: nn.Module, kernel: LogSoftmaxKernel | None) -> None:
+    """Let searches normalise every Transformer's decoding steps with `kernel` (None: PyTorch's
+    log_softmax)."""
+    for module in model.modules():
+        if isinstance(module, Transformer):
+            module.log_softmax_kernel = kernel
 
 
 def num_parameters(model: nn.Module) -> int:

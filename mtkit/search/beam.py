@@ -13,6 +13,7 @@ from torch import Tensor
 
 from mtkit.config.schema import DecodingConfig
 from mtkit.search.common import (
+    CHUNK,
     Hypothesis,
     Seq2Seq,
     Stepper,
@@ -48,7 +49,9 @@ def beam_search(
     return [hyps[: dec.nbest] for hyps in kept]
 
 
-def top_candidates(lp: Tensor, scores: Tensor, k: int, chunk: int = 64) -> tuple[Tensor, Tensor]:
+def top_candidates(
+    lp: Tensor, scores: Tensor, k: int, maxima: Tensor | None = None, chunk: int = CHUNK
+) -> tuple[Tensor, Tensor]:
     """The `k` best of each sentence's `beam * vocab` candidate scores lp + score, best first.
 
     The same values as `(lp + scores[..., None]).view(n, -1).topk(k)` (ties aside), without
@@ -56,11 +59,14 @@ def top_candidates(lp: Tensor, scores: Tensor, k: int, chunk: int = 64) -> tuple
     tokens, and the k best candidates lie in the k chunks with the best maxima (a chunk holding
     one of them has a maximum at least the k-th best value). Adding a row's score to a chunk's
     maximum gives the maximum of the chunk plus the score exactly (rounding is monotone).
-    Shapes: lp (n*beam, vocab), scores (n, beam) -> values (n, k), indices into beam*vocab (n, k).
+    `maxima`: `chunk_maxima(lp, chunk)` when the caller has them.
+    Shapes: lp (n*beam, vocab), scores (n, beam), maxima (n*beam, chunks)
+    -> values (n, k), indices into beam*vocab (n, k).
     """
     rows, vocab = lp.shape
     n, beam = scores.shape
-    maxima = chunk_maxima(lp, chunk)  # (n*beam, chunks)
+    if maxima is None:
+        maxima = chunk_maxima(lp, chunk)  # (n*beam, chunks)
     chunks = maxima.size(1)
     best = (maxima + scores.view(rows, 1)).view(n, beam * chunks)  # (n, beam*chunks)
     picked = best.topk(min(k, beam * chunks), dim=1).indices  # (n, k') best chunks
@@ -213,10 +219,11 @@ class BeamSearch:
             return []
         dec, beam, column = self.dec, self.dec.beam_size, self.prefix.size(1) - 1
         steps = [column - start for start in self.starts]  # tokens generated per sentence
-        lp = self._constrained(self.stepper.log_probs(self.prefix), column, steps)  # (n*b, V)
+        lp, maxima = self.stepper.log_probs(self.prefix)  # (n*b, V), None or (n*b, chunks)
+        lp = self._constrained(lp, maxima, column, steps)
         vocab = lp.size(1)
         k = min(2 * beam, beam * vocab)  # 2 x beam in case half are EOS
-        top, idx = top_candidates(lp, self.scores, k)  # (n, k) each, over beam*vocab
+        top, idx = top_candidates(lp, self.scores, k, maxima)  # (n, k) each, over beam*vocab
         origin, token = idx // vocab, idx % vocab  # (n, k) each
         is_eos = token == self.eos_id  # (n, k)
         # 1) EOS candidates ranked within the beam finish a hypothesis
@@ -240,8 +247,12 @@ class BeamSearch:
         self._advance([s for s in range(n) if not done[s]], origin, scores, token)
         return finished
 
-    def _constrained(self, lp: Tensor, column: int, steps: list[int]) -> Tensor:
-        """The step's bans (mtkit.search.common.constrain_). Shapes: (n*beam, vocab)."""
+    def _constrained(
+        self, lp: Tensor, maxima: Tensor | None, column: int, steps: list[int]
+    ) -> Tensor:
+        """The step's bans (mtkit.search.common.constrain_), `maxima` kept up to date.
+
+        Shapes: lp (n*beam, vocab), maxima (n*beam, chunks)."""
         beam, ngram = self.dec.beam_size, self.dec.no_repeat_ngram
         banned = ngram_ban(self.prefix[:, 1:], ngram, lp.size(1)) if ngram else None
         step: int | Tensor = column  # the same for all while every sentence started at 0
@@ -250,6 +261,7 @@ class BeamSearch:
         return constrain_(
             lp, step, self.max_lens.repeat_interleave(beam), bos_id=self.bos_id,
             eos_id=self.eos_id, pad_id=self.model.pad_id, min_len=self.dec.min_len, banned=banned,
+            maxima=maxima,
         )  # fmt: skip
 
     def _advance(self, keep: list[int], origin: Tensor, scores: Tensor, token: Tensor) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from mtkit.model.cache import DecoderCache
-from mtkit.model.transformer import Transformer
+from mtkit.model.transformer import LogSoftmaxKernel, Transformer
 
 
 class Ensemble(nn.Module):
@@ -34,6 +34,7 @@ class Ensemble(nn.Module):
         self.max_positions = min(m.max_positions for m in models)
         self.widths = [m.cfg.d_model for m in models]  # each member's slice of the memory
         self.depths = [m.cfg.decoder_layers for m in models]  # its layers in the cache
+        self.log_softmax_kernel: LogSoftmaxKernel | None = None  # decode_step gives log-probs
 
     def _models(self) -> list[Transformer]:
         return [m for m in self.members if isinstance(m, Transformer)]

@@ -27,13 +27,14 @@ def _one_path_search(
     src: Tensor,
     src_mask: Tensor,
     dec: DecodingConfig,
-    choose: Callable[[Tensor], Tensor],
+    choose: Callable[[Tensor, Tensor | None], Tensor],
     *,
     bos_id: int,
     eos_id: int,
     use_cache: bool,
 ) -> list[Hypothesis]:
-    """Extend each sentence by `choose(log_probs)` until EOS; finished rows leave the batch."""
+    """Extend each sentence by `choose(log_probs, chunk maxima or None)` until EOS; finished
+    rows leave the batch."""
     batch = src.size(0)
     max_list = max_lengths(src_mask, dec.max_len_a, dec.max_len_b, model.max_positions)
     max_lens = torch.tensor(max_list, device=src.device)  # (batch,)
@@ -44,12 +45,12 @@ def _one_path_search(
     results: list[Hypothesis] = [Hypothesis([], 0.0, 0.0) for _ in range(batch)]
     step = 0
     while alive.numel() > 0:
-        lp = stepper.log_probs(prefix)  # (rows, vocab)
+        lp, maxima = stepper.log_probs(prefix)  # (rows, vocab), None or (rows, chunks)
         lp = constrain_(
             lp, step, max_lens, bos_id=bos_id, eos_id=eos_id, pad_id=model.pad_id,
-            min_len=dec.min_len,
+            min_len=dec.min_len, maxima=maxima,
         )  # fmt: skip
-        token = choose(lp)  # (rows,)
+        token = choose(lp, maxima)  # (rows,)
         total = total + lp.gather(1, token[:, None])[:, 0]  # (rows,)
         prefix = torch.cat([prefix, token[:, None]], dim=1)  # (rows, step + 2)
         done = token == eos_id  # (rows,)
@@ -125,7 +126,7 @@ def sample(
     Shapes: src (batch, src_len), src_mask (batch, src_len) bool.
     """
 
-    def choose(lp: Tensor) -> Tensor:
+    def choose(lp: Tensor, maxima: Tensor | None) -> Tensor:
         probs = sampling_probs(lp, dec.temperature, dec.top_k, dec.top_p)  # (rows, vocab)
         return torch.multinomial(probs, 1, generator=generator)[:, 0]  # (rows,)
 

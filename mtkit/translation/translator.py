@@ -31,7 +31,7 @@ from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPai
 from mtkit.errors import MtkitError, plural
 from mtkit.model.layers import fuse_attention_projections
 from mtkit.model.masks import pad_mask
-from mtkit.model.transformer import Transformer, set_attention_kernel
+from mtkit.model.transformer import Transformer, set_attention_kernel, set_log_softmax_kernel
 from mtkit.runtime import (
     autocast_context,
     check_precision,
@@ -43,7 +43,7 @@ from mtkit.runtime import (
 from mtkit.search.common import Hypothesis
 from mtkit.search.ensemble import Ensemble
 from mtkit.search.strategy import search
-from mtkit.translation.native_attention import NativeAttention, resolve_attention_kernel
+from mtkit.translation.native_kernels import NativeKernels, resolve_native_kernels
 from mtkit.translation.quantize import check_quantization, is_quantized, quantize_model
 from mtkit.translation.restore import restore
 
@@ -199,8 +199,8 @@ class Translator:
     device: torch.device
     checkpoint: Path
     auto_precision: str | None = None  # what decoding.precision auto resolved to (on first use)
-    # decoding.attention_kernel values resolved so far: the native kernel, or None (PyTorch's)
-    kernels: dict[str, NativeAttention | None] = field(default_factory=dict)
+    # decoding.attention_kernel values resolved so far: the native kernels, or None (PyTorch's)
+    kernels: dict[str, NativeKernels | None] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path, device: str = "auto", quantize: str = "none") -> Translator:
@@ -309,12 +309,14 @@ class Translator:
         return self.auto_precision
 
     def use_attention_kernel(self, dec: DecodingConfig) -> None:
-        """Let the model's attention run the kernel `dec.attention_kernel` resolves to (once per
-        translator and value; logged)."""
+        """Let the model's attention and the searches' log-softmax run the kernels
+        `dec.attention_kernel` resolves to (once per translator and value; logged)."""
         choice = dec.attention_kernel
         if choice not in self.kernels:
-            self.kernels[choice] = resolve_attention_kernel(choice, self.device)
-        set_attention_kernel(self.model, self.kernels[choice])
+            self.kernels[choice] = resolve_native_kernels(choice, self.device)
+        kernels = self.kernels[choice]
+        set_attention_kernel(self.model, None if kernels is None else kernels.attention)
+        set_log_softmax_kernel(self.model, None if kernels is None else kernels.log_softmax_)
 
     def generator(self, seed: int) -> torch.Generator:
         """A random generator on the model's device (sampling)."""

@@ -14,9 +14,15 @@ from torch import Tensor
 from mtkit.config.schema import DecodingConfig, ModelConfig
 from mtkit.model.cache import DecoderCache
 from mtkit.model.masks import pad_mask
-from mtkit.model.transformer import Transformer
+from mtkit.model.transformer import LogSoftmaxKernel, Transformer
 from mtkit.search.beam import beam_search, top_candidates
-from mtkit.search.common import Hypothesis, gnmt_penalty, row_argmax
+from mtkit.search.common import (
+    Hypothesis,
+    chunk_maxima,
+    constrain_,
+    gnmt_penalty,
+    row_argmax,
+)
 from mtkit.search.greedy import greedy_search, sample
 
 PAD, BOS, EOS = 0, 1, 2
@@ -51,6 +57,7 @@ class StubModel:
 
     pad_id = PAD
     max_positions = 64
+    log_softmax_kernel: LogSoftmaxKernel | None = None
 
     def __init__(self, probs: list[list[float]]) -> None:
         table = torch.tensor(probs, dtype=torch.float64).log().float()  # (positions, vocab)
@@ -371,3 +378,47 @@ def test_row_argmax_is_argmax_ties_and_bans_included(rows: int, vocab: int) -> N
     x[-1, 0] = x[-1, 5] = 0.0  # a tie inside the first chunk
     assert torch.equal(row_argmax(x), x.argmax(dim=-1))
     assert row_argmax(x)[0] == vocab // 2
+
+
+@pytest.mark.parametrize("case", ["all rows", "early EOS per row", "forced rows", "n-gram ban"])
+def test_constrain_keeps_the_chunk_maxima_exact(case: str) -> None:
+    """The searches read chunk maxima a log-softmax kernel computed before the bans: every chunk
+    a ban lowers must be recomputed, or top-k and argmax would look in the wrong chunks."""
+    rows, vocab, eos = 6, 300, 70  # EOS in the second chunk
+    lp = torch.randn(rows, vocab, generator=torch.Generator().manual_seed(4)).log_softmax(-1)
+    lp[:, [PAD, BOS, eos]] = 0.0  # each the maximum of its chunk until banned
+    maxima = chunk_maxima(lp)
+    step: int | Tensor = 0
+    max_lens = torch.full((rows,), 10)
+    banned = None
+    if case == "early EOS per row":
+        step = torch.tensor([0, 5, 0, 5, 5, 5])
+    if case == "forced rows":
+        step, max_lens = 3, torch.tensor([3, 9, 9, 2, 9, 9])
+    if case == "n-gram ban":
+        banned = lp > lp.quantile(0.99, dim=1, keepdim=True)  # (rows, vocab) the best tokens
+    constrain_(lp, step, max_lens, bos_id=BOS, eos_id=eos, pad_id=PAD, min_len=2, banned=banned,
+               maxima=maxima)  # fmt: skip
+    assert torch.equal(maxima, chunk_maxima(lp))
+
+
+def _python_log_softmax_kernel(x: Tensor, chunk: int) -> Tensor:
+    """What the native kernel does, in PyTorch: x becomes its log-softmax; its chunk maxima."""
+    x.copy_(x.log_softmax(dim=-1))
+    return chunk_maxima(x, chunk)
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_searches_read_the_kernels_chunk_maxima(beam: int, batch: tuple[Tensor, Tensor]) -> None:
+    plain, with_kernel = tiny_model(), tiny_model()
+    with_kernel.log_softmax_kernel = _python_log_softmax_kernel
+    src, mask = batch
+    dec = DecodingConfig(beam_size=beam, nbest=beam, max_len_a=1.5, max_len_b=5, min_len=2)
+    search = greedy_search if beam == 1 else beam_search
+    assert search(with_kernel, src, mask, dec, **IDS) == search(plain, src, mask, dec, **IDS)
+
+
+def test_row_argmax_takes_the_callers_maxima() -> None:
+    x = torch.randn(10, 500, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(row_argmax(x, chunk_maxima(x)), x.argmax(dim=-1))
+    assert torch.equal(row_argmax(x[:3], chunk_maxima(x[:3])), x[:3].argmax(dim=-1))

@@ -1,12 +1,10 @@
-/* Attention of decoding steps: out = softmax(q k^T * scale) v for a few queries per row.
+/* The two kernels of a decoding step that PyTorch runs slowly at decoding's small sizes.
  *
+ * 1) mtk_attention: out = softmax(q k^T * scale) v for a few queries per row.
  * A decoding step asks one query per row (self-attention) or one per beam (cross-attention)
  * against 10-100 cached keys of 32-64 dimensions. PyTorch's attention kernels spend most of
  * such a call on per-(row, head) overhead; this file does each (row, head, query) in one pass
- * over its keys and values, in registers. It is plain C with GCC/Clang vector extensions,
- * compiled once per machine (-O3 -march=native) by mtkit/translation/native_attention.py,
- * which also checks its results against PyTorch before any use.
- *
+ * over its keys and values, in registers.
  * Shapes (strides in elements, the last dimension contiguous):
  *   q (batch, heads, lq, d), k/v (batch, heads, lk, d), mask (batch, heads, lq, lk) bytes
  *   (0 = may not attend; strides 0 where broadcast) or NULL, out (batch, lq, heads, d)
@@ -14,6 +12,15 @@
  * With back-pointers (`rows` not NULL, (batch, lk) int64): key j of batch row b is row
  *   rows[b, j] of k/v (which then have k_rows rows), column j: a beam search's cache whose
  *   rows are never reordered (mtkit/model/cache.py).
+ *
+ * 2) mtk_log_softmax: the log-softmax over the vocabulary of every row, in place, and the
+ * maxima of each row's 64-token chunks, which the searches' argmax and top-k read instead of
+ * the whole row. ATen reads a (rows, vocab) matrix three times from memory and the chunk maxima
+ * a fourth; this does all in one pass per row while the row is in cache.
+ *
+ * Plain C with GCC/Clang vector extensions (no intrinsics: it builds for AVX2, AVX-512 or
+ * ARM), compiled once per machine (-O3 -march=native) by mtkit/translation/native_kernels.py,
+ * which also checks its results against PyTorch before any use.
  */
 #include <math.h>
 #include <stdint.h>
@@ -163,5 +170,82 @@ int mtk_attention(const struct problem *p) {
                     one_query(q, &k, &v, m, mc, o, p->lk, p->d, p->scale, s);
             }
     free(s);
+    return 0;
+}
+
+/* 16 floats at a time: two AVX registers, one AVX-512 register. */
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+static inline v16 load16(const float *p) { v16 x; memcpy(&x, p, sizeof x); return x; }
+static inline void store16(float *p, v16 x) { memcpy(p, &x, sizeof x); }
+static inline v16 max16(v16 a, v16 b) {
+    v16i a_wins = a > b;
+    return (v16)(((v16i)a & a_wins) | ((v16i)b & ~a_wins));
+}
+
+static inline float hmax16(v16 x) {
+    float top = x[0];
+    for (int i = 1; i < 16; i++) top = x[i] > top ? x[i] : top;
+    return top;
+}
+
+/* exp_nonpositive on 16 lanes. */
+static inline v16 exp16(v16 x) {
+    const v16 zero = {0};
+    v16 low = zero - 87.0f;
+    v16i under = x < low; /* -inf and below: e^-87; NaN stays NaN */
+    x = (v16)(((v16i)low & under) | ((v16i)x & ~under));
+    v16 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    v16 r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    v16 p = zero + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    v16i two_n = (__builtin_convertvector(n, v16i) + 127) << 23;
+    return p * (v16)two_n;
+}
+
+/* The maximum of x[0..n), n > 0: vectorized when n is a multiple of 16. */
+static inline float chunk_max(const float *x, i64 n) {
+    float top = -INFINITY;
+    if (n % 16 == 0) {
+        v16 m = load16(x);
+        for (i64 i = 16; i < n; i += 16) m = max16(load16(x + i), m);
+        return hmax16(m);
+    }
+    for (i64 i = 0; i < n; i++) top = x[i] > top ? x[i] : top;
+    return top;
+}
+
+/* Row r of x (rows, vocab; rows `stride` floats apart, the vocabulary contiguous) becomes
+ * (x - max) - log(sum(exp(x - max))), as PyTorch's log_softmax computes it (the sum may differ
+ * in the last bits), and maxima (rows, ceil(vocab / chunk)) the maximum of each chunk of the
+ * result: exactly, since subtracting one row's constants is monotone. A row with NaN becomes
+ * NaN, as in PyTorch. Returns 0. */
+int mtk_log_softmax(float *x, i64 rows, i64 vocab, i64 stride, i64 chunk, float *maxima) {
+    const i64 chunks = (vocab + chunk - 1) / chunk;
+    for (i64 r = 0; r < rows; r++) {
+        float *row = x + r * stride, *m = maxima + r * chunks, top = -INFINITY;
+        for (i64 c = 0; c < chunks; c++) {
+            i64 n = vocab - c * chunk < chunk ? vocab - c * chunk : chunk;
+            m[c] = chunk_max(row + c * chunk, n);
+            top = m[c] > top ? m[c] : top;
+        }
+        v16 acc = {0};
+        i64 j = 0;
+        for (; j + 16 <= vocab; j += 16) acc += exp16(load16(row + j) - top);
+        float total = 0.0f;
+        for (int i = 0; i < 16; i++) total += acc[i];
+        for (; j < vocab; j++) total += exp_nonpositive(row[j] - top);
+        float lse = logf(total);
+        for (j = 0; j + 16 <= vocab; j += 16) store16(row + j, (load16(row + j) - top) - lse);
+        for (; j < vocab; j++) row[j] = (row[j] - top) - lse;
+        for (i64 c = 0; c < chunks; c++) m[c] = (m[c] - top) - lse;
+    }
     return 0;
 }

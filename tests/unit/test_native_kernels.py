@@ -1,10 +1,11 @@
-"""The native attention kernel of decoding steps: the same results as PyTorch's attention on
-every shape a search gives it, built once and cached, refused with one line when it cannot be
-built or is wrong, and chosen by `decoding.attention_kernel`."""
+"""The native kernels of decoding steps: the same results as PyTorch's attention and
+log-softmax on every shape a search gives them, built once and cached, refused with one line
+when they cannot be built or are wrong, and chosen by `decoding.attention_kernel`."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -14,12 +15,13 @@ import torch
 
 from mtkit.errors import MtkitError, UsageError
 from mtkit.model.layers import attention
-from mtkit.translation import native_attention as na
-from mtkit.translation.native_attention import (
+from mtkit.search.common import chunk_maxima
+from mtkit.translation import native_kernels as na
+from mtkit.translation.native_kernels import (
     MAX_QUERIES,
     KernelError,
-    build_native_attention,
-    resolve_attention_kernel,
+    build_native_kernels,
+    resolve_native_kernels,
 )
 
 needs_cc = pytest.mark.skipif(
@@ -29,8 +31,8 @@ needs_cc = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> na.NativeAttention:
-    return build_native_attention(tmp_path_factory.mktemp("kernels"))
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> na.NativeKernels:
+    return build_native_kernels(tmp_path_factory.mktemp("kernels"))
 
 
 def _problem(
@@ -53,55 +55,99 @@ def _problem(
      (2, 2, MAX_QUERIES, 33, 96)],
 )  # fmt: skip
 def test_matches_pytorch_attention(
-    kernel: na.NativeAttention, rows: int, heads: int, q_len: int, k_len: int, head_dim: int
+    kernel: na.NativeKernels, rows: int, heads: int, q_len: int, k_len: int, head_dim: int
 ) -> None:
     q, k, v = _problem(rows, heads, q_len, k_len, head_dim)
     per_row = torch.rand(rows, 1, 1, k_len, generator=torch.Generator().manual_seed(1)) > 0.4
     per_row[..., -1] = True  # every row may attend somewhere
     shared = per_row[:1]  # one mask for all rows (broadcast)
     for mask in (None, per_row, shared):
-        got = kernel(q, k, v, mask)
+        got = kernel.attention(q, k, v, mask)
         assert got is not None
         assert got.shape == (rows, heads, q_len, head_dim)
         torch.testing.assert_close(got, attention(q, k, v, mask), rtol=0, atol=2e-6)
 
 
 @needs_cc
-def test_masked_keys_get_no_weight(kernel: na.NativeAttention) -> None:
+def test_masked_keys_get_no_weight(kernel: na.NativeKernels) -> None:
     q, k, v = _problem(2, 2, 1, 6, 16)
     mask = torch.tensor([True, True, False, False, False, False]).view(1, 1, 1, 6)
     v_changed = v.clone()
     v_changed[:, :, 2:] = 1e6  # values behind the mask must not matter
-    before, after = kernel(q, k, v, mask), kernel(q, k, v_changed, mask)
+    before, after = kernel.attention(q, k, v, mask), kernel.attention(q, k, v_changed, mask)
     assert before is not None and after is not None
     assert torch.equal(before, after)
 
 
 @needs_cc
-def test_bfloat16_in_bfloat16_out(kernel: na.NativeAttention) -> None:
+def test_bfloat16_in_bfloat16_out(kernel: na.NativeKernels) -> None:
     q, k, v = (x.bfloat16() for x in _problem(3, 2, 1, 7, 32))
-    got = kernel(q, k, v, None)
+    got = kernel.attention(q, k, v, None)
     assert got is not None and got.dtype == torch.bfloat16
     want = attention(q.float(), k.float(), v.float(), None).bfloat16()
     torch.testing.assert_close(got, want, rtol=0, atol=1e-2)
 
 
 @needs_cc
-def test_refuses_what_it_does_not_take(kernel: na.NativeAttention) -> None:
+def test_refuses_what_it_does_not_take(kernel: na.NativeKernels) -> None:
     q, k, v = _problem(2, 2, 1, 5, 32)
-    assert kernel(*_problem(2, 2, MAX_QUERIES + 1, 5, 32), None) is None  # a teacher-forced pass
-    assert kernel(*_problem(2, 2, 1, 5, 12), None) is None  # head_dim not a multiple of 8
-    assert kernel(q.double(), k.double(), v.double(), None) is None
-    assert kernel(q, k, v, torch.zeros(1, 1, 1, 5)) is None  # an additive float mask
-    assert kernel(q, k[:1], v[:1], None) is None  # keys broadcast over rows: never read past them
-    assert kernel(q, k, v[:, :, :4], None) is None
+    teacher_forced = _problem(2, 2, MAX_QUERIES + 1, 5, 32)
+    assert kernel.attention(*teacher_forced, None) is None
+    assert kernel.attention(*_problem(2, 2, 1, 5, 12), None) is None  # head_dim not a multiple of 8
+    assert kernel.attention(q.double(), k.double(), v.double(), None) is None
+    assert kernel.attention(q, k, v, torch.zeros(1, 1, 1, 5)) is None  # an additive float mask
+    assert kernel.attention(q, k[:1], v[:1], None) is None  # keys broadcast over rows
+    assert kernel.attention(q, k, v[:, :, :4], None) is None
+
+
+@needs_cc
+@pytest.mark.parametrize(
+    ("rows", "vocab", "chunk"),
+    [(1, 1, 64), (5, 8000, 64), (3, 8003, 64), (7, 63, 64), (2, 64, 64), (4, 1000, 16),
+     (3, 517, 10)],
+)  # fmt: skip
+def test_log_softmax_matches_pytorch(
+    kernel: na.NativeKernels, rows: int, vocab: int, chunk: int
+) -> None:
+    gen = torch.Generator().manual_seed(rows * vocab)
+    wide = torch.randn(rows, vocab + 3, generator=gen) * 6.0  # rows further apart than vocab
+    x = wide[:, :vocab]  # (rows, vocab) as a view with a row stride of vocab + 3
+    want = x.log_softmax(dim=-1)
+    maxima = kernel.log_softmax_(x, chunk)
+    assert maxima is not None and maxima.shape == (rows, -(-vocab // chunk))
+    torch.testing.assert_close(x, want, rtol=0, atol=1e-5)
+    assert torch.equal(maxima, chunk_maxima(x, chunk))  # exactly those of the result
+    assert torch.equal(wide[:, vocab:], wide[:, vocab:])  # finite: the padding was not touched
+    assert torch.isfinite(wide).all()
+
+
+@needs_cc
+def test_log_softmax_keeps_minus_infinity_and_refuses_what_it_does_not_take(
+    kernel: na.NativeKernels,
+) -> None:
+    x = torch.randn(3, 200, generator=torch.Generator().manual_seed(2))
+    x[1, 5] = -math.inf
+    want = x.log_softmax(dim=-1)
+    maxima = kernel.log_softmax_(x, 64)
+    assert maxima is not None and x[1, 5] == -math.inf
+    torch.testing.assert_close(x, want, rtol=0, atol=1e-5)
+    nan = torch.randn(2, 100, generator=torch.Generator().manual_seed(3))
+    nan[0, 70] = math.nan
+    nan_maxima = kernel.log_softmax_(nan, 64)
+    assert nan_maxima is not None
+    assert nan[0].isnan().all() and nan_maxima[0].isnan().all()  # as PyTorch: the row is NaN
+    assert torch.isfinite(nan[1]).all() and torch.isfinite(nan_maxima[1]).all()
+    for refused in (x.double(), x.t(), x.bfloat16(), torch.empty(2, 0)):
+        before = refused.clone()
+        assert kernel.log_softmax_(refused, 64) is None
+        assert torch.equal(refused, before)
 
 
 @needs_cc
 def test_built_once_then_reused(tmp_path: Path) -> None:
-    first = build_native_attention(tmp_path)
+    first = build_native_kernels(tmp_path)
     stamp = first.path.stat().st_mtime_ns
-    again = build_native_attention(tmp_path)
+    again = build_native_kernels(tmp_path)
     assert again.path == first.path and again.path.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.path.name]  # no temporary left
 
@@ -110,29 +156,36 @@ def test_built_once_then_reused(tmp_path: Path) -> None:
 def test_a_changed_source_gets_its_own_library(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = build_native_attention(tmp_path).path
-    changed = tmp_path / "attention.c"
+    original = build_native_kernels(tmp_path).path
+    changed = tmp_path / "decoding.c"
     changed.write_text(na.KERNEL_SOURCE.read_text() + "\n/* changed */\n")
     monkeypatch.setattr(na, "KERNEL_SOURCE", changed)
-    assert build_native_attention(tmp_path).path != original
+    assert build_native_kernels(tmp_path).path != original
 
 
 @needs_cc
 def test_a_wrong_kernel_is_never_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    wrong = tmp_path / "attention.c"
-    wrong.write_text(na.KERNEL_SOURCE.read_text().replace("float inv = 1.0f", "float inv = 2.0f"))
+    source = na.KERNEL_SOURCE.read_text()
+    wrong = tmp_path / "decoding.c"
     monkeypatch.setattr(na, "KERNEL_SOURCE", wrong)
-    with pytest.raises(KernelError, match="differs from PyTorch"):
-        build_native_attention(tmp_path / "cache")
+    for mistake, message in [
+        (("float inv = 1.0f", "float inv = 2.0f"), "differs from PyTorch"),  # attention
+        (("float lse = logf(total);", "float lse = logf(total) + 1e-3f;"), "differs from PyTorch"),
+        (("m[c] = (m[c] - top) - lse;", "m[c] = m[c] - top;"), "chunk maxima are wrong"),
+    ]:
+        assert mistake[0] in source
+        wrong.write_text(source.replace(*mistake))
+        with pytest.raises(KernelError, match=message):
+            build_native_kernels(tmp_path / "cache")
 
 
 def test_compiler_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC", "no-such-compiler-here")
     with pytest.raises(KernelError, match=r"^no C compiler \(no-such-compiler-here\) found"):
-        build_native_attention(tmp_path)
+        build_native_kernels(tmp_path)
     monkeypatch.setenv("CC", "false")  # a "compiler" that fails
-    with pytest.raises(KernelError, match=r"^false failed on attention\.c") as failed:
-        build_native_attention(tmp_path)
+    with pytest.raises(KernelError, match=r"^false failed on decoding\.c") as failed:
+        build_native_kernels(tmp_path)
     assert "\n" not in str(failed.value)
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
 
@@ -144,11 +197,11 @@ def test_choice(
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     caplog.set_level(logging.INFO, logger=na.__name__)
-    assert isinstance(resolve_attention_kernel("auto", cpu), na.NativeAttention)
-    assert isinstance(resolve_attention_kernel("native", cpu), na.NativeAttention)
-    assert resolve_attention_kernel("auto", cuda) is None
+    assert isinstance(resolve_native_kernels("auto", cpu), na.NativeKernels)
+    assert isinstance(resolve_native_kernels("native", cpu), na.NativeKernels)
+    assert resolve_native_kernels("auto", cuda) is None
     with pytest.raises(UsageError, match="attention_kernel: native runs on CPU"):
-        resolve_attention_kernel("native", cuda)
+        resolve_native_kernels("native", cuda)
 
 
 def test_without_a_compiler(
@@ -158,11 +211,11 @@ def test_without_a_compiler(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CC", "no-such-compiler-here")
     caplog.set_level(logging.INFO, logger=na.__name__)
-    assert resolve_attention_kernel("torch", cpu) is None  # never builds
-    assert resolve_attention_kernel("auto", cpu) is None  # falls back, and says why
+    assert resolve_native_kernels("torch", cpu) is None  # never builds
+    assert resolve_native_kernels("auto", cpu) is None  # falls back, and says why
     assert "attention kernel auto -> torch: no C compiler" in caplog.text
     with pytest.raises(MtkitError, match="no C compiler"):
-        resolve_attention_kernel("native", cpu)
+        resolve_native_kernels("native", cpu)
 
 
 @needs_cc
@@ -179,7 +232,8 @@ def test_translations_match_pytorch_attention(tmp_path: Path, quantize: str) -> 
     for beam in (1, 4):
         dec = replace(translator.config.decoding, beam_size=beam, nbest=min(beam, 2))
         native = translator.translate_full(lines, replace(dec, attention_kernel="native"))
-        assert translator.kernels["native"] is not None  # it did run the native kernel
+        assert translator.kernels["native"] is not None  # it did run the native kernels
+        assert translator.model.log_softmax_kernel is not None
         torch_ = translator.translate_full(lines, replace(dec, attention_kernel="torch"))
         assert [[c.text for c in t.nbest] for t in native] == [
             [c.text for c in t.nbest] for t in torch_
@@ -192,7 +246,7 @@ def test_translations_match_pytorch_attention(tmp_path: Path, quantize: str) -> 
 @needs_cc
 @pytest.mark.parametrize("beam", [1, 3])
 def test_back_pointer_cache_decodes_as_the_copying_cache(
-    kernel: na.NativeAttention, beam: int
+    kernel: na.NativeKernels, beam: int
 ) -> None:
     """With the kernel the cache never copies keys on a beam reorder, a join or a finished
     sentence (buffers grow instead); every hypothesis must stay what the copying cache gives."""
@@ -204,7 +258,7 @@ def test_back_pointer_cache_decodes_as_the_copying_cache(
     from tests.unit.test_search import IDS, PAD, tiny_model
 
     copying, pointing = tiny_model(), tiny_model()
-    set_attention_kernel(pointing, kernel)
+    set_attention_kernel(pointing, kernel.attention)
     srcs = sources(9)
     src = torch.nn.utils.rnn.pad_sequence(srcs, batch_first=True, padding_value=PAD)
     with torch.inference_mode():

@@ -1,12 +1,15 @@
-"""mtkit's native attention kernel for decoding steps (kernels/attention.c), and the choice of it.
+"""mtkit's native kernels for decoding steps (kernels/decoding.c), and the choice of them.
 
 A decoding step attends from one query per row (or one per beam) to a few dozen cached keys;
-PyTorch's attention spends most of such a call on per-(row, head) overhead. The C kernel does
-each (row, head, query) in one pass. It is compiled once per machine with the system's C
-compiler (`CC`, else `cc`) at `-O3 -march=native`, cached under ~/.cache/mtkit/kernels (or
-$XDG_CACHE_HOME/mtkit/kernels) by a hash of its source, compiler, flags and CPU, and checked
-against PyTorch's attention before it is used. `decoding.attention_kernel` picks it: auto takes
-it where it builds, else PyTorch's (logged); native requires it; torch never builds it.
+PyTorch's attention spends most of such a call on per-(row, head) overhead. The attention
+kernel does each (row, head, query) in one pass. The step then normalises (rows, vocab) logits;
+the log-softmax kernel does it in one pass per row, in place, and gives the maxima of each
+row's 64-token chunks that the searches' argmax and top-k read (mtkit.search.common).
+They are compiled once per machine with the system's C compiler (`CC`, else `cc`) at
+`-O3 -march=native`, cached under ~/.cache/mtkit/kernels (or $XDG_CACHE_HOME/mtkit/kernels) by
+a hash of the source, compiler, flags and CPU, and checked against PyTorch before they are used.
+`decoding.attention_kernel` picks them: auto takes them where they build, else PyTorch's
+(logged); native requires them; torch never builds them.
 """
 
 from __future__ import annotations
@@ -31,22 +34,23 @@ from torch import Tensor
 from mtkit.errors import MtkitError, UsageError
 from mtkit.files import atomic_write_bytes
 from mtkit.model.layers import attention
+from mtkit.search.common import chunk_maxima
 
-KERNEL_SOURCE = Path(__file__).with_name("kernels") / "attention.c"
+KERNEL_SOURCE = Path(__file__).with_name("kernels") / "decoding.c"
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
 MAX_QUERIES = 16  # queries per row the kernel takes; more (teacher-forced passes): PyTorch's
-TOLERANCE = 1e-5  # the largest difference from PyTorch's attention the check accepts
+TOLERANCE = 1e-5  # the largest difference from PyTorch's results the check accepts
 
 logger = logging.getLogger(__name__)
 
 
 class KernelError(MtkitError):
-    """The native kernel cannot be built, loaded or trusted on this machine (the message says
-    why); `attention_kernel: auto` then uses PyTorch's attention."""
+    """The native kernels cannot be built, loaded or trusted on this machine (the message says
+    why); `attention_kernel: auto` then uses PyTorch's."""
 
 
 class _Problem(ctypes.Structure):
-    """`struct problem` of kernels/attention.c."""
+    """`struct problem` of kernels/decoding.c."""
 
     _fields_ = [
         ("q", ctypes.c_void_p),
@@ -71,13 +75,14 @@ class _Problem(ctypes.Structure):
 
 
 @dataclass(frozen=True)
-class NativeAttention:
-    """The loaded kernel: called as `mtkit.model.layers.attention` is, for decoding steps."""
+class NativeKernels:
+    """The loaded kernels: `attention` (as `mtkit.model.layers.attention` is called, for
+    decoding steps) and `log_softmax_`."""
 
     library: ctypes.CDLL
     path: Path  # the shared library
 
-    def __call__(
+    def attention(
         self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rows: Tensor | None = None
     ) -> Tensor | None:
         """softmax(q k^T / sqrt(head_dim)) v, or None for a call it does not take (not on CPU,
@@ -114,9 +119,27 @@ class NativeAttention:
             raise MemoryError("native attention: out of memory")
         return out.transpose(1, 2).to(dtype)  # (batch, n_heads, q_len, head_dim)
 
+    def log_softmax_(self, x: Tensor, chunk: int) -> Tensor | None:
+        """`x` becomes `x.log_softmax(dim=-1)` in place (to float rounding); returns the maxima
+        of each row's consecutive `chunk`-wide slices of the result, exactly (the last slice may
+        be shorter). None, with `x` untouched, for a tensor it does not take (not float32 on
+        CPU, the last dimension not contiguous, an empty vocabulary).
+
+        Shapes: x (rows, vocab) -> (rows, ceil(vocab / chunk)).
+        """
+        rows, vocab = x.shape
+        if x.device.type != "cpu" or x.dtype != torch.float32 or vocab == 0 or chunk < 1:
+            return None
+        if x.stride(1) != 1 and vocab > 1:
+            return None
+        maxima = x.new_empty(rows, -(-vocab // chunk))  # (rows, chunks)
+        self.library.mtk_log_softmax(x.data_ptr(), rows, vocab, x.stride(0), chunk,
+                                     maxima.data_ptr())  # fmt: skip
+        return maxima
+
 
 def _takes(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rows: Tensor | None) -> bool:
-    """Whether the kernel takes this call (see `NativeAttention.__call__`)."""
+    """Whether the kernel takes this call (see `NativeKernels.__call__`)."""
     batch, heads, q_len, head_dim = q.shape
     if rows is None:
         keys_fit = k.size(0) == batch
@@ -179,11 +202,11 @@ def library_path(directory: Path, compiler: list[str]) -> Path:
                  _machine().encode()):  # fmt: skip
         key.update(part)
         key.update(b"\0")
-    return directory / f"attention-{key.hexdigest()[:16]}.so"
+    return directory / f"decoding-{key.hexdigest()[:16]}.so"
 
 
 def _compile(compiler: list[str], target: Path) -> None:
-    """Compile kernels/attention.c into `target` (written atomically); KernelError on failure."""
+    """Compile kernels/decoding.c into `target` (written atomically); KernelError on failure."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -200,29 +223,33 @@ def _compile(compiler: list[str], target: Path) -> None:
         raise KernelError(f"cannot build the kernel in {target.parent}: {e}") from None
 
 
-def _load(path: Path) -> NativeAttention:
-    """Load the library and declare `mtk_attention`'s signature."""
+def _load(path: Path) -> NativeKernels:
+    """Load the library and declare its functions' signatures."""
     try:
         library = ctypes.CDLL(str(path))
     except OSError as e:
         raise KernelError(f"cannot load {path}: {e}") from None
     library.mtk_attention.argtypes = [ctypes.POINTER(_Problem)]
     library.mtk_attention.restype = ctypes.c_int
-    return NativeAttention(library, path)
+    i64, pointer = ctypes.c_int64, ctypes.c_void_p
+    library.mtk_log_softmax.argtypes = [pointer, i64, i64, i64, i64, pointer]
+    library.mtk_log_softmax.restype = ctypes.c_int
+    return NativeKernels(library, path)
 
 
-def check_kernel(kernel: NativeAttention) -> float:
-    """The largest difference between the kernel and `attention` on small random problems
-    (head sizes 32, 64 and 40, masks broadcast over rows or per row, 1 and 3 queries).
-    KernelError when it exceeds TOLERANCE (a miscompiled kernel is never used)."""
+def check_kernel(kernel: NativeKernels) -> float:
+    """The largest difference between the kernels and PyTorch on small random problems:
+    attention (head sizes 32, 64 and 40, masks broadcast over rows or per row, 1 and 3
+    queries) and log-softmax (with its chunk maxima). KernelError when it exceeds TOLERANCE
+    or a chunk maximum is not exact (a miscompiled kernel is never used)."""
     gen = torch.Generator().manual_seed(0)
-    worst = 0.0
+    worst = _check_log_softmax(kernel, gen)
     for head_dim, q_len, per_row in ((32, 1, True), (64, 3, False), (40, 2, True)):
         q = torch.randn(4, 2, q_len, head_dim, generator=gen)
         k, v = (torch.randn(4, 2, 9, head_dim, generator=gen) for _ in range(2))
         mask = torch.rand(4 if per_row else 1, 1, 1, 9, generator=gen) > 0.3
         mask[..., 0] = True  # every row may attend somewhere
-        got = kernel(q, k, v, mask)
+        got = kernel.attention(q, k, v, mask)
         if got is None:
             raise KernelError(f"the kernel refused a {head_dim}-dimension test problem")
         worst = max(worst, float((got - attention(q, k, v, mask)).abs().max()))
@@ -231,24 +258,35 @@ def check_kernel(kernel: NativeAttention) -> float:
     return worst
 
 
-def build_native_attention(directory: Path | None = None) -> NativeAttention:
-    """The kernel for this machine: built (or found in `directory`, default `cache_dir()`),
+def _check_log_softmax(kernel: NativeKernels, gen: torch.Generator) -> float:
+    """The largest difference from PyTorch's log_softmax on a (3, 1000) problem with a short
+    last chunk; KernelError when the chunk maxima are not those of the result."""
+    x = torch.randn(3, 1000, generator=gen) * 4.0  # (3, 1000)
+    got = x.clone()
+    maxima = kernel.log_softmax_(got, 64)
+    if maxima is None or not torch.equal(maxima, chunk_maxima(got, 64)):
+        raise KernelError(f"{kernel.path}: the log-softmax's chunk maxima are wrong")
+    return float((got - x.log_softmax(dim=-1)).abs().max())
+
+
+def build_native_kernels(directory: Path | None = None) -> NativeKernels:
+    """The kernels for this machine: built (or found in `directory`, default `cache_dir()`),
     loaded and checked. KernelError says why not."""
     compiler = _compiler()
     path = library_path(directory or cache_dir(), compiler)
     if not path.is_file():
         start = time.perf_counter()
         _compile(compiler, path)
-        logger.info("built the native attention kernel in %.1f s: %s",
+        logger.info("built the native decoding kernels in %.1f s: %s",
                     time.perf_counter() - start, path)  # fmt: skip
     kernel = _load(path)
     check_kernel(kernel)
     return kernel
 
 
-def resolve_attention_kernel(choice: str, device: torch.device) -> NativeAttention | None:
-    """`decoding.attention_kernel` on `device`: the native kernel, or None for PyTorch's
-    attention; the choice is logged. `native` that cannot be had is an error."""
+def resolve_native_kernels(choice: str, device: torch.device) -> NativeKernels | None:
+    """`decoding.attention_kernel` on `device`: the native kernels, or None for PyTorch's
+    attention and log-softmax; the choice is logged. `native` that cannot be had is an error."""
     if choice == "torch":
         return None
     if device.type != "cpu":
@@ -256,7 +294,7 @@ def resolve_attention_kernel(choice: str, device: torch.device) -> NativeAttenti
             raise UsageError(f"decoding.attention_kernel: native runs on CPU, not {device.type}")
         return None
     try:
-        kernel = build_native_attention()
+        kernel = build_native_kernels()
     except KernelError as e:
         if choice == "native":
             raise
