@@ -120,8 +120,8 @@ class DecoderCache:
                             for k, v in self.self_kv]  # fmt: skip
             return
         rows = self.rows
-        self.self_kv = [(_with_capacity(k, rows, self.position + 1),
-                         _with_capacity(v, rows, self.position + 1))
+        need, used = self.position + 1, self.position
+        self.self_kv = [(_with_capacity(k, rows, need, used), _with_capacity(v, rows, need, used))
                         for k, v in self.self_kv]  # fmt: skip
         own = torch.arange(rows, device=self.origin.device)[:, None]  # (rows, 1)
         self.origin = torch.cat([self.origin, own], dim=1)  # (rows, position + 1)
@@ -218,10 +218,11 @@ def _gather(x: Tensor, rows: Tensor, first: int, used: int) -> Tensor:
     return out
 
 
-def _with_capacity(x: Tensor, rows: int, columns: int) -> Tensor:
-    """`x`, or a new buffer with `x` copied into its corner that has at least `rows` rows and
-    `columns` columns (each doubled when it grows: buffers grow O(log) times in a search). The
-    rest is not initialised: every back-pointer names a written key/value (DecoderCache.join).
+def _with_capacity(x: Tensor, rows: int, columns: int, used: int) -> Tensor:
+    """`x`, or a new buffer with `x`'s first `used` columns copied into its corner that has at
+    least `rows` rows and `columns` columns (each doubled when it grows: buffers grow O(log)
+    times in a search). The rest is not initialised: every back-pointer names a written
+    key/value (DecoderCache.join).
     Shapes: (buffer_rows, n_heads, width, head_dim) -> (>= rows, n_heads, >= columns, ..)."""
     have_rows, heads, width, head_dim = x.shape
     if have_rows >= rows and width >= columns:
@@ -229,7 +230,7 @@ def _with_capacity(x: Tensor, rows: int, columns: int) -> Tensor:
     new_rows = have_rows if have_rows >= rows else max(rows, 2 * have_rows)
     new_width = width if width >= columns else max(columns, 2 * width, 8)
     out = x.new_empty(new_rows, heads, new_width, head_dim)
-    out[:have_rows, :, :width] = x
+    out[:have_rows, :, :used] = x[:, :, :used]
     return out
 
 

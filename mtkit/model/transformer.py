@@ -186,12 +186,18 @@ class Transformer(nn.Module):
 
         Shapes: memory (batch, src_len, d_model), src_mask (batch, src_len).
         """
-        batch = memory.size(0)
+        batch, src_len = src_mask.shape
         heads, head_dim = self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
-        empty = memory.new_zeros(batch, heads, 0, head_dim)  # (batch, n_heads, 0, head_dim)
         pointers = self._layers()[0].self_attn.kernel is not None and memory.dtype == torch.float32
+        # back-pointer buffers start with room for a likely output length, so that few searches
+        # copy them to grow (the columns no step writes are never initialised, nor touched)
+        width = min(2 * src_len + 16, self.max_positions) if pointers else 0
+
+        def empty() -> Tensor:  # (batch, n_heads, width, head_dim)
+            return memory.new_empty(batch, heads, width, head_dim)
+
         return DecoderCache(
-            self_kv=[(empty, empty) for _ in self.decoder],
+            self_kv=[(empty(), empty()) for _ in self.decoder],
             cross_kv=[layer.cross_attn.project_kv(memory, memory) for layer in self._layers()],
             src_mask=src_mask,
             position=0,
