@@ -218,18 +218,25 @@ def _gather(x: Tensor, rows: Tensor, first: int, used: int) -> Tensor:
     return out
 
 
+def pointer_buffer(like: Tensor, rows: int, heads: int, width: int, head_dim: int) -> Tensor:
+    """An uninitialised back-pointer buffer, column-major: a step's new column of every row is
+    one contiguous block, and the pages of columns no step writes are never touched.
+    Shapes: -> (rows, heads, width, head_dim), a view of (width, rows, heads, head_dim)."""
+    return like.new_empty(width, rows, heads, head_dim).permute(1, 2, 0, 3)
+
+
 def _with_capacity(x: Tensor, rows: int, columns: int, used: int) -> Tensor:
-    """`x`, or a new buffer with `x`'s first `used` columns copied into its corner that has at
-    least `rows` rows and `columns` columns (each doubled when it grows: buffers grow O(log)
-    times in a search). The rest is not initialised: every back-pointer names a written
-    key/value (DecoderCache.join).
+    """`x`, or a new buffer (`pointer_buffer`) with `x`'s first `used` columns copied into its
+    corner that has at least `rows` rows and `columns` columns (each doubled when it grows:
+    buffers grow O(log) times in a search). The rest is not initialised: every back-pointer
+    names a written key/value (DecoderCache.join).
     Shapes: (buffer_rows, n_heads, width, head_dim) -> (>= rows, n_heads, >= columns, ..)."""
     have_rows, heads, width, head_dim = x.shape
     if have_rows >= rows and width >= columns:
         return x
     new_rows = have_rows if have_rows >= rows else max(rows, 2 * have_rows)
     new_width = width if width >= columns else max(columns, 2 * width, 8)
-    out = x.new_empty(new_rows, heads, new_width, head_dim)
+    out = pointer_buffer(x, new_rows, heads, new_width, head_dim)
     out[:have_rows, :, :used] = x[:, :, :used]
     return out
 

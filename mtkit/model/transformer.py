@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from mtkit.config.schema import ExperimentConfig, ModelConfig
-from mtkit.model.cache import DecoderCache
+from mtkit.model.cache import DecoderCache, pointer_buffer
 from mtkit.model.layers import (
     AttentionKernel,
     DecoderLayer,
@@ -190,11 +190,13 @@ class Transformer(nn.Module):
         heads, head_dim = self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
         pointers = self._layers()[0].self_attn.kernel is not None and memory.dtype == torch.float32
         # back-pointer buffers start with room for a likely output length, so that few searches
-        # copy them to grow (the columns no step writes are never initialised, nor touched)
-        width = min(2 * src_len + 16, self.max_positions) if pointers else 0
+        # copy them to grow (the pages of columns no step writes are never touched)
+        width = min(2 * src_len + 16, self.max_positions)
 
-        def empty() -> Tensor:  # (batch, n_heads, width, head_dim)
-            return memory.new_empty(batch, heads, width, head_dim)
+        def empty() -> Tensor:  # (batch, n_heads, width or 0, head_dim)
+            if pointers:
+                return pointer_buffer(memory, batch, heads, width, head_dim)
+            return memory.new_empty(batch, heads, 0, head_dim)
 
         return DecoderCache(
             self_kv=[(empty(), empty()) for _ in self.decoder],
