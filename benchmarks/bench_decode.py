@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/bench_decode.py runs/demo data/test.en --ref data/test.de
     .venv/bin/python benchmarks/bench_decode.py RUN SRC --ref REF --lines 500 --threads 1
 
-Engines: mtkit float32 (the run's `decoding.attention_kernel`, auto: the native kernel where it
-builds), mtkit float32 with `--early-stopping heuristic` (beam search stops a sentence once its
-best live hypothesis, ended now, would not win; the default rule searches until none could win
-at any length), mtkit float32 with PyTorch's attention (`--attention-kernel torch`), mtkit int8
-(`--quantize int8`: dynamic int8 Linears), CTranslate2 float32 and int8 (the run exported once
+Engines: mtkit float32 (the run's `decoding.attention_kernel`, auto: the native kernels where
+they build), mtkit float32 with `--early-stopping heuristic` (beam search stops a sentence once
+its best live hypothesis, ended now, would not win; the default rule searches until none could
+win at any length), mtkit float32 with PyTorch's attention and log-softmax
+(`--attention-kernel torch`), mtkit int8 (`--quantize int8`: dynamic int8 Linears), CTranslate2 float32 and int8 (the run exported once
 to a temporary folder; int8 is its compute type, as `--engine ctranslate2 --quantize int8` runs
 it). Every engine translates the same first `--lines` lines with the run's decoding options;
 each repetition runs every engine once, in a rotating order, so on a shared machine all of them
@@ -15,7 +15,7 @@ see the same load; a figure is the median of `--repeats`. Two clocks: wall time,
 process's CPU time (steadier when other processes take turns on the cores). Printed:
 sentences/s and output tokens/s (pieces + EOS) for greedy and beam 5, BLEU of each engine on
 `--ref`, outputs identical to mtkit float32, the mtkit/CTranslate2 ratios at equal precision
-(and mtkit's native / PyTorch attention); then decode time per sentence at beams 1, 5, 10 and
+(and mtkit's native / PyTorch kernels); then decode time per sentence at beams 1, 5, 10 and
 at three `--batch-tokens` budgets; the CPU model, its torch capability and the flags that
 matter (AVX-512, VNNI, BF16, AMX). Writes the report as JSON too.
 """
@@ -49,13 +49,13 @@ from mtkit.config.schema import DecodingConfig  # noqa: E402
 ENGINES = (
     "mtkit-fp32",
     "mtkit-fp32-heuristic",
-    "mtkit-fp32-torch-attention",
+    "mtkit-fp32-torch-kernels",
     "mtkit-int8",
     "ct2-fp32",
     "ct2-int8",
 )
-PAIRS = (  # equal precision; the first: mtkit's attention kernels
-    ("mtkit-fp32", "mtkit-fp32-torch-attention"),
+PAIRS = (  # equal precision; the first: mtkit's native kernels
+    ("mtkit-fp32", "mtkit-fp32-torch-kernels"),
     ("mtkit-fp32", "ct2-fp32"),
     ("mtkit-fp32-heuristic", "ct2-fp32"),
     ("mtkit-int8", "ct2-int8"),
@@ -99,7 +99,7 @@ def load_engines(run: Path, folder: Path, threads: int) -> dict[str, Any]:
     return {
         "mtkit-fp32": fp32,
         "mtkit-fp32-heuristic": WithOptions(fp32, {"early_stopping": "heuristic"}),
-        "mtkit-fp32-torch-attention": WithOptions(fp32, {"attention_kernel": "torch"}),
+        "mtkit-fp32-torch-kernels": WithOptions(fp32, {"attention_kernel": "torch"}),
         "mtkit-int8": Translator.load(run, device="cpu", quantize="int8"),
         "ct2-fp32": CT2Translator.load(export, device="cpu", threads=threads),
         "ct2-int8": CT2Translator.load(export, device="cpu", threads=threads, compute_type="int8"),
@@ -215,7 +215,7 @@ def bench_decode(
         "repeats": repeats, "threads": threads, "tokenize": tokenize,
         "decoding": {"length_penalty": dec.length_penalty, "max_tokens": dec.max_tokens},
         "torch": torch.__version__, "ctranslate2": _ct2_version(), **cpu_info(),
-        "mtkit_attention": "native" if native else "torch",
+        "mtkit_kernels": "native" if native else "torch",
         "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "engines": main, "beam_scaling_ms": by_beam, "batch_tokens_ms": by_batch,
@@ -232,8 +232,8 @@ def format_report(r: dict[str, Any]) -> str:
     """Markdown tables: engines, ratios, beam and batch scaling."""
     lines = [
         f"{r['cpu_model']} ({r['torch_capability']}; {' '.join(r['flags'])}), {r['threads']} "
-        f"thread(s), torch {r['torch']}, CTranslate2 {r['ctranslate2']}, mtkit-fp32 attention "
-        f"{r['mtkit_attention']}, {r['sentences']} "
+        f"thread(s), torch {r['torch']}, CTranslate2 {r['ctranslate2']}, mtkit-fp32 kernels "
+        f"{r['mtkit_kernels']}, {r['sentences']} "
         f"sentences, median of {r['repeats']}, load average {r['load_avg_start'][0]:.1f} -> "
         f"{r['load_avg_end'][0]:.1f}",
         "",

@@ -20,12 +20,12 @@ def test_report_has_every_engine_and_the_heuristic_ratio(tmp_path: Path) -> None
     report = bench_decode(checkpoint, source, None, lines=5, repeats=1, scaling_lines=3)
     greedy, beam = report["engines"]["greedy"], report["engines"]["beam 5"]
     assert set(beam) == {
-        "mtkit-fp32", "mtkit-fp32-heuristic", "mtkit-fp32-torch-attention", "mtkit-int8",
+        "mtkit-fp32", "mtkit-fp32-heuristic", "mtkit-fp32-torch-kernels", "mtkit-int8",
         "ct2-fp32", "ct2-int8",
     }  # fmt: skip
-    assert report["mtkit_attention"] in ("native", "torch")
+    assert report["mtkit_kernels"] in ("native", "torch")
     assert greedy["mtkit-fp32-heuristic"]["same_as_mtkit_fp32"] == 5  # greedy has no beam to stop
     assert all(row["cpu_sentences_per_s"] > 0 for row in beam.values())
     table = format_report(report)
     assert "| beam 5 | mtkit-fp32-heuristic / ct2-fp32 |" in table
-    assert "| greedy | mtkit-fp32 / mtkit-fp32-torch-attention |" in table
+    assert "| greedy | mtkit-fp32 / mtkit-fp32-torch-kernels |" in table
