@@ -246,7 +246,9 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Shapes: (batch, len, d_model) -> (batch, len, d_model)."""
-        h = self.dropout(self.act(self.fc1(x)))  # (batch, len, d_ff)
+        h = self.act(self.fc1(x))  # (batch, len, d_ff)
+        if self.training:
+            h = self.dropout(h)
         out: Tensor = self.fc2(h)  # (batch, len, d_model)
         return out
 
@@ -263,10 +265,15 @@ class Residual(nn.Module):
     def forward(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
         """Shapes: (batch, len, d_model) -> (batch, len, d_model)."""
         if self.pre:
-            out: Tensor = x + self.dropout(sublayer(self.norm(x)))  # (batch, len, d_model)
+            out: Tensor = x + self._dropped(sublayer(self.norm(x)))  # (batch, len, d_model)
             return out
-        out = self.norm(x + self.dropout(sublayer(x)))  # (batch, len, d_model)
+        out = self.norm(x + self._dropped(sublayer(x)))  # (batch, len, d_model)
         return out
+
+    def _dropped(self, h: Tensor) -> Tensor:
+        """Dropout while training; nothing to call otherwise (decoding calls this 12 times a
+        step for a 4-layer decoder)."""
+        return self.dropout(h) if self.training else h
 
 
 class EncoderLayer(nn.Module):
