@@ -211,9 +211,9 @@ class DecodingConfig:
     # translate/evaluate (--precision): auto picks bfloat16 autocast as `training.precision`
     # does (fast on CUDA and on CPUs with native bf16), else float32; float16 needs CUDA.
     precision: Precision = "auto"
-    # The attention of decoding steps on CPU: native is mtkit's C kernel (built once per machine
-    # with its C compiler, checked against PyTorch), torch is PyTorch's; auto takes native
-    # where it builds, else torch. Outputs agree to float rounding.
+    # The attention and the vocabulary log-softmax of decoding steps on CPU: native is mtkit's C
+    # kernels (built once per machine with its C compiler, checked against PyTorch), torch is
+    # PyTorch's; auto takes native where they build, else torch. Outputs agree to float rounding.
     attention_kernel: AttentionKernel = "auto"
 
 

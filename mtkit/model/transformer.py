@@ -181,14 +181,19 @@ class Transformer(nn.Module):
     def _layers(self) -> list[DecoderLayer]:
         return [cast(DecoderLayer, layer) for layer in self.decoder]
 
-    def init_cache(self, memory: Tensor, src_mask: Tensor) -> DecoderCache:
-        """Empty self-attention cache; cross-attention K/V projected once per layer.
+    def init_cache(
+        self, memory: Tensor, src_mask: Tensor, back_pointers: bool = True
+    ) -> DecoderCache:
+        """Empty self-attention cache; cross-attention K/V projected once per layer. It keeps
+        back-pointers (DecoderCache) where the attention kernel reads them (float32) unless
+        `back_pointers` is False (an ensemble's members, whose caches it joins).
 
         Shapes: memory (batch, src_len, d_model), src_mask (batch, src_len).
         """
         batch, src_len = src_mask.shape
         heads, head_dim = self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
-        pointers = self._layers()[0].self_attn.kernel is not None and memory.dtype == torch.float32
+        kernel = self._layers()[0].self_attn.kernel
+        pointers = back_pointers and kernel is not None and memory.dtype == torch.float32
         # back-pointer buffers start with room for a likely output length, so that few searches
         # copy them to grow (the pages of columns no step writes are never touched)
         width = min(2 * src_len + 16, self.max_positions)

@@ -58,7 +58,7 @@ class Ensemble(nn.Module):
     def init_cache(self, memory: Tensor, src_mask: Tensor) -> DecoderCache:
         """Every member's cache, their layers one after the other."""
         caches = [
-            m.init_cache(mem, src_mask)
+            m.init_cache(mem, src_mask, back_pointers=False)
             for m, mem in zip(self._models(), self._memories(memory), strict=True)
         ]
         return DecoderCache(
