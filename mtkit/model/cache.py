@@ -34,7 +34,9 @@ class DecoderCache:
     have room for more rows and columns than are used; row r writes column c's key/value into
     buffer row r, and `origin[r, c]` says which buffer row holds row r's column c. `select`
     only gathers `origin` (rows x columns integers instead of the keys and values of every
-    layer); buffers grow, doubling, when a step needs a row or column they lack.
+    layer); buffers grow, doubling, when a step needs a row or column they lack. The
+    cross-attention K/V are not copied either when sentences finish: `cross_rows` says which
+    row of them each sentence reads (until a join, which gathers them).
     """
 
     self_kv: list[KV]
@@ -44,6 +46,7 @@ class DecoderCache:
     beam: int = 1  # rows per sentence
     start: Tensor | None = None  # (rows / beam,) long: first column of each sentence; None: all 0
     origin: Tensor | None = None  # (rows, position) long back-pointers; None: row r in row r
+    cross_rows: Tensor | None = None  # (rows / beam,) long: each sentence's cross_kv row; None: s
 
     def repeat(self, beam: int) -> DecoderCache:
         """Each row repeated `beam` times (sentence-major); sentence-level tensors are shared.
@@ -92,15 +95,31 @@ class DecoderCache:
             self_kv = self._gathered(index, first)
         else:  # the buffers stay; their columns before `first` are no longer seen
             self_kv = [(k[:, :, first:], v[:, :, first:]) for k, v in self.self_kv]
+        cross_kv, cross_rows = self.cross_kv, self.cross_rows
+        if not same and cross_rows is not None:  # the memories stay; the sentences' rows move
+            cross_rows = cross_rows.index_select(0, sentences)
+        elif not same:
+            cross_kv = [pick(kv, sentences) for kv in self.cross_kv]
         return DecoderCache(
             self_kv=self_kv,
-            cross_kv=self.cross_kv if same else [pick(kv, sentences) for kv in self.cross_kv],
+            cross_kv=cross_kv,
             src_mask=self.src_mask if same else self.src_mask.index_select(0, sentences),
             position=self.position - first,
             beam=self.beam,
             start=start,
             origin=origin,
+            cross_rows=cross_rows,
         )
+
+    def cross_table(self) -> Tensor | None:
+        """Which cross_kv row each sentence's cross-attention reads, per source column (the
+        back-pointer table the attention takes), or None: sentence s reads row s.
+
+        Shapes: -> (rows / beam, src_len) long, a broadcast view.
+        """
+        if self.cross_rows is None:
+            return None
+        return self.cross_rows[:, None].expand(-1, self.src_mask.size(1))  # (sentences, src_len)
 
     def _gathered(self, rows: Tensor, first: int) -> list[KV]:
         """Self-attention K/V of `rows`, columns from `first`, each with a free last column."""
@@ -171,6 +190,10 @@ class DecoderCache:
             out[rows:].zero_()
             return out
 
+        own_cross = self.cross_kv
+        if self.cross_rows is not None:  # this cache's sentences' memories, in order
+            own_cross = [(k.index_select(0, self.cross_rows), v.index_select(0, self.cross_rows))
+                         for k, v in self.cross_kv]  # fmt: skip
         start = self.start if self.start is not None else self._zeros(self.src_mask.size(0))
         joined = torch.full((fresh.src_mask.size(0),), self.position, device=start.device)
         origin = None
@@ -183,14 +206,18 @@ class DecoderCache:
             else [(grow(k), grow(v)) for k, v in self.self_kv],
             cross_kv=[
                 (stack(kv[0], new[0], 2), stack(kv[1], new[1], 2))
-                for kv, new in zip(self.cross_kv, fresh.cross_kv, strict=True)
+                for kv, new in zip(own_cross, fresh.cross_kv, strict=True)
             ],
             src_mask=stack(self.src_mask, fresh.src_mask, 1),
             position=self.position,
             beam=self.beam,
             start=torch.cat([start, joined]) if self.position > 0 else self.start,
             origin=origin,
+            cross_rows=None if self.cross_rows is None else self._arange(len(start) + len(joined)),
         )
+
+    def _arange(self, n: int) -> Tensor:
+        return torch.arange(n, device=self.src_mask.device)
 
     def _zeros(self, n: int) -> Tensor:
         return torch.zeros(n, dtype=torch.long, device=self.src_mask.device)

@@ -135,14 +135,17 @@ class MultiHeadAttention(nn.Module):
             return k, v
         return self._split(self.k_proj(key)), self._split(self.v_proj(value))
 
-    def attend(self, query: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """Attend from `query` to already projected keys/values.
+    def attend(
+        self, query: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rows: Tensor | None = None
+    ) -> Tensor:
+        """Attend from `query` to already projected keys/values (read through `rows` as in
+        `attend_projected` when given).
 
         Shapes: query (batch, q_len, d_model), k/v (batch, n_heads, k_len, head_dim)
         -> (batch, q_len, d_model).
         """
         q = self._split(self.q_proj(query))  # (batch, n_heads, q_len, head_dim)
-        return self.attend_projected(q, k, v, mask)  # (batch, q_len, d_model)
+        return self.attend_projected(q, k, v, mask, rows)  # (batch, q_len, d_model)
 
     def attend_projected(
         self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rows: Tensor | None = None
@@ -344,6 +347,7 @@ class DecoderLayer(nn.Module):
         beam: int = 1,
         self_mask: Tensor | None = None,
         origin: Tensor | None = None,
+        cross_rows: Tensor | None = None,
     ) -> Tensor:
         """One new position, whose keys/values are written into the last (free) column of
         `past` (DecoderCache.reserve), in place; returns the output. With `origin` (a
@@ -356,8 +360,9 @@ class DecoderLayer(nn.Module):
         Shapes: x (rows, 1, d_model), past K/V (rows, n_heads, t + 1, head_dim),
         cross K/V (rows / beam, n_heads, src_len, head_dim), src_mask (rows / beam, 1, 1,
         src_len), self_mask None (all t + 1 columns) or bool (rows, 1, 1, t + 1), origin
-        None or (rows, t + 1) long (past K/V then (buffer_rows, n_heads, >= t + 1, head_dim))
-        -> (rows, 1, d_model).
+        None or (rows, t + 1) long (past K/V then (buffer_rows, n_heads, >= t + 1, head_dim)),
+        cross_rows None or (rows / beam, src_len) long: sentence s reads row cross_rows[s] of
+        `cross` (which then has any number of rows) -> (rows, 1, d_model).
         """
 
         def self_block(h: Tensor) -> Tensor:
@@ -371,7 +376,7 @@ class DecoderLayer(nn.Module):
         def cross_block(h: Tensor) -> Tensor:
             rows, _, d_model = h.shape
             grouped = h.view(rows // beam, beam, d_model)  # (sentences, beam, d_model)
-            out = self.cross_attn.attend(grouped, cross[0], cross[1], src_mask)
+            out = self.cross_attn.attend(grouped, cross[0], cross[1], src_mask, cross_rows)
             return out.view(rows, 1, d_model)  # (rows, 1, d_model)
 
         x = self.res_self(x, self_block)

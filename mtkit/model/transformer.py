@@ -209,6 +209,7 @@ class Transformer(nn.Module):
             src_mask=src_mask,
             position=0,
             origin=src_mask.new_zeros(batch, 0, dtype=torch.long) if pointers else None,
+            cross_rows=torch.arange(batch, device=src_mask.device) if pointers else None,
         )
 
     def decode_step(self, tokens: Tensor, cache: DecoderCache) -> Tensor:
@@ -220,6 +221,7 @@ class Transformer(nn.Module):
         cache.reserve()  # a free column in each layer's self-attention K/V
         self_mask = cache.self_mask()  # None, or (rows, 1, 1, position + 1)
         cross_mask = _key_mask(cache.src_mask)  # (sentences, 1, 1, src_len)
+        cross_rows = cache.cross_table()  # None, or (sentences, src_len)
         for i, layer in enumerate(self._layers()):
             x = layer.step(
                 x,
@@ -229,6 +231,7 @@ class Transformer(nn.Module):
                 cache.beam,
                 self_mask,
                 cache.origin,
+                cross_rows,
             )  # (rows, 1, d_model); the layer's K/V filled in place
         cache.position += 1
         return self._logits(x)[:, 0]  # (rows, tgt_vocab)

@@ -281,6 +281,36 @@ def test_back_pointer_cache_decodes_as_the_copying_cache(
         assert [h.tokens for h in hyps] == [h.tokens for h in want_hyps]
 
 
+@needs_cc
+def test_finished_sentences_leave_the_cross_memory_in_place(kernel: na.NativeKernels) -> None:
+    """With back-pointers, dropping sentences moves only `cross_rows`: every later step (also
+    after a join) must give the logits the copying cache gives."""
+    from mtkit.model.transformer import set_attention_kernel
+    from tests.unit.test_beam_join import padded, sources
+    from tests.unit.test_search import tiny_model
+
+    copying, pointing = tiny_model(), tiny_model()
+    set_attention_kernel(pointing, kernel.attention)
+    src, mask = padded(sources(5))
+    fresh_src, fresh_mask = padded(sources(2, seed=9))
+    with torch.inference_mode():
+        caches = [m.init_cache(m.encode(src, mask), mask) for m in (copying, pointing)]
+        assert caches[0].cross_rows is None and caches[1].cross_rows is not None
+        tokens = torch.full((5,), 4)
+        for keep in ([0, 1, 2, 3, 4], [1, 3, 4], [2], "join", [0, 2]):
+            for i, m in enumerate((copying, pointing)):
+                if keep == "join":
+                    new = m.init_cache(m.encode(fresh_src, fresh_mask), fresh_mask)
+                    caches[i] = caches[i].join(new)
+                else:
+                    caches[i] = caches[i].select(torch.tensor(keep))
+            rows = caches[0].rows
+            want = copying.decode_step(tokens[:rows], caches[0])
+            got = pointing.decode_step(tokens[:rows], caches[1])
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+        assert caches[1].cross_rows is not None  # still in place after the join
+
+
 def test_pytorch_attention_reads_a_back_pointer_cache_too() -> None:
     """A call the kernel refuses falls back to PyTorch's attention over the gathered rows."""
     from mtkit.model.layers import MultiHeadAttention, gather_rows
