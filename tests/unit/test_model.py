@@ -10,7 +10,14 @@ import torch
 from torch import Tensor
 
 from mtkit.config.schema import ModelConfig
-from mtkit.model.layers import MultiHeadAttention, attention, sinusoidal_positions
+from mtkit.model.layers import (
+    MultiHeadAttention,
+    TransposedLinear,
+    attention,
+    fuse_attention_projections,
+    sinusoidal_positions,
+    transpose_linears,
+)
 from mtkit.model.masks import causal_mask, pad_mask
 from mtkit.model.transformer import Transformer, num_parameters, set_fast_attention
 
@@ -229,3 +236,26 @@ def test_fused_projections_equal_separate_ones(fast: bool) -> None:
     cross_out = attn(x, key=memory, value=memory, mask=None)  # fused k/v
     torch.testing.assert_close(self_out, separate(x, x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cross_out, separate(x, memory), atol=1e-5, rtol=1e-5)
+
+
+def test_transposed_linears_compute_what_the_linears_did() -> None:
+    """Inference swaps every float Linear for one that multiplies by a stored transposed copy
+    of its weight: same outputs, same saved parameters, tied weights still tied."""
+    model = make_model(tie_output=True)
+    model.eval()
+    fuse_attention_projections(model)
+    src, tgt = random_ids(3, 7, seed=1), random_ids(3, 5, seed=2)
+    mask = pad_mask(src, PAD)
+    with torch.inference_mode():
+        want = model(src, mask, tgt)
+    keys = set(model.state_dict())
+    transpose_linears(model)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(isinstance(m, TransposedLinear) for m in linears)
+    assert model.out_proj.weight is model.tgt_embed.weight
+    assert set(model.state_dict()) == keys  # the transposed copies are not saved
+    with torch.inference_mode():
+        torch.testing.assert_close(model(src, mask, tgt), want, rtol=0, atol=1e-5)
+    layer = torch.nn.Linear(6, 4, bias=False)
+    x = torch.randn(2, 3, 6)
+    torch.testing.assert_close(TransposedLinear(layer)(x), layer(x), rtol=0, atol=1e-6)
