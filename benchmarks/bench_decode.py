@@ -6,17 +6,17 @@
 Engines: mtkit float32 (the run's `decoding.attention_kernel`, auto: the native kernels where
 they build), mtkit float32 with `--early-stopping heuristic` (beam search stops a sentence once
 its best live hypothesis, ended now, would not win; the default rule searches until none could
-win at any length), mtkit float32 with PyTorch's attention and log-softmax
-(`--attention-kernel torch`), mtkit int8 (`--quantize int8`: dynamic int8 Linears), CTranslate2 float32 and int8 (the run exported once
-to a temporary folder; int8 is its compute type, as `--engine ctranslate2 --quantize int8` runs
-it). Every engine translates the same first `--lines` lines with the run's decoding options;
-each repetition runs every engine once, in a rotating order, so on a shared machine all of them
-see the same load; a figure is the median of `--repeats`. Two clocks: wall time, and the
-process's CPU time (steadier when other processes take turns on the cores). Printed:
-sentences/s and output tokens/s (pieces + EOS) for greedy and beam 5, BLEU of each engine on
-`--ref`, outputs identical to mtkit float32, the mtkit/CTranslate2 ratios at equal precision
-(and mtkit's native / PyTorch kernels); then decode time per sentence at beams 1, 5, 10 and
-at three `--batch-tokens` budgets; the CPU model, its torch capability and the flags that
+win at any length), mtkit float32 with PyTorch's attention and log-softmax (`--attention-kernel
+torch`), mtkit int8 (`--quantize int8`: dynamic int8 Linears), CTranslate2 float32 and int8 (the
+run exported once to a temporary folder; int8 is its compute type, as `--engine ctranslate2
+--quantize int8` runs it). Every engine translates the same first `--lines` lines with the run's
+decoding options; each repetition runs every engine once, in a rotating order, so on a shared
+machine all of them see the same load; a figure is the median of `--repeats`. Two clocks: wall
+time, and the process's CPU time (steadier when other processes take turns on the cores).
+Printed: sentences/s and output tokens/s (pieces + EOS) for greedy and beam 5, BLEU of each
+engine on `--ref`, outputs identical to mtkit float32, the mtkit/CTranslate2 ratios at equal
+precision (and mtkit's native / PyTorch kernels); then decode time per sentence at beams 1, 5,
+10 and at three `--batch-tokens` budgets; the CPU model, its torch capability and the flags that
 matter (AVX-512, VNNI, BF16, AMX). Writes the report as JSON too.
 """
 
