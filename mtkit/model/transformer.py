@@ -259,6 +259,22 @@ def set_log_softmax_kernel(model: nn.Module, kernel: LogSoftmaxKernel | None) ->
             module.log_softmax_kernel = kernel
 
 
+def state_dict_size(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> int:
+    """Elements in the state_dict of `Transformer(cfg, src_vocab, tgt_vocab)` (a shared or tied
+    table once per name, as a checkpoint holds it), from the config alone: a checkpoint whose
+    weights add up to it can be loaded without building the model on the meta device first.
+    """
+    d, ff = cfg.d_model, cfg.d_ff
+    attention = 4 * (d * d + d)  # q, k, v, out projections with biases
+    feed_forward = 2 * d * ff + ff + d
+    norm = 2 * d
+    encoder = cfg.encoder_layers * (attention + feed_forward + 2 * norm)
+    decoder = cfg.decoder_layers * (2 * attention + feed_forward + 3 * norm)
+    final_norms = 2 * norm if cfg.norm == "pre" else 0
+    embeddings = (src_vocab + 2 * tgt_vocab) * d  # source, target, output projection
+    return embeddings + encoder + decoder + final_norms
+
+
 def num_parameters(model: nn.Module) -> int:
     """Trainable parameters, shared tensors counted once."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

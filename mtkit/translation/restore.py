@@ -10,7 +10,7 @@ from mtkit.checkpoint import CheckpointError, check_weights, load_weights
 from mtkit.config.load import config_from_dict
 from mtkit.config.schema import ConfigError, ExperimentConfig
 from mtkit.data.tokenizer import PAD_ID, TokenizerPair
-from mtkit.model.transformer import Transformer, build_model
+from mtkit.model.transformer import Transformer, build_model, state_dict_size
 from mtkit.translation.compatibility import check_vocabulary
 
 
@@ -33,11 +33,23 @@ def restore(state: dict[str, Any]) -> tuple[ExperimentConfig, TokenizerPair, Tra
             f"its vocabulary sizes do not match its tokenizers ({sizes[0]}/{sizes[1]} pieces)"
         )
     check_vocabulary(state["model"], tokenizers)
-    with torch.device("meta"):  # shapes only: nothing is allocated before they are checked
-        check_weights(_build(cfg, sizes).state_dict(), state["model"])
+    if not _sizes_agree(cfg, sizes, state["model"]):  # name the difference, allocating nothing
+        with torch.device("meta"):
+            check_weights(_build(cfg, sizes).state_dict(), state["model"])
     model = _build(cfg, sizes)
     load_weights(model, state["model"])
     return cfg, tokenizers, model
+
+
+def _sizes_agree(cfg: ExperimentConfig, sizes: tuple[int, int], weights: Any) -> bool:
+    """Whether `weights` hold exactly as many elements as the config's model: then building it
+    allocates no more than the loaded file already did (load_weights still checks every name
+    and shape). A build on the meta device costs ~1 s the first time (PyTorch imports its
+    compiler for `normal_` on meta tensors), so it is kept for checkpoints that do not fit."""
+    if not isinstance(weights, dict) or not all(torch.is_tensor(w) for w in weights.values()):
+        return False
+    held = sum(int(w.numel()) for w in weights.values())
+    return held == state_dict_size(cfg.model, *sizes)
 
 
 def _build(cfg: ExperimentConfig, sizes: tuple[int, int]) -> Transformer:

@@ -19,7 +19,12 @@ from mtkit.model.layers import (
     transpose_linears,
 )
 from mtkit.model.masks import causal_mask, pad_mask
-from mtkit.model.transformer import Transformer, num_parameters, set_fast_attention
+from mtkit.model.transformer import (
+    Transformer,
+    num_parameters,
+    set_fast_attention,
+    state_dict_size,
+)
 
 PAD, BOS = 0, 1
 VOCAB = 20
@@ -259,3 +264,18 @@ def test_transposed_linears_compute_what_the_linears_did() -> None:
     layer = torch.nn.Linear(6, 4, bias=False)
     x = torch.randn(2, 3, 6)
     torch.testing.assert_close(TransposedLinear(layer)(x), layer(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("share", [False, True])
+@pytest.mark.parametrize("tie", [False, True])
+def test_state_dict_size_counts_what_a_checkpoint_holds(norm: Any, share: bool, tie: bool) -> None:
+    """restore loads a checkpoint without a meta-device build when its weights add up to this."""
+    cfg = ModelConfig(
+        d_model=24, n_heads=2, encoder_layers=2, decoder_layers=3, d_ff=40, max_positions=32,
+        norm=norm, share_embeddings=share, tie_output=tie,
+    )  # fmt: skip
+    src_vocab, tgt_vocab = (30, 30) if share else (30, 45)
+    model = Transformer(cfg, src_vocab, tgt_vocab, pad_id=PAD)
+    held = sum(t.numel() for t in model.state_dict().values())
+    assert state_dict_size(cfg, src_vocab, tgt_vocab) == held
