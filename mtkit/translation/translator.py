@@ -29,7 +29,8 @@ from mtkit.config.schema import DecodingConfig, ExperimentConfig
 from mtkit.data.batching import pad, token_batches
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
 from mtkit.errors import MtkitError, plural
-from mtkit.model.layers import fuse_attention_projections, transpose_linears
+from mtkit.model.inference import transpose_linears
+from mtkit.model.layers import fuse_attention_projections
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer, set_attention_kernel, set_log_softmax_kernel
 from mtkit.runtime import (

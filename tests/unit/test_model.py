@@ -10,13 +10,12 @@ import torch
 from torch import Tensor
 
 from mtkit.config.schema import ModelConfig
+from mtkit.model.inference import TransposedLinear, transpose_linears
 from mtkit.model.layers import (
     MultiHeadAttention,
-    TransposedLinear,
     attention,
     fuse_attention_projections,
     sinusoidal_positions,
-    transpose_linears,
 )
 from mtkit.model.masks import causal_mask, pad_mask
 from mtkit.model.transformer import (
