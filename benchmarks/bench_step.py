@@ -4,14 +4,15 @@
     .venv/bin/python benchmarks/bench_step.py RUN --rows 1,5,40,165,320,1500 \
         --precisions float32,bfloat16 --repeats 2 --threads 1
 
-For each precision and row count: a KV cache of that many rows (source sentences of
-`--src-len` tokens) is filled to `--position` target tokens, then one step is timed as the
-searches run it: `DecoderCache.select` (a beam reorder), `decode_step` and the float32
-log-softmax over the vocabulary. CPU time per step (`time.process_time`, so other jobs on a
-shared machine count little) and per row; each figure is the median over `--repeats` passes
-over all sizes. It tells the fixed cost of a step (few rows: the tail of a search, a server
-with few clients) from the cost per row (`translate`'s large batches). Prints a table and
-writes JSON.
+For each precision and row count: a KV cache of that many rows (source sentences of `--src-len`
+tokens) is filled to `--position` target tokens, then one step is timed as the searches run it:
+`DecoderCache.select` (a beam reorder), `decode_step` and the float32 log-softmax over the
+vocabulary, with the kernels `--kernels` picks (the values of `decoding.attention_kernel`;
+default: the run's, so native where they build). CPU time per step (`time.process_time`, so
+other jobs on a shared machine count little) and per row; each figure is the median over
+`--repeats` passes over all sizes. It tells the fixed cost of a step (few rows: the tail of a
+search, a server with few clients) from the cost per row (`translate`'s large batches). Prints a
+table and writes JSON.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `mtkit` importable
@@ -44,6 +46,8 @@ def step_ms(model: Any, rows: int, src_len: int, position: int, token: int) -> f
     """CPU ms of select + decode_step + log-softmax for `rows` rows at `position`."""
     import torch
 
+    from mtkit.search.common import CHUNK
+
     src = torch.full((rows, src_len), token)  # (rows, src_len)
     src_mask = torch.ones(rows, src_len, dtype=torch.bool)  # (rows, src_len)
     cache = model.init_cache(model.encode(src, src_mask), src_mask)
@@ -54,18 +58,21 @@ def step_ms(model: Any, rows: int, src_len: int, position: int, token: int) -> f
 
     def step() -> object:
         stepped = cache.select(order)  # a fresh cache each call: the position stays fixed
-        return model.decode_step(tokens, stepped).float().log_softmax(dim=-1)  # (rows, vocab)
+        logits = model.decode_step(tokens, stepped).float()  # (rows, vocab)
+        kernel = model.log_softmax_kernel  # as mtkit.search.common.Stepper normalises them
+        return kernel(logits, CHUNK) if kernel is not None else logits.log_softmax(dim=-1)
 
     return cpu_ms(step, max(5, 300 // rows))
 
 
 def bench_step(
     run: Path, *, rows: list[int], precisions: list[str], repeats: int, threads: int,
-    src_len: int, position: int,
+    src_len: int, position: int, kernels: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Median CPU ms per step for each (precision, rows), sizes alternating within a pass."""
     import torch
 
+    from mtkit.config.schema import AttentionKernel
     from mtkit.model.transformer import Transformer
     from mtkit.runtime import autocast_context
     from mtkit.translation.translator import Translator
@@ -73,6 +80,10 @@ def bench_step(
     if threads:
         torch.set_num_threads(threads)
     translator = Translator.load(run, device="cpu")
+    dec = translator.config.decoding
+    choice = dec.attention_kernel if kernels is None else cast(AttentionKernel, kernels)
+    translator.use_attention_kernel(replace(dec, attention_kernel=choice))
+    native = translator.kernels[choice] is not None
     model = translator.model
     if not isinstance(model, Transformer):
         raise ValueError(f"{run}: one model expected, not an ensemble")
@@ -91,6 +102,7 @@ def bench_step(
     return {
         "run": str(run), "rows": rows, "src_len": src_len, "position": position,
         "repeats": repeats, "threads": torch.get_num_threads(),
+        "kernels": "native" if native else "torch",
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
         "ms_per_step": results,
@@ -109,7 +121,10 @@ def format_table(report: dict[str, Any]) -> str:
             cells.append(f"{ms:.2f} | {ms / n * 1000:.0f}")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     cpu = f"{report['cpu']}, {report['cpu_capability']}, torch {report['torch']}"
-    lines.append(f"\nCPU time, median of {report['repeats']}; {report['threads']} thread(s); {cpu}")
+    lines.append(
+        f"\nCPU time, median of {report['repeats']}; {report['threads']} thread(s); "
+        f"{report['kernels']} kernels; {cpu}"
+    )
     return "\n".join(lines)
 
 
@@ -122,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="0: torch's default")
     parser.add_argument("--src-len", type=int, default=15, help="source tokens per row")
     parser.add_argument("--position", type=int, default=8, help="target tokens already cached")
+    parser.add_argument("--kernels", choices=["auto", "native", "torch"], default=None,
+                        help="decoding.attention_kernel (default: the run's)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=Path("bench_results/bench_step.json"))
     args = parser.parse_args(argv)
     return report_or_error(  # a bad --rows is a ValueError: one error line too
@@ -129,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.run, rows=[int(n) for n in args.rows.split(",")],
             precisions=args.precisions.split(","), repeats=args.repeats,
             threads=args.threads, src_len=args.src_len, position=args.position,
+            kernels=args.kernels,
         ),
         format_table, args.json,
     )  # fmt: skip

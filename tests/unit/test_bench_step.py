@@ -3,6 +3,8 @@ the table's cost per row derived from the cost per step."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,12 +13,15 @@ from benchmarks.bench_step import bench_step, format_table, main
 from tests.tiny_translator import make_translator, save
 
 
-def test_reports_every_size_and_precision(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kernels", ["torch", "auto"])
+def test_reports_every_size_and_precision(tmp_path: Path, kernels: str) -> None:
     checkpoint = save(make_translator(tmp_path))
     report = bench_step(
         checkpoint, rows=[1, 400], precisions=["float32", "bfloat16"], repeats=1, threads=1,
-        src_len=6, position=3,
+        src_len=6, position=3, kernels=kernels,
     )  # fmt: skip
+    compiler = shutil.which((os.environ.get("CC") or "cc").split()[0]) is not None
+    assert report["kernels"] == ("native" if kernels == "auto" and compiler else "torch")
     steps = report["ms_per_step"]
     assert set(steps) == {"float32", "bfloat16"}
     for by_rows in steps.values():
