@@ -46,7 +46,7 @@ def step_ms(model: Any, rows: int, src_len: int, position: int, token: int) -> f
     """CPU ms of select + decode_step + log-softmax for `rows` rows at `position`."""
     import torch
 
-    from mtkit.search.common import CHUNK
+    from mtkit.search.common import normalise
 
     src = torch.full((rows, src_len), token)  # (rows, src_len)
     src_mask = torch.ones(rows, src_len, dtype=torch.bool)  # (rows, src_len)
@@ -58,9 +58,7 @@ def step_ms(model: Any, rows: int, src_len: int, position: int, token: int) -> f
 
     def step() -> object:
         stepped = cache.select(order)  # a fresh cache each call: the position stays fixed
-        logits = model.decode_step(tokens, stepped).float()  # (rows, vocab)
-        kernel = model.log_softmax_kernel  # as mtkit.search.common.Stepper normalises them
-        return kernel(logits, CHUNK) if kernel is not None else logits.log_softmax(dim=-1)
+        return normalise(model.decode_step(tokens, stepped), model.log_softmax_kernel)
 
     return cpu_ms(step, max(5, 300 // rows))
 

@@ -83,9 +83,9 @@ AttentionKernelOpt = Annotated[
     str | None,
     typer.Option(
         "--attention-kernel",
-        help="auto (mtkit's native C kernel where it builds, else PyTorch's), native or torch: "
-        "the attention of decoding steps on CPU; outputs agree to float rounding "
-        "[default: the run's decoding.attention_kernel]",
+        help="auto (mtkit's native C kernels where they build, else PyTorch's), native or "
+        "torch: the attention and log-softmax of decoding steps on CPU; outputs agree to float "
+        "rounding [default: the run's decoding.attention_kernel]",
         show_default=False,
     ),
 ]

@@ -78,12 +78,7 @@ class Stepper:
             logits = self.model.decode_step(prefix[:, -1], self.cache)  # (rows, vocab)
         else:
             logits = self.model.decode(prefix, self.memory, self.src_mask)[:, -1]  # (rows, vocab)
-        logits = logits.float()  # (rows, vocab); the kernel below overwrites it
-        kernel = self.model.log_softmax_kernel
-        maxima = None if kernel is None else kernel(logits, CHUNK)  # (rows, chunks)
-        if maxima is None:
-            return logits.log_softmax(dim=-1), None  # (rows, vocab)
-        return logits, maxima
+        return normalise(logits, self.model.log_softmax_kernel)
 
     def select(self, index: Tensor) -> Stepper:
         """Rows `index` (reorder beams, drop finished sentences, repeat for beams)."""
@@ -104,6 +99,19 @@ class Stepper:
             return Stepper(self.model, self.memory, self.src_mask, self.cache.repeat(beam))
         rows = torch.arange(self.src_mask.size(0), device=self.src_mask.device)  # (batch,)
         return self.select(rows.repeat_interleave(beam))  # (batch*beam,) rows
+
+
+def normalise(logits: Tensor, kernel: LogSoftmaxKernel | None) -> tuple[Tensor, Tensor | None]:
+    """A step's float32 log-probs, with `kernel` where it takes them (it overwrites `logits`,
+    which the caller owns, and gives their CHUNK-wide maxima), else PyTorch's (maxima None).
+
+    Shapes: logits (rows, vocab) -> (rows, vocab), None or (rows, ceil(vocab / CHUNK)).
+    """
+    logits = logits.float()  # (rows, vocab)
+    maxima = None if kernel is None else kernel(logits, CHUNK)  # (rows, chunks)
+    if maxima is None:
+        return logits.log_softmax(dim=-1), None  # (rows, vocab)
+    return logits, maxima
 
 
 def chunk_maxima(x: Tensor, chunk: int = CHUNK) -> Tensor:
