@@ -11,11 +11,12 @@ client) take the first `--lines` lines of the source one at a time until all are
 name it explicitly (`--batching rounds|continuous`); name engines twice to alternate them.
 Reported: sentences/s, p50/p95/p99 latency per request, the mean batch size (GET /info; for
 continuous batching the mean number of sentences in a search step), the server's peak RSS
-(VmHWM) so far, and how many answers equal sequential translation's. Next to it: sequential
-`mtkit translate` throughput of the same lines in this process (the engine's batched path,
-chunks of 500, like the CLI) with the same thread count. The clients run on the same machine,
-so on few cores they compete with the server: CPU milliseconds per sentence of the server
-process (/proc utime + stime: model, batching and HTTP) and of the clients are reported beside
+(VmHWM so far, summed over its HTTP process and its model process), and how many answers equal
+sequential translation's. Next to it: sequential `mtkit translate` throughput of the same lines
+in this process (the engine's batched path, chunks of 500, like the CLI) with the same thread
+count. The clients run on the same machine,
+so on few cores they compete with the server: CPU milliseconds per sentence of the server's
+processes (/proc utime + stime: model, batching and HTTP) and of the clients are reported beside
 `translate`'s, which tells work the server does from time it waits for a core. Prints a table
 and writes JSON. Not a test: traffic goes to 127.0.0.1 only, a bounded number of requests, and
 it stops by itself.
@@ -95,24 +96,44 @@ def stop_server(proc: Any) -> None:
         proc.kill()
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the server's model process), from Linux /proc."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        for task in Path(f"/proc/{pids[i]}/task").glob("*/children"):
+            try:
+                pids += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue
+        i += 1
+    return pids
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds the process has used so far (Linux /proc; 0.0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    """User + system CPU seconds the process and its children have used so far (Linux /proc;
+    0.0 elsewhere)."""
+    total = 0.0
+    for each in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
 
 
 def peak_rss_mib(pid: int) -> float | None:
-    """The process's peak resident set size (Linux /proc VmHWM), in MiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    """The sum of the peak resident set sizes (Linux /proc VmHWM) of the process and its
+    children, in MiB: the server's HTTP process and its model process."""
+    peaks = []
+    for each in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        except OSError:
+            continue
+    return sum(peaks) if peaks else None
 
 
 REQUEST_HEAD = b"POST /translate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

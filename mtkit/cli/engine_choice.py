@@ -22,8 +22,7 @@ def open_engine(
     runs: Sequence[Path], device: str, engine: str, quantize: str, *, attention: bool = False
 ) -> Any:
     """The translator for `runs` on `engine`; options CTranslate2 cannot honour exit 2."""
-    from mtkit.translation.engine import check_engine, load_engine
-    from mtkit.translation.quantize import check_quantization
+    from mtkit.translation.engine import check_engine, check_quantization, load_engine
 
     check_engine(engine)
     check_quantization(quantize)

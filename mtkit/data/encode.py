@@ -17,10 +17,15 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 from mtkit.config.schema import DataConfig
 from mtkit.data.clean import check_not_empty
 from mtkit.data.rows import CODE, drop_counts, keep, mark
-from mtkit.data.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer, TokenizerPair
+from mtkit.data.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    MAX_CHARS_PER_TOKEN,
+    UNK_ID,
+    Tokenizer,
+    TokenizerPair,
+)
 from mtkit.progress import QUIET, Progress
-
-MAX_CHARS_PER_TOKEN = 64  # sentencepiece pieces are <= 16 characters; 4x slack for normalising
 
 
 def encode_batch(

@@ -30,6 +30,9 @@ _SKIP_IDS = frozenset({PAD_ID, BOS_ID, EOS_ID})  # dropped by decode
 # sentencepiece's list calls start a thread pool per call: ~0.1 ms on an idle CPU, 3-4 ms when
 # every core is busy (a server's request, one sentence). Fewer lines go one call per line.
 _THREAD_POOL_MIN = 64
+# sentencepiece pieces are at most 16 characters, so a line of over MAX_CHARS_PER_TOKEN * N
+# characters has over N tokens (with 4x slack for normalisation): it can be cut before encoding.
+MAX_CHARS_PER_TOKEN = 64
 
 JOINT_FILE = "spm.model"
 SRC_FILE = "spm.src.model"

@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse
 import mtkit
 from mtkit.config.schema import ConfigError, DecodingConfig
 from mtkit.serve.access_log import AccessLog
-from mtkit.serve.batcher import Batcher, BatcherClosed, Job, QueueFull
-from mtkit.serve.engines import LoadedEngine
+from mtkit.serve.jobs import BatcherClosed, Job, QueueFull
+from mtkit.serve.model_process import ModelError, ModelProcess
 from mtkit.serve.schema import (
     ErrorBody,
     TranslateRequest,
@@ -34,7 +34,7 @@ from mtkit.serve.schema import (
     translation_out,
 )
 from mtkit.serve.settings import ServeSettings
-from mtkit.translation.translator import Translation
+from mtkit.translation.results import Translation
 
 logger = logging.getLogger(__name__)
 
@@ -68,26 +68,25 @@ class ClientGone(Exception):
     """The client closed its connection before its answer was ready."""
 
 
-def create_app(loaded: LoadedEngine, batcher: Batcher, settings: ServeSettings) -> FastAPI:
-    """The FastAPI app over a loaded engine and a started batcher (closed at shutdown)."""
-    from mtkit.serve.info import describe
-
-    info = describe(loaded, settings)
+def create_app(model: ModelProcess, settings: ServeSettings) -> FastAPI:
+    """The FastAPI app over a started model process (closed at shutdown)."""
+    info = model.facts.info
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        await asyncio.to_thread(batcher.close)  # in-flight requests are done by now
+        await asyncio.to_thread(model.close)  # in-flight requests are done by now
 
     app = FastAPI(
         title="mtkit translation server",
         version=mtkit.__version__,
-        description=f"{info['src_lang']} → {info['tgt_lang']} with {loaded.name} ({loaded.source})",
+        description=f"{info['src_lang']} → {info['tgt_lang']} with {info['engine']} "
+        f"({info['model']})",
         lifespan=lifespan,
     )
     app.add_middleware(AccessLog, max_body=max_body_bytes(settings))
     add_error_handlers(app)
-    add_routes(app, loaded, batcher, settings, info)
+    add_routes(app, model, settings, info)
     return app
 
 
@@ -97,21 +96,17 @@ def max_body_bytes(settings: ServeSettings) -> int:
 
 
 def add_routes(
-    app: FastAPI,
-    loaded: LoadedEngine,
-    batcher: Batcher,
-    settings: ServeSettings,
-    info: dict[str, Any],
+    app: FastAPI, model: ModelProcess, settings: ServeSettings, info: dict[str, Any]
 ) -> None:
     @app.post("/translate", response_model=TranslateResponse, responses=ERRORS)
     async def translate(body: TranslateRequest, request: Request) -> Any:
         """Translate a list of sentences; options not given take the run's defaults."""
         arrived = time.perf_counter()
         check_limits(body, settings)
-        dec = decoding(body, loaded.config.decoding, settings)
+        dec = decoding(body, model.facts.config.decoding, settings)
         lines = [valid_text(s) for s in body.sentences]
         try:
-            job = batcher.submit(lines, dec)
+            job = model.submit(lines, dec)
         except QueueFull as e:
             raise ApiError(
                 503, f"server busy: {e}", "queue_sentences", {"Retry-After": "1"}
@@ -120,26 +115,27 @@ def add_routes(
             raise ApiError(503, str(e), None, {"Retry-After": "5"}) from None
         request.state.sentences, request.state.tokens = len(lines), job.tokens
         try:
-            results = await wait_for(job, batcher, request, settings.timeout_s)
+            results = await wait_for(job, model, request, settings.timeout_s)
         except ClientGone:
             return JSONResponse(error_body("client closed the connection"), CLIENT_GONE)
-        return response(job, results, dec, arrived, loaded.name)
+        return response(job, results, dec, arrived, model.facts.name)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness: the model is loaded and the batcher runs."""
-        return {"status": "ok", "engine": loaded.name, "queued_sentences": batcher.pending}
+        return {"status": "ok", "engine": model.facts.name, "queued_sentences": model.pending}
 
     @app.get("/info")
     async def get_info() -> dict[str, Any]:
         """Model, languages, parameters, validation scores, decoding defaults, limits."""
+        counts = model.stats
         stats = {
-            "batches": batcher.batches,
-            "steps": batcher.steps,
-            "sentences_per_step": round(batcher.step_sentences / max(batcher.steps, 1), 2),
-            "sentences": batcher.sentences,
+            "batches": counts.batches,
+            "steps": counts.steps,
+            "sentences_per_step": round(counts.step_sentences / max(counts.steps, 1), 2),
+            "sentences": counts.sentences,
         }
-        return {**info, "stats": stats, "queued_sentences": batcher.pending}
+        return {**info, "stats": stats, "queued_sentences": model.pending}
 
 
 def check_limits(body: TranslateRequest, settings: ServeSettings) -> None:
@@ -181,7 +177,7 @@ def valid_text(text: str) -> str:
         return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
 
 
-async def wait_for(job: Job, batcher: Batcher, request: Request, timeout: float) -> Any:
+async def wait_for(job: Job, model: ModelProcess, request: Request, timeout: float) -> Any:
     """The job's translations; ApiError 504 past `timeout`, ClientGone if the client left.
     Either way the job is cancelled, so its untranslated sentences cost nothing."""
     result: asyncio.Future[Any] = asyncio.wrap_future(job.future)
@@ -194,7 +190,7 @@ async def wait_for(job: Job, batcher: Batcher, request: Request, timeout: float)
         gone.cancel()
     if result in done:
         return result.result()  # an engine failure raises here: a 500
-    batcher.cancel(job)
+    model.cancel(job)
     result.cancel()
     if gone in done:
         raise ClientGone
@@ -241,6 +237,10 @@ def add_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(part) for part in first["loc"] or () if part != "body")
         message = f"{where}: {first['msg']}" if where else str(first["msg"])
         return JSONResponse({**error_body(message), "detail": jsonable_encoder(errors)}, 422)
+
+    @app.exception_handler(ModelError)
+    async def model_failed(_: Request, e: ModelError) -> JSONResponse:
+        return JSONResponse(error_body(f"translation failed: {e}"), 500)
 
     @app.exception_handler(Exception)
     async def crashed(_: Request, e: Exception) -> JSONResponse:

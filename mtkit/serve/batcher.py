@@ -28,15 +28,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from mtkit.config.schema import DecodingConfig
 from mtkit.data.batching import token_batches
 from mtkit.serve.engines import Engine
+from mtkit.serve.jobs import BatcherClosed, Item, Job, QueueFull
+from mtkit.translation.results import Translation
 from mtkit.translation.streaming import TranslationStream, can_stream
-from mtkit.translation.translator import Translation, Translator
+from mtkit.translation.translator import Translator
 
 logger = logging.getLogger(__name__)
 
@@ -46,36 +47,6 @@ logger = logging.getLogger(__name__)
 # process, 64 sentences kept in flight, test2016, one Zen 4 thread: 61-63 sentences/s when
 # joining every step, 70-71 every 4 steps, 69-70 for rounds of 64).
 JOIN_EVERY = 4
-
-
-class QueueFull(Exception):
-    """The queue holds too many sentences to take this request now."""
-
-
-class BatcherClosed(Exception):
-    """The server is shutting down and takes no new requests."""
-
-
-@dataclass(eq=False)
-class Job:
-    """One request's sentences on their way through the batcher."""
-
-    lines: list[str]
-    lengths: list[int]  # source tokens per line, EOS included (0 for an empty line)
-    dec: DecodingConfig
-    future: Future[list[Translation]] = field(default_factory=Future)
-    results: list[Translation | None] = field(default_factory=list)
-    left: int = 0  # sentences not translated yet
-    submitted: float = field(default_factory=time.perf_counter)
-    started: float | None = None  # when its first batch began
-    cancelled: bool = False
-
-    @property
-    def tokens(self) -> int:
-        return sum(self.lengths)
-
-
-Item = tuple[Job, int]  # a job and the index of one of its sentences
 
 
 class Batcher:
@@ -127,13 +98,16 @@ class Batcher:
         if self._thread.ident is not None:
             self._thread.join()
 
-    def submit(self, lines: Sequence[str], dec: DecodingConfig) -> Job:
-        """Queue `lines`; the job's future gets one Translation per line, in order.
+    def submit(
+        self, lines: Sequence[str], dec: DecodingConfig, lengths: list[int] | None = None
+    ) -> Job:
+        """Queue `lines` (their source `lengths`, if known); the job's future gets one
+        Translation per line, in order.
 
         Raises QueueFull when the queue cannot take this many sentences, BatcherClosed
         while shutting down.
         """
-        job = Job(list(lines), self._lengths(lines), dec)
+        job = Job(list(lines), self._lengths(lines) if lengths is None else lengths, dec)
         job.results = [None] * len(job.lines)
         job.left = len(job.lines)
         with self._lock:

@@ -13,7 +13,7 @@ from mtkit.checkpoint import resolve_checkpoint
 from mtkit.config.schema import DecodingConfig, ExperimentConfig
 from mtkit.data.tokenizer import TokenizerPair
 from mtkit.serve.settings import ServeSettings
-from mtkit.translation.translator import MAX_CHARS_PER_TOKEN, Translation
+from mtkit.translation.results import Translation
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +59,3 @@ def load_engine(settings: ServeSettings) -> LoadedEngine:
         )
     members = [resolve_checkpoint(run) for run in runs]
     return LoadedEngine("pytorch", translator, translator.checkpoint, members)
-
-
-def source_lengths(engine: Engine, lines: Sequence[str]) -> list[int]:
-    """Source tokens (EOS included) each line will take in a batch, as `translate_full` cuts
-    them; an empty line takes none."""
-    limit = engine.config.model.max_positions - 1
-    cap = limit * MAX_CHARS_PER_TOKEN
-    keep = [i for i, line in enumerate(lines) if line.strip()]
-    ids = engine.tokenizers.src.encode([lines[i].strip()[:cap] for i in keep])
-    lengths = [0] * len(lines)
-    for i, tokens in zip(keep, ids, strict=True):
-        lengths[i] = min(len(tokens), limit) + 1
-    return lengths

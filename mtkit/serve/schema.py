@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mtkit.config.schema import DecodingConfig, EarlyStopping, LengthNorm
 from mtkit.config.validate import validate_decoding
-from mtkit.translation.translator import Translation
+from mtkit.translation.results import Translation
 
 # request fields that are DecodingConfig keys (max_tokens stays the server's batch budget)
 DECODING_FIELDS = (

@@ -1,9 +1,10 @@
 """Run the server: load the model, open the port, serve until SIGTERM or Ctrl-C.
 
-Order matters: the model is loaded (and has translated one sentence) before the port opens, so
-a client that can connect gets answers; a run that cannot be loaded fails with one line and
-no port was ever opened. SIGTERM lets uvicorn stop accepting, finish the requests in flight,
-close the batcher, and return; the process then exits 0.
+Order matters: the model is loaded in its own process (mtkit.serve.model_process) and has
+translated one sentence before the port opens, so a client that can connect gets answers; a
+run that cannot be loaded fails with one line and no port was ever opened. SIGTERM lets uvicorn
+stop accepting, finish the requests in flight, close the model process, and return; the
+process then exits 0.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import signal
 import socket
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
-from mtkit.serve.batcher import Batcher
-from mtkit.serve.engines import LoadedEngine, load_engine, source_lengths
-from mtkit.serve.settings import ServeSettings, require_serve_extra
+from mtkit.serve.model_process import ModelProcess
+from mtkit.serve.settings import ServeError, ServeSettings, require_serve_extra
 
 logger = logging.getLogger(__name__)
 
@@ -26,45 +27,44 @@ SHUTDOWN_GRACE_S = 5  # beyond the request timeout, for the last answers to be w
 
 
 def serve(settings: ServeSettings) -> None:
-    """Serve `settings.runs` over HTTP until stopped; startup errors raise MtkitError/OSError."""
+    """Serve `settings.runs` over HTTP until stopped; startup errors raise MtkitError/OSError,
+    and so does a model process that dies while serving (after the server has stopped)."""
     settings.check()
     require_serve_extra()
     import uvicorn
 
     from mtkit.serve.app import create_app
 
-    loaded = load_engine(settings)
-    warm_up(loaded)
-    batcher = Batcher(
-        loaded.translator,
-        functools.partial(source_lengths, loaded.translator),
-        max_wait_s=settings.max_wait_ms / 1000,
-        wait_always=settings.batch_wait == "always",
-        max_pending=settings.queue_sentences,
-        continuous=settings.batching == "continuous",
-    )
-    app = create_app(loaded, batcher, settings)
-    sock = listen(settings.host, settings.port)
-    host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on",
-        timeout_graceful_shutdown=int(settings.timeout_s) + SHUTDOWN_GRACE_S,
-    )  # fmt: skip
-    batcher.start()
-    logger.info(
-        "serving %s (%s, %s -> %s) on http://%s:%d; API docs at /docs",
-        loaded.source, loaded.name, loaded.config.data.src_lang, loaded.config.data.tgt_lang,
-        host, port,
-    )  # fmt: skip
-    with sigterm_returns():
-        uvicorn.Server(config).run(sockets=[sock])
-    batcher.close()  # no-op after a normal shutdown; stops the worker if startup failed
+    model = ModelProcess.start(settings)
+    try:
+        app = create_app(model, settings)
+        sock = listen(settings.host, settings.port)
+        host, port = sock.getsockname()[:2]
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="on",
+            timeout_graceful_shutdown=int(settings.timeout_s) + SHUTDOWN_GRACE_S,
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        model.on_exit = functools.partial(stop_server, server)
+        facts = model.facts
+        logger.info(
+            "serving %s (%s, %s -> %s) on http://%s:%d; API docs at /docs",
+            facts.source, facts.name, facts.config.data.src_lang, facts.config.data.tgt_lang,
+            host, port,
+        )  # fmt: skip
+        if model.lost is None:
+            with sigterm_returns():
+                server.run(sockets=[sock])
+    finally:
+        model.close()  # no-op after a normal shutdown; stops the model if startup failed
+    if model.lost is not None:
+        raise ServeError(f"{model.lost}; the server stopped")
     logger.info("server stopped")
 
 
-def warm_up(loaded: LoadedEngine) -> None:
-    """Translate one sentence, so the first client does not pay for lazy initialisation."""
-    loaded.translator.translate_full(["hello"], loaded.config.decoding)
+def stop_server(server: Any, reason: str) -> None:
+    """Make uvicorn stop (the model process is gone: nothing could be answered)."""
+    server.should_exit = True
 
 
 def listen(host: str, port: int) -> socket.socket:

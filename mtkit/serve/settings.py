@@ -43,8 +43,7 @@ class ServeSettings:
 
     def check(self) -> None:
         """Raise ConfigError naming the first option that cannot work."""
-        from mtkit.translation.engine import check_engine
-        from mtkit.translation.quantize import check_quantization
+        from mtkit.translation.engine import check_engine, check_quantization
 
         check_engine(self.engine)
         check_quantization(self.quantize)

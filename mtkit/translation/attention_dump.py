@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from mtkit.errors import MtkitError
 from mtkit.files import atomic_writer
-from mtkit.translation.translator import Attention, Translation
+from mtkit.translation.results import Attention, Translation
 
 PLOT_HINT = "pip install 'mtkit[plot]' (or: pip install matplotlib)"
 

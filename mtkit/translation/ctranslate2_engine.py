@@ -38,11 +38,11 @@ import yaml
 
 from mtkit.config.load import config_from_dict
 from mtkit.config.schema import ConfigError, DecodingConfig, ExperimentConfig
-from mtkit.data.tokenizer import UNK_ID, Tokenizer, TokenizerPair
+from mtkit.data.tokenizer import MAX_CHARS_PER_TOKEN, UNK_ID, Tokenizer, TokenizerPair
 from mtkit.errors import MtkitError, plural
 from mtkit.search.common import length_normaliser
 from mtkit.search.strategy import uses_beam
-from mtkit.translation.translator import MAX_CHARS_PER_TOKEN, Candidate, Translation
+from mtkit.translation.results import Candidate, Translation
 
 logger = logging.getLogger(__name__)
 

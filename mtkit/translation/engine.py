@@ -1,4 +1,5 @@
-"""Which engine translates a model path: a CTranslate2 export or a PyTorch checkpoint/run."""
+"""Which engine translates a model path (a CTranslate2 export or a PyTorch checkpoint/run), and
+the engine and quantization choices the commands check before loading anything (no torch here)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,24 @@ from pathlib import Path
 from typing import Any
 
 from mtkit.config.schema import ConfigError
-from mtkit.translation.quantize import check_quantization
 
 ENGINES = ("auto", "pytorch", "ctranslate2")
 # --quantize -> CTranslate2's compute_type ("default": the weights as exported)
 CT2_COMPUTE_TYPES = {"none": "default", "int8": "int8"}
+QUANTIZATIONS = ("none", "int8")  # --quantize: float weights, or dynamic int8 Linears
+
+
+class QuantizationError(ConfigError):
+    """A quantization that cannot be applied (unknown mode, a model on the GPU); the CLI exits 2."""
+
+
+def check_quantization(mode: str) -> str:
+    """`mode` if it is one of QUANTIZATIONS, else a QuantizationError naming the choices."""
+    if mode not in QUANTIZATIONS:
+        raise QuantizationError(
+            f"--quantize: expected one of {', '.join(QUANTIZATIONS)}, got {mode!r}"
+        )
+    return mode
 
 
 def check_engine(engine: str) -> str:

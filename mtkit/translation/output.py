@@ -19,9 +19,8 @@ from typing import Any, TextIO
 from mtkit.config.schema import DecodingConfig
 from mtkit.files import atomic_writer
 from mtkit.progress import QUIET, Progress
+from mtkit.translation.results import Candidate, Translation
 from mtkit.translation.translator import (
-    Candidate,
-    Translation,
     TranslationError,
     Translator,
     chunk_lines,

@@ -14,26 +14,12 @@ import warnings
 import torch
 from torch import nn
 
-from mtkit.config.schema import ConfigError
 from mtkit.model.layers import fuse_attention_projections
+from mtkit.translation.engine import QuantizationError, check_quantization
 
-QUANTIZATIONS = ("none", "int8")
 # PyTorch 2.x marks torch.ao's eager quantization as deprecated (in favour of torchao, which is
 # not a dependency); the path still works and is the built-in one, so these notices are muted.
 _NOTICES = (".*torch.ao.quantization.*", ".*quantized tensor creation functions.*")
-
-
-class QuantizationError(ConfigError):
-    """A quantization that cannot be applied (unknown mode, a model on the GPU); the CLI exits 2."""
-
-
-def check_quantization(mode: str) -> str:
-    """`mode` if it is one of QUANTIZATIONS, else a QuantizationError naming the choices."""
-    if mode not in QUANTIZATIONS:
-        raise QuantizationError(
-            f"--quantize: expected one of {', '.join(QUANTIZATIONS)}, got {mode!r}"
-        )
-    return mode
 
 
 def is_quantized(model: nn.Module) -> bool:

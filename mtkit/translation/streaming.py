@@ -24,7 +24,8 @@ from mtkit.model.transformer import Transformer
 from mtkit.runtime import autocast_context
 from mtkit.search.beam import BeamSearch
 from mtkit.search.ensemble import Ensemble
-from mtkit.translation.translator import Decoded, Translation, Translator
+from mtkit.translation.results import Translation
+from mtkit.translation.translator import Decoded, Translator
 
 
 def can_stream(translator: object, dec: DecodingConfig) -> bool:

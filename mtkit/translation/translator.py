@@ -27,7 +27,14 @@ from mtkit.checkpoint import (
 )
 from mtkit.config.schema import DecodingConfig, ExperimentConfig
 from mtkit.data.batching import pad, token_batches
-from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, TokenizerPair
+from mtkit.data.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    MAX_CHARS_PER_TOKEN,
+    PAD_ID,
+    Tokenizer,
+    TokenizerPair,
+)
 from mtkit.errors import MtkitError, plural
 from mtkit.model.inference import transpose_linears
 from mtkit.model.layers import fuse_attention_projections
@@ -44,15 +51,14 @@ from mtkit.runtime import (
 from mtkit.search.common import Hypothesis
 from mtkit.search.ensemble import Ensemble
 from mtkit.search.strategy import search
+from mtkit.translation.engine import check_quantization
 from mtkit.translation.native_kernels import NativeKernels, resolve_native_kernels
-from mtkit.translation.quantize import check_quantization, is_quantized, quantize_model
+from mtkit.translation.quantize import is_quantized, quantize_model
 from mtkit.translation.restore import restore
+from mtkit.translation.results import Attention, Candidate, Translation
 
 logger = logging.getLogger(__name__)
 
-# sentencepiece pieces are at most 16 characters, so a line of over MAX_CHARS_PER_TOKEN * N
-# characters has over N tokens (with 4x slack for normalisation); it is cut before encoding.
-MAX_CHARS_PER_TOKEN = 64
 EOS_PIECE = "</s>"
 
 
@@ -128,42 +134,6 @@ def translate_ids(
 ) -> list[list[int]]:
     """Best output ids per encoded source (each ending in EOS), in input order."""
     return [d.hyps[0].tokens for d in translate_nbest(model, src_ids, dec, device)]
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass
-class Candidate:
-    """One hypothesis of an n-best list."""
-
-    text: str
-    score: float  # what search ranked by (length-normalised for beam search)
-    log_prob: float | None  # total log-probability under the model, EOS included (None: unknown)
-
-
-@dataclass
-class Attention:
-    """Cross-attention of one translation: rows are output pieces, columns source pieces."""
-
-    source: list[str]  # source pieces + EOS
-    target: list[str]  # output pieces + EOS
-    weights: npt.NDArray[np.float32]  # (len(target), len(source)); rows sum to 1
-
-
-@dataclass
-class Translation:
-    """The result for one input line."""
-
-    source: str
-    nbest: list[Candidate] = field(default_factory=list)  # best first; empty for an empty line
-    seconds: float = 0.0  # this sentence's share of its batch's decoding time
-    truncated: bool = False  # the source was cut to the model's maximum length
-    attention: Attention | None = None
-
-    @property
-    def text(self) -> str:
-        return self.nbest[0].text if self.nbest else ""
 
 
 def _valid_text(text: str) -> str:

@@ -13,7 +13,8 @@ from mtkit.model.layers import MultiHeadAttention
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer
 from mtkit.search.beam import beam_search
-from mtkit.translation.quantize import QuantizationError, quantize_model
+from mtkit.translation.engine import QuantizationError
+from mtkit.translation.quantize import quantize_model
 
 IDS: dict[str, Any] = {"bos_id": 1, "eos_id": 2}
 

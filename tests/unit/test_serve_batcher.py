@@ -15,10 +15,12 @@ import pytest
 
 from mtkit.config.schema import DecodingConfig
 from mtkit.search.beam import BeamSearch
-from mtkit.serve.batcher import Batcher, Job, QueueFull
-from mtkit.serve.engines import Engine, source_lengths
+from mtkit.serve.batcher import Batcher
+from mtkit.serve.engines import Engine
+from mtkit.serve.jobs import Job, QueueFull, source_lengths
+from mtkit.translation.results import Translation
 from mtkit.translation.streaming import TranslationStream
-from mtkit.translation.translator import Translation, Translator
+from mtkit.translation.translator import Translator
 from tests.tiny_translator import DATA, head, make_translator
 
 SOURCES = [line for line in head(DATA / "test.en", 30) if line][:20]
@@ -33,7 +35,9 @@ def translator(tmp_path_factory: pytest.TempPathFactory) -> Translator:
 def batcher_of(
     engine: Engine, translator: Translator, continuous: bool = False, **kwargs: float
 ) -> Batcher:
-    lengths = functools.partial(source_lengths, translator)
+    lengths = functools.partial(
+        source_lengths, translator.tokenizers, translator.config.model.max_positions
+    )
     return Batcher(engine, lengths, max_wait_s=kwargs.get("max_wait_s", 0.0),
                    max_pending=int(kwargs.get("max_pending", 1000)),
                    continuous=continuous)  # fmt: skip
@@ -173,7 +177,10 @@ def test_close_translates_what_is_queued(translator: Translator, modes: bool) ->
 
 def test_source_lengths_count_eos_and_cap(translator: Translator) -> None:
     limit = translator.config.model.max_positions - 1
-    lengths = source_lengths(translator, ["", "   ", "a cat", "word " * 500])
+    lengths = source_lengths(
+        translator.tokenizers, translator.config.model.max_positions,
+        ["", "   ", "a cat", "word " * 500],
+    )  # fmt: skip
     assert lengths[:2] == [0, 0]
     assert 2 <= lengths[2] <= limit and lengths[3] == limit + 1
 

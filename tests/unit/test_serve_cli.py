@@ -95,8 +95,9 @@ def test_an_ensemble_is_served_as_translate_runs_it(tmp_path: Path) -> None:
 
     from mtkit.model.transformer import build_model
     from mtkit.serve.batcher import Batcher
-    from mtkit.serve.engines import load_engine, source_lengths
+    from mtkit.serve.engines import load_engine
     from mtkit.serve.info import parameter_count
+    from mtkit.serve.jobs import source_lengths
     from mtkit.serve.settings import ServeSettings
     from mtkit.translation.translator import Translator
     from tests.tiny_translator import DATA, head, make_translator, save
@@ -112,7 +113,9 @@ def test_an_ensemble_is_served_as_translate_runs_it(tmp_path: Path) -> None:
     assert loaded.name == "pytorch" and loaded.checkpoints == runs
     assert parameter_count(loaded) == 2 * sum(p.numel() for p in first.model.parameters())
     lines = [line for line in head(DATA / "test.en", 8) if line]
-    batcher = Batcher(loaded.translator, functools.partial(source_lengths, loaded.translator))
+    max_positions = loaded.config.model.max_positions
+    lengths = functools.partial(source_lengths, loaded.translator.tokenizers, max_positions)
+    batcher = Batcher(loaded.translator, lengths)
     job = batcher.submit(lines, loaded.config.decoding)
     batcher.start()
     got = [t.text for t in job.future.result(timeout=60)]
@@ -128,3 +131,18 @@ def test_an_ensemble_needs_the_pytorch_engine(tmp_path: Path) -> None:
     code, err = invoke(str(tmp_path), str(tmp_path), "--engine", "ctranslate2")
     assert code == 2
     assert err == "error: --engine ctranslate2 translates with one model, not an ensemble\n"
+
+
+def test_the_http_side_does_not_import_torch() -> None:
+    """The model lives in the model process; the server's own process (the CLI, the settings
+    check, the app) stays free of torch, which would cost it ~190 MiB."""
+    import subprocess
+
+    code = (
+        "import sys; import mtkit.cli.main, mtkit.serve.app, mtkit.serve.server; "
+        "from mtkit.serve.settings import ServeSettings; "
+        "ServeSettings(['x'], quantize='int8').check(); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

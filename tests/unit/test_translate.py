@@ -40,8 +40,8 @@ from mtkit.translation.output import (
     open_output,
     write_translations,
 )
+from mtkit.translation.results import Translation
 from mtkit.translation.translator import (
-    Translation,
     TranslationError,
     Translator,
     translate_nbest,
