@@ -61,7 +61,11 @@ def test_matches_pytorch_attention(
     per_row = torch.rand(rows, 1, 1, k_len, generator=torch.Generator().manual_seed(1)) > 0.4
     per_row[..., -1] = True  # every row may attend somewhere
     shared = per_row[:1]  # one mask for all rows (broadcast)
-    for mask in (None, per_row, shared):
+    window = torch.zeros(rows, 1, 1, k_len, dtype=torch.bool)  # a late start, source padding
+    for r in range(rows):
+        start = min(r % 3, k_len - 1)
+        window[r, ..., start : max(start + 1, k_len - r % 2)] = True
+    for mask in (None, per_row, shared, window):
         got = kernel.attention(q, k, v, mask)
         assert got is not None
         assert got.shape == (rows, heads, q_len, head_dim)

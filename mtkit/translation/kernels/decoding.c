@@ -94,8 +94,11 @@ static inline const float *key_at(const struct keys *x, i64 j) {
 static inline void one_query(const float *q, const struct keys *k, const struct keys *v,
                              const uint8_t *mask, i64 mask_col, float *o, i64 lk,
                              const i64 d, float scale, float *s) {
+    i64 lo = 0, hi = lk; /* columns outside the first..last unmasked one get no weight: */
+    while (mask && lo < hi && !mask[lo * mask_col]) lo++; /* skipped (a sentence that joined */
+    while (mask && hi > lo && !mask[(hi - 1) * mask_col]) hi--; /* late; source padding) */
     float top = -INFINITY;
-    for (i64 j = 0; j < lk; j++) {
+    for (i64 j = lo; j < hi; j++) {
         float x = (mask && !mask[j * mask_col]) ? -INFINITY : dot(q, key_at(k, j), d) * scale;
         s[j] = x;
         top = x > top ? x : top;
@@ -104,16 +107,16 @@ static inline void one_query(const float *q, const struct keys *k, const struct 
         memset(o, 0, (size_t)d * sizeof *o);
         return;
     }
-    for (i64 j = 0; j < lk; j++) {
+    for (i64 j = lo; j < hi; j++) {
         float e = exp_nonpositive(s[j] - top);
         s[j] = s[j] == -INFINITY ? 0.0f : e;
     }
     float total = 0.0f;
-    for (i64 j = 0; j < lk; j++) total += s[j];
+    for (i64 j = lo; j < hi; j++) total += s[j];
     float inv = 1.0f / total;
     for (i64 c = 0; c < d; c += 32) { /* 32 output dimensions at a time, in registers */
         v8 o0 = {0}, o1 = {0}, o2 = {0}, o3 = {0};
-        for (i64 j = 0; j < lk; j++) {
+        for (i64 j = lo; j < hi; j++) {
             const float *vj = key_at(v, j) + c;
             float w = s[j];
             v8 e = {w, w, w, w, w, w, w, w};
