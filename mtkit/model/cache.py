@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 
 KV = tuple[Tensor, Tensor]  # keys, values: each (batch, n_heads, len, head_dim)
+# what a join gives cross-attention: cross_kv, src_mask, cross_rows, cross_used
+Cross = tuple[list[KV], Tensor, Tensor | None, int | None]
 
 
 @dataclass
@@ -36,7 +38,9 @@ class DecoderCache:
     only gathers `origin` (rows x columns integers instead of the keys and values of every
     layer); buffers grow, doubling, when a step needs a row or column they lack. The
     cross-attention K/V are not copied either when sentences finish: `cross_rows` says which
-    row of them each sentence reads (until a join, which gathers them).
+    row of them each sentence reads, and a join writes the new sentences' memories into free
+    rows of that pool (`cross_used` rows are written; it grows by doubling, and is compacted to
+    the live sentences when more than half of it is theirs no longer).
     """
 
     self_kv: list[KV]
@@ -47,6 +51,7 @@ class DecoderCache:
     start: Tensor | None = None  # (rows / beam,) long: first column of each sentence; None: all 0
     origin: Tensor | None = None  # (rows, position) long back-pointers; None: row r in row r
     cross_rows: Tensor | None = None  # (rows / beam,) long: each sentence's cross_kv row; None: s
+    cross_used: int | None = None  # cross_kv rows written (a pool with room); None: all
 
     def repeat(self, beam: int) -> DecoderCache:
         """Each row repeated `beam` times (sentence-major); sentence-level tensors are shared.
@@ -109,6 +114,7 @@ class DecoderCache:
             start=start,
             origin=origin,
             cross_rows=cross_rows,
+            cross_used=self.cross_used,
         )
 
     def cross_table(self) -> Tensor | None:
@@ -176,12 +182,6 @@ class DecoderCache:
         """
         if fresh.position != 0 or fresh.beam != self.beam:
             raise ValueError("only a fresh cache with the same beam can join")
-        width = max(int(self.src_mask.sum(dim=1).max()), int(fresh.src_mask.shape[1]))
-
-        def stack(old: Tensor, new: Tensor, dim: int) -> Tensor:
-            old = old.narrow(dim, 0, min(width, old.size(dim)))
-            parts = [_pad_to(old, dim, width), _pad_to(new, dim, width)]
-            return torch.cat(parts)
 
         def grow(old: Tensor) -> Tensor:  # fresh rows: zeros before their start; a free column
             rows, heads, _, head_dim = old.shape
@@ -190,31 +190,70 @@ class DecoderCache:
             out[rows:].zero_()
             return out
 
-        own_cross = self.cross_kv
-        if self.cross_rows is not None:  # this cache's sentences' memories, in order
-            own_cross = [(k.index_select(0, self.cross_rows), v.index_select(0, self.cross_rows))
-                         for k, v in self.cross_kv]  # fmt: skip
         start = self.start if self.start is not None else self._zeros(self.src_mask.size(0))
         joined = torch.full((fresh.src_mask.size(0),), self.position, device=start.device)
         origin = None
         if self.origin is not None:  # fresh rows read their (masked, weight 0) columns from row 0's
             borrowed = self.origin[:1].expand(fresh.rows, -1)  # written, so finite, keys/values
             origin = torch.cat([self.origin, borrowed])  # (rows + fresh.rows, position)
+        joint = self._pooled_cross(fresh) if self.cross_rows is not None else self._stacked(fresh)
+        cross_kv, src_mask, cross_rows, cross_used = joint
         return DecoderCache(
             self_kv=self.self_kv
             if origin is not None
             else [(grow(k), grow(v)) for k, v in self.self_kv],
-            cross_kv=[
-                (stack(kv[0], new[0], 2), stack(kv[1], new[1], 2))
-                for kv, new in zip(own_cross, fresh.cross_kv, strict=True)
-            ],
-            src_mask=stack(self.src_mask, fresh.src_mask, 1),
+            cross_kv=cross_kv,
+            src_mask=src_mask,
             position=self.position,
             beam=self.beam,
             start=torch.cat([start, joined]) if self.position > 0 else self.start,
             origin=origin,
-            cross_rows=None if self.cross_rows is None else self._arange(len(start) + len(joined)),
+            cross_rows=cross_rows,
+            cross_used=cross_used,
         )
+
+    def _stacked(self, fresh: DecoderCache) -> Cross:
+        """`join`'s cross-attention fields when each sentence reads its own row: the memories
+        and masks stacked, padded to a common source length (first trimmed to the longest
+        source still here)."""
+        width = max(int(self.src_mask.sum(dim=1).max()), int(fresh.src_mask.shape[1]))
+
+        def stack(old: Tensor, new: Tensor, dim: int) -> Tensor:
+            old = old.narrow(dim, 0, min(width, old.size(dim)))
+            return torch.cat([_pad_to(old, dim, width), _pad_to(new, dim, width)])
+
+        cross_kv = [(stack(kv[0], new[0], 2), stack(kv[1], new[1], 2))
+                    for kv, new in zip(self.cross_kv, fresh.cross_kv, strict=True)]  # fmt: skip
+        return cross_kv, stack(self.src_mask, fresh.src_mask, 1), None, None
+
+    def _pooled_cross(self, fresh: DecoderCache) -> Cross:
+        """`join`'s cross-attention fields when sentences read their memories through
+        `cross_rows`: `fresh`'s memories go into free rows of the pool. When it lacks rows or
+        width (a longer source; widths go up in steps of 8 and never down, the masks hide the
+        padding), it is reallocated with room for as many rows again, and only the live
+        sentences' memories move if they fill half of its used rows or less.
+        Shapes: pool (>= used rows, n_heads, width, head_dim); src_mask (sentences, width).
+        """
+        assert self.cross_rows is not None
+        rows, pool, src_mask = self.cross_rows, self.cross_kv, self.src_mask
+        used = self.cross_used if self.cross_used is not None else int(pool[0][0].size(0))
+        new, live = int(fresh.src_mask.size(0)), rows.numel()
+        capacity, width = int(pool[0][0].size(0)), int(pool[0][0].size(2))
+        if used + new > capacity or fresh.src_mask.size(1) > width:
+            compact = 2 * live <= used  # half the rows or more: finished sentences' memories
+            keep, moving = (live, rows) if compact else (used, None)
+            size, width = 2 * (keep + new), max(width, -(-int(fresh.src_mask.size(1)) // 8) * 8)
+            pool = [(_moved(k, moving, keep, size, width), _moved(v, moving, keep, size, width))
+                    for k, v in pool]  # fmt: skip
+            if compact:
+                rows, used = self._arange(live), live
+        for (k, v), (fresh_k, fresh_v) in zip(pool, fresh.cross_kv, strict=True):
+            for out, memory in ((k, fresh_k), (v, fresh_v)):
+                out[used : used + new, :, : memory.size(2)] = memory
+                out[used : used + new, :, memory.size(2) :] = 0  # masked; finite for PyTorch's
+        src_mask = torch.cat([_pad_to(src_mask, 1, width), _pad_to(fresh.src_mask, 1, width)])
+        rows = torch.cat([rows, torch.arange(used, used + new, device=rows.device)])
+        return pool, src_mask, rows, used + new
 
     def _arange(self, n: int) -> Tensor:
         return torch.arange(n, device=self.src_mask.device)
@@ -231,6 +270,15 @@ def _pad_to(x: Tensor, dim: int, size: int) -> Tensor:
     shape = list(x.shape)
     shape[dim] = missing
     return torch.cat([x, x.new_zeros(shape)], dim=dim)
+
+
+def _moved(x: Tensor, rows: Tensor | None, keep: int, size: int, width: int) -> Tensor:
+    """A (size, heads, width, head_dim) buffer whose first `keep` rows hold `x`'s rows `rows`
+    (None: its first `keep`), zero-padded to `width`; the other rows are not initialised."""
+    out = x.new_empty(size, x.size(1), width, x.size(3))
+    out[:keep, :, : x.size(2)] = x[:keep] if rows is None else x.index_select(0, rows)
+    out[:keep, :, x.size(2) :] = 0
+    return out
 
 
 def _gather(x: Tensor, rows: Tensor, first: int, used: int) -> Tensor:

@@ -315,6 +315,43 @@ def test_finished_sentences_leave_the_cross_memory_in_place(kernel: na.NativeKer
         assert caches[1].cross_rows is not None  # still in place after the join
 
 
+@needs_cc
+def test_joins_write_into_a_pool_of_cross_memories(kernel: na.NativeKernels) -> None:
+    """Sentences keep joining and leaving: the pool of cross-attention memories grows, widens
+    for a longer source and is compacted, and every step's logits stay the copying cache's."""
+    from mtkit.model.transformer import set_attention_kernel
+    from tests.unit.test_beam_join import padded, sources
+    from tests.unit.test_search import tiny_model
+
+    copying, pointing = tiny_model(), tiny_model()
+    set_attention_kernel(pointing, kernel.attention)
+    longer = torch.arange(3, 17) % 9 + 3  # 14 tokens: longer than any of `sources`
+    grew = widened = compacted = False
+    with torch.inference_mode():
+        src, mask = padded(sources(3))
+        caches = [m.init_cache(m.encode(src, mask), mask) for m in (copying, pointing)]
+        for turn in range(12):
+            fresh = sources(2, seed=20 + turn) if turn != 6 else [longer, *sources(1, seed=7)]
+            fresh_src, fresh_mask = padded(fresh)
+            before = caches[1]
+            for i, m in enumerate((copying, pointing)):
+                new = m.init_cache(m.encode(fresh_src, fresh_mask), fresh_mask)
+                caches[i] = caches[i].join(new)
+                tokens = torch.full((caches[i].rows,), 4 + turn % 3)
+                logits = m.decode_step(tokens, caches[i])
+                if i == 0:
+                    want = logits
+                caches[i] = caches[i].select(torch.arange(caches[i].rows)[1::2])  # keep half
+            torch.testing.assert_close(logits, want, rtol=0, atol=1e-5)
+            after = caches[1]
+            assert after.cross_used is not None
+            pool_rows = after.cross_kv[0][0].size(0)
+            grew |= pool_rows > after.cross_used
+            widened |= after.cross_kv[0][0].size(2) > before.cross_kv[0][0].size(2)
+            compacted |= after.cross_used < (before.cross_used or 0)
+    assert grew and widened and compacted
+
+
 def test_pytorch_attention_reads_a_back_pointer_cache_too() -> None:
     """A call the kernel refuses falls back to PyTorch's attention over the gathered rows."""
     from mtkit.model.layers import MultiHeadAttention, gather_rows
