@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from mtkit.config.schema import ModelConfig
 from mtkit.model.cache import KV
+from mtkit.model.masks import no_empty_rows
 
 # An attention kernel for decoding (mtkit/translation/native_kernels.py): (q, k, v, mask) as
 # `attention` takes them, and the key rows of a back-pointer cache (`gather_rows`) or None ->
@@ -80,11 +81,6 @@ def gather_rows(x: Tensor, rows: Tensor) -> Tensor:
     (batch, len) long -> (batch, n_heads, len, head_dim)."""
     columns = torch.arange(x.size(2), device=x.device)  # (len,)
     return x.transpose(1, 2)[rows, columns].transpose(1, 2)  # (batch, n_heads, len, head_dim)
-
-
-def _no_empty_rows(mask: Tensor) -> Tensor:
-    """Let fully masked query rows (e.g. an all-padding sentence) attend everywhere: no NaN."""
-    return mask | ~mask.any(dim=-1, keepdim=True)
 
 
 class MultiHeadAttention(nn.Module):
@@ -154,11 +150,9 @@ class MultiHeadAttention(nn.Module):
 
         Shapes: q (batch, n_heads, q_len, head_dim), k/v (batch, n_heads, k_len, head_dim), or
         with `rows` (batch, k_len) long, k/v of a back-pointer cache (`gather_rows`)
-        -> (batch, q_len, d_model).
+        -> (batch, q_len, d_model). `mask` must leave every query a key (`masks.no_empty_rows`).
         """
         p = self.dropout if self.training else 0.0
-        if mask is not None:
-            mask = _no_empty_rows(mask)  # (batch|1, 1, q_len|1, k_len)
         kernel = None if self.training else self.kernel
         out = None if kernel is None else kernel(q, k, v, mask, rows)
         if out is None:
@@ -182,7 +176,7 @@ class MultiHeadAttention(nn.Module):
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (batch, n_heads, q, k)
         if mask is not None:
             fill = torch.finfo(scores.dtype).min
-            scores = scores.masked_fill(~_no_empty_rows(mask), fill)
+            scores = scores.masked_fill(~no_empty_rows(mask), fill)
         return scores.float().softmax(dim=-1)  # (batch, n_heads, q_len, k_len), float32 rows
 
     def _split(self, x: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from mtkit.model.layers import (
     MultiHeadAttention,
     sinusoidal_positions,
 )
-from mtkit.model.masks import causal_mask
+from mtkit.model.masks import causal_mask, no_empty_rows
 
 # An in-place log-softmax for decoding steps (mtkit/translation/native_kernels.py): (rows, vocab)
 # float32 logits become their log-probs, and it returns the maxima of each row's `chunk`-wide
@@ -32,8 +32,11 @@ LogSoftmaxKernel = Callable[[Tensor, int], Tensor | None]
 
 
 def _key_mask(mask: Tensor) -> Tensor:
-    """(batch, k_len) key mask -> (batch, 1, 1, k_len)."""
-    return mask[:, None, None, :]  # (batch, 1, 1, k_len)
+    """(batch, k_len) key mask -> (batch, 1, 1, k_len), where a row with no key at all (an
+    all-padding source) may attend everywhere instead, so its softmax is no NaN. Built once
+    per forward or step, for every layer (causal and cache self-attention masks always hold
+    the query's own position, so no other mask needs this)."""
+    return no_empty_rows(mask[:, None, None, :])  # (batch, 1, 1, k_len)
 
 
 class Transformer(nn.Module):

@@ -17,7 +17,7 @@ from mtkit.model.layers import (
     fuse_attention_projections,
     sinusoidal_positions,
 )
-from mtkit.model.masks import causal_mask, pad_mask
+from mtkit.model.masks import causal_mask, no_empty_rows, pad_mask
 from mtkit.model.transformer import (
     Transformer,
     num_parameters,
@@ -88,6 +88,7 @@ def test_fast_attention_equals_reference() -> None:
         "both": keys[:, None, None, :] & causal_mask(6)[None, None],
     }
     for name, mask in masks.items():
+        mask = no_empty_rows(mask)  # the callers' part (Transformer's masks): no empty row
         attn.fast = True
         fast = attn(x, key=x, value=x, mask=mask)
         attn.fast = False
@@ -278,3 +279,36 @@ def test_state_dict_size_counts_what_a_checkpoint_holds(norm: Any, share: bool, 
     model = Transformer(cfg, src_vocab, tgt_vocab, pad_id=PAD)
     held = sum(t.numel() for t in model.state_dict().values())
     assert state_dict_size(cfg, src_vocab, tgt_vocab) == held
+
+
+@pytest.mark.parametrize("kernel", ["reference", "sdpa", "native"])
+def test_an_all_padding_source_gives_no_nan(kernel: str) -> None:
+    """A sentence with no real source token (all padding) must not turn its rows into NaN, in
+    a forward pass and in cached decoding steps, with each attention implementation. (torch
+    >= 2.5's SDPA returns zeros for a row with no key, older versions NaN; the key mask lets
+    such a row attend everywhere: masks.no_empty_rows.)"""
+    from mtkit.model.transformer import set_attention_kernel, set_fast_attention
+    from mtkit.translation.native_kernels import resolve_native_kernels
+    from tests.unit.test_search import PAD, tiny_model
+
+    model = tiny_model()
+    set_fast_attention(model, kernel != "reference")
+    if kernel == "native":
+        kernels = resolve_native_kernels("auto", torch.device("cpu"))
+        if kernels is None:
+            pytest.skip("no C compiler for the native kernels")
+        set_attention_kernel(model, kernels.attention)
+    src = torch.tensor([[5, 6, 7], [PAD, PAD, PAD]])
+    src_mask = pad_mask(src, PAD)
+    with torch.inference_mode():
+        assert torch.isfinite(model(src, src_mask, torch.tensor([[2, 5], [2, 6]]))).all()
+        cache = model.init_cache(model.encode(src, src_mask), src_mask)
+        for token in (2, 5, 6):
+            assert torch.isfinite(model.decode_step(torch.tensor([token, token]), cache)).all()
+
+
+def test_no_empty_rows_opens_only_rows_without_a_key() -> None:
+    mask = torch.tensor([[True, False, False], [False, False, False], [False, True, True]])
+    want = torch.tensor([[True, False, False], [True, True, True], [False, True, True]])
+    assert torch.equal(no_empty_rows(mask), want)
+    assert torch.equal(no_empty_rows(mask[:, None, None, :]), want[:, None, None, :])
