@@ -324,25 +324,37 @@ def test_client_that_disconnects_costs_nothing(ckpt: Path, tmp_path: Path) -> No
     assert "status=499" in server.output
 
 
+def holding_server(ckpt: Path, log: Path, wait_ms: int) -> Server:
+    """A server whose rounds wait `wait_ms` for more requests, so a request stays queued."""
+    args = ["--max-wait-ms", str(wait_ms), "--batch-wait", "always", "--batching", "rounds"]
+    return Server(ckpt, log, *args)
+
+
+def held_request(server: Server, sentences: list[str], then: Callable[[], None]) -> Any:
+    """Send `sentences` in one request, wait until the server has them queued, call `then`,
+    and return the response."""
+
+    async def scenario() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=REQUEST_S) as client:
+            held = asyncio.ensure_future(
+                client.post(f"{server.url}/translate", json={"sentences": sentences})
+            )
+            n = len(sentences)
+            await asyncio.to_thread(wait_until, queued(server, n), f"{n} queued", server.proc)
+            then()
+            return await held
+
+    return asyncio.run(scenario())
+
+
 def test_sigterm_finishes_requests_in_flight(ckpt: Path, tmp_path: Path) -> None:
     """SIGTERM while a request is held in the batcher: it is answered, then exit 0."""
-    server = Server(
-        ckpt, tmp_path / "server.log", "--max-wait-ms", "2000", "--batch-wait", "always",
-        "--batching", "rounds",
-    )  # fmt: skip
+    server = holding_server(ckpt, tmp_path / "server.log", 2000)
     try:
         server.wait_healthy()
-
-        async def scenario() -> httpx.Response:
-            async with httpx.AsyncClient(timeout=REQUEST_S) as client:
-                held = asyncio.ensure_future(
-                    client.post(f"{server.url}/translate", json={"sentences": SOURCES[:3]})
-                )
-                await asyncio.to_thread(wait_until, queued(server, 3), "3 queued", server.proc)
-                server.proc.send_signal(signal.SIGTERM)
-                return await held
-
-        response = asyncio.run(scenario())
+        response = held_request(
+            server, SOURCES[:3], lambda: server.proc.send_signal(signal.SIGTERM)
+        )
         code = server.proc.wait(timeout=REQUEST_S)
     finally:
         server.stop()

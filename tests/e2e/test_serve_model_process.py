@@ -4,12 +4,10 @@ that dies fails what waits and stops the server with one line."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -116,27 +114,14 @@ def test_the_server_stops_with_one_line_when_its_model_process_dies(
 ) -> None:
     """A request waiting when the model process is killed gets a JSON 500; the server exits 1
     with one error line, no traceback."""
-    import httpx
+    from tests.e2e.test_serve import REQUEST_S, held_request, holding_server
 
-    from tests.e2e.test_serve import REQUEST_S, Server, queued, wait_until
-
-    server = Server(
-        ckpt, tmp_path / "server.log", "--max-wait-ms", "60000", "--batch-wait", "always",
-        "--batching", "rounds",
-    )  # fmt: skip
+    server = holding_server(ckpt, tmp_path / "server.log", 60_000)
     try:
         server.wait_healthy()
-
-        async def scenario() -> Any:
-            async with httpx.AsyncClient(timeout=REQUEST_S) as client:
-                held = asyncio.ensure_future(
-                    client.post(f"{server.url}/translate", json={"sentences": LINES[:3]})
-                )
-                await asyncio.to_thread(wait_until, queued(server, 3), "3 queued", server.proc)
-                os.kill(model_process_of(server.proc.pid), signal.SIGKILL)
-                return await held
-
-        response = asyncio.run(scenario())
+        response = held_request(
+            server, LINES[:3], lambda: os.kill(model_process_of(server.proc.pid), signal.SIGKILL)
+        )
         code = server.proc.wait(timeout=REQUEST_S)
     finally:
         server.stop()
