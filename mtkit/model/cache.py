@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 KV = tuple[Tensor, Tensor]  # keys, values: each (batch, n_heads, len, head_dim)
-# what a join gives cross-attention: cross_kv, src_mask, cross_rows, cross_used
-Cross = tuple[list[KV], Tensor, Tensor | None, int | None]
+# what a join gives cross-attention: cross_kv, src_mask, cross_rows
+Cross = tuple[list[KV], Tensor, Tensor | None]
 
 
 @dataclass
@@ -38,9 +38,9 @@ class DecoderCache:
     only gathers `origin` (rows x columns integers instead of the keys and values of every
     layer); buffers grow, doubling, when a step needs a row or column they lack. The
     cross-attention K/V are not copied either when sentences finish: `cross_rows` says which
-    row of them each sentence reads, and a join writes the new sentences' memories into free
-    rows of that pool (`cross_used` rows are written; it grows by doubling, and is compacted to
-    the live sentences when more than half of it is theirs no longer).
+    row of them each sentence reads, and a join writes the new sentences' memories into the
+    rows past the last one read (the pool grows by doubling; when it must grow and half of
+    the rows up to the last one read or more are no longer read, only the read ones move).
     """
 
     self_kv: list[KV]
@@ -51,7 +51,6 @@ class DecoderCache:
     start: Tensor | None = None  # (rows / beam,) long: first column of each sentence; None: all 0
     origin: Tensor | None = None  # (rows, position) long back-pointers; None: row r in row r
     cross_rows: Tensor | None = None  # (rows / beam,) long: each sentence's cross_kv row; None: s
-    cross_used: int | None = None  # cross_kv rows written (a pool with room); None: all
 
     def repeat(self, beam: int) -> DecoderCache:
         """Each row repeated `beam` times (sentence-major); sentence-level tensors are shared.
@@ -114,7 +113,6 @@ class DecoderCache:
             start=start,
             origin=origin,
             cross_rows=cross_rows,
-            cross_used=self.cross_used,
         )
 
     def cross_table(self) -> Tensor | None:
@@ -197,7 +195,7 @@ class DecoderCache:
             borrowed = self.origin[:1].expand(fresh.rows, -1)  # written, so finite, keys/values
             origin = torch.cat([self.origin, borrowed])  # (rows + fresh.rows, position)
         joint = self._pooled_cross(fresh) if self.cross_rows is not None else self._stacked(fresh)
-        cross_kv, src_mask, cross_rows, cross_used = joint
+        cross_kv, src_mask, cross_rows = joint
         return DecoderCache(
             self_kv=self.self_kv
             if origin is not None
@@ -209,7 +207,6 @@ class DecoderCache:
             start=torch.cat([start, joined]) if self.position > 0 else self.start,
             origin=origin,
             cross_rows=cross_rows,
-            cross_used=cross_used,
         )
 
     def _stacked(self, fresh: DecoderCache) -> Cross:
@@ -224,23 +221,24 @@ class DecoderCache:
 
         cross_kv = [(stack(kv[0], new[0], 2), stack(kv[1], new[1], 2))
                     for kv, new in zip(self.cross_kv, fresh.cross_kv, strict=True)]  # fmt: skip
-        return cross_kv, stack(self.src_mask, fresh.src_mask, 1), None, None
+        return cross_kv, stack(self.src_mask, fresh.src_mask, 1), None
 
     def _pooled_cross(self, fresh: DecoderCache) -> Cross:
         """`join`'s cross-attention fields when sentences read their memories through
-        `cross_rows`: `fresh`'s memories go into free rows of the pool. When it lacks rows or
-        width (a longer source; widths go up in steps of 8 and never down, the masks hide the
-        padding), it is reallocated with room for as many rows again, and only the live
-        sentences' memories move if they fill half of its used rows or less.
+        `cross_rows`: `fresh`'s memories go into the pool's rows past the last one read (rows no
+        sentence reads any more are free). When it lacks rows or width (a longer source; widths
+        go up in steps of 8 and never down, the masks hide the padding), it is reallocated with
+        room for as many rows again, and only the read rows move if they are half of those up
+        to the last one read, or fewer.
         Shapes: pool (>= used rows, n_heads, width, head_dim); src_mask (sentences, width).
         """
         assert self.cross_rows is not None
         rows, pool, src_mask = self.cross_rows, self.cross_kv, self.src_mask
-        used = self.cross_used if self.cross_used is not None else int(pool[0][0].size(0))
         new, live = int(fresh.src_mask.size(0)), rows.numel()
+        used = int(rows.max()) + 1 if live else 0  # rows up to the last one read
         capacity, width = int(pool[0][0].size(0)), int(pool[0][0].size(2))
         if used + new > capacity or fresh.src_mask.size(1) > width:
-            compact = 2 * live <= used  # half the rows or more: finished sentences' memories
+            compact = 2 * live <= used  # half of them or more: finished sentences' memories
             keep, moving = (live, rows) if compact else (used, None)
             size, width = 2 * (keep + new), max(width, -(-int(fresh.src_mask.size(1)) // 8) * 8)
             pool = [(_moved(k, moving, keep, size, width), _moved(v, moving, keep, size, width))
@@ -253,7 +251,7 @@ class DecoderCache:
                 out[used : used + new, :, memory.size(2) :] = 0  # masked; finite for PyTorch's
         src_mask = torch.cat([_pad_to(src_mask, 1, width), _pad_to(fresh.src_mask, 1, width)])
         rows = torch.cat([rows, torch.arange(used, used + new, device=rows.device)])
-        return pool, src_mask, rows, used + new
+        return pool, src_mask, rows
 
     def _arange(self, n: int) -> Tensor:
         return torch.arange(n, device=self.src_mask.device)
