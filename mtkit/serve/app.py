@@ -70,7 +70,7 @@ class ClientGone(Exception):
 
 def create_app(model: ModelProcess, settings: ServeSettings) -> FastAPI:
     """The FastAPI app over a started model process (closed at shutdown)."""
-    info = model.facts.info
+    facts = model.facts
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -80,13 +80,13 @@ def create_app(model: ModelProcess, settings: ServeSettings) -> FastAPI:
     app = FastAPI(
         title="mtkit translation server",
         version=mtkit.__version__,
-        description=f"{info['src_lang']} → {info['tgt_lang']} with {info['engine']} "
-        f"({info['model']})",
+        description=f"{facts.config.data.src_lang} → {facts.config.data.tgt_lang} with "
+        f"{facts.name} ({facts.source})",
         lifespan=lifespan,
     )
     app.add_middleware(AccessLog, max_body=max_body_bytes(settings))
     add_error_handlers(app)
-    add_routes(app, model, settings, info)
+    add_routes(app, model, settings)
     return app
 
 
@@ -95,9 +95,7 @@ def max_body_bytes(settings: ServeSettings) -> int:
     return settings.max_sentences * (settings.max_chars * 4 + 16) + 64 * 1024
 
 
-def add_routes(
-    app: FastAPI, model: ModelProcess, settings: ServeSettings, info: dict[str, Any]
-) -> None:
+def add_routes(app: FastAPI, model: ModelProcess, settings: ServeSettings) -> None:
     @app.post("/translate", response_model=TranslateResponse, responses=ERRORS)
     async def translate(body: TranslateRequest, request: Request) -> Any:
         """Translate a list of sentences; options not given take the run's defaults."""
@@ -135,7 +133,7 @@ def add_routes(
             "sentences_per_step": round(counts.step_sentences / max(counts.steps, 1), 2),
             "sentences": counts.sentences,
         }
-        return {**info, "stats": stats, "queued_sentences": model.pending}
+        return {**model.facts.info, "stats": stats, "queued_sentences": model.pending}
 
 
 def check_limits(body: TranslateRequest, settings: ServeSettings) -> None:
