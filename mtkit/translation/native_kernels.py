@@ -22,6 +22,7 @@ import os
 import platform
 import shlex
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
@@ -49,29 +50,11 @@ class KernelError(MtkitError):
     why); `attention_kernel: auto` then uses PyTorch's."""
 
 
-class _Problem(ctypes.Structure):
-    """`struct problem` of kernels/decoding.c."""
-
-    _fields_ = [
-        ("q", ctypes.c_void_p),
-        ("k", ctypes.c_void_p),
-        ("v", ctypes.c_void_p),
-        ("mask", ctypes.c_void_p),
-        ("out", ctypes.c_void_p),
-        ("q_stride", ctypes.c_int64 * 3),
-        ("k_stride", ctypes.c_int64 * 3),
-        ("v_stride", ctypes.c_int64 * 3),
-        ("mask_stride", ctypes.c_int64 * 4),
-        ("batch", ctypes.c_int64),
-        ("heads", ctypes.c_int64),
-        ("lq", ctypes.c_int64),
-        ("lk", ctypes.c_int64),
-        ("d", ctypes.c_int64),
-        ("scale", ctypes.c_float),
-        ("rows", ctypes.c_void_p),
-        ("rows_stride", ctypes.c_int64 * 2),
-        ("k_rows", ctypes.c_int64),
-    ]
+# `struct problem` of kernels/decoding.c, packed with the platform's alignment: q, k, v, mask,
+# out pointers; q/k/v strides (3 each), mask strides (4); batch, heads, lq, lk, d; scale; rows
+# pointer, its 2 strides, k_rows. Packing one bytes object per call costs ~1 us, a
+# ctypes.Structure with its stride arrays ~10 (a decoding step makes 2 calls per layer).
+_PROBLEM = struct.Struct("@5P13q5qfP3q")
 
 
 @dataclass(frozen=True)
@@ -100,24 +83,24 @@ class NativeKernels:
         if not _takes(q, k, v, mask, rows):
             return None
         dtype = q.dtype
-        q, k, v = (_float_rows(x) for x in (q, k, v))
+        q, k, v = _float_rows(q), _float_rows(k), _float_rows(v)
         out = q.new_empty(batch, q_len, heads, head_dim)  # (batch, q_len, n_heads, head_dim)
-        expanded = None if mask is None else mask.expand(batch, heads, q_len, k.size(2))
-        problem = _Problem(
-            q.data_ptr(), k.data_ptr(), v.data_ptr(),
-            None if expanded is None else expanded.data_ptr(), out.data_ptr(),
-            _strides(q, 3), _strides(k, 3), _strides(v, 3),
-            _strides(expanded, 4) if expanded is not None else (ctypes.c_int64 * 4)(),
-            batch, heads, q_len, k.size(2), head_dim, 1.0 / math.sqrt(head_dim),
-            None if rows is None else rows.data_ptr(),
-            _strides(rows, 2) if rows is not None else (ctypes.c_int64 * 2)(), k.size(0),
+        shape = (batch, heads, q_len, k.size(2))
+        problem = _PROBLEM.pack(
+            q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr(),
+            out.data_ptr(), *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+            *(_broadcast_strides(mask, shape) if mask is not None else (0, 0, 0, 0)),
+            *shape, head_dim, 1.0 / math.sqrt(head_dim),
+            0 if rows is None else rows.data_ptr(),
+            *(rows.stride() if rows is not None else (0, 0)), k.size(0),
         )  # fmt: skip
-        done = self.library.mtk_attention(ctypes.byref(problem))
+        done = self.library.mtk_attention(problem)
         if done == -2:
             raise ValueError("native attention: a key row pointer outside the keys")
         if done != 0:
             raise MemoryError("native attention: out of memory")
-        return out.transpose(1, 2).to(dtype)  # (batch, n_heads, q_len, head_dim)
+        out = out.transpose(1, 2)  # (batch, n_heads, q_len, head_dim)
+        return out if dtype == torch.float32 else out.to(dtype)
 
     def log_softmax_(self, x: Tensor, chunk: int) -> Tensor | None:
         """`x` becomes `x.log_softmax(dim=-1)` in place (to float rounding); returns the maxima
@@ -160,13 +143,18 @@ def _takes(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rows: Tensor | 
 
 def _float_rows(x: Tensor) -> Tensor:
     """`x` as float32 with a contiguous last dimension (a copy only when it is not)."""
-    x = x.float()
+    x = x if x.dtype == torch.float32 else x.float()
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _strides(x: Tensor, n: int) -> ctypes.Array[ctypes.c_int64]:
-    """The first `n` strides of `x` (0 along broadcast dimensions) as a C array."""
-    return (ctypes.c_int64 * n)(*x.stride()[:n])
+def _broadcast_strides(mask: Tensor, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The strides of `mask` expanded to `shape` (0 along its broadcast dimensions), without
+    making the expanded view; ValueError, as `expand` gives, when it does not broadcast."""
+    pad = len(shape) - mask.dim()
+    sizes, strides = (1,) * pad + tuple(mask.shape), (0,) * pad + mask.stride()
+    if pad < 0 or any(n not in (1, want) for n, want in zip(sizes, shape, strict=True)):
+        raise ValueError(f"a mask of shape {tuple(mask.shape)} does not broadcast to {shape}")
+    return tuple(0 if n == 1 else stride for n, stride in zip(sizes, strides, strict=True))
 
 
 def cache_dir() -> Path:
@@ -229,7 +217,7 @@ def _load(path: Path) -> NativeKernels:
         library = ctypes.CDLL(str(path))
     except OSError as e:
         raise KernelError(f"cannot load {path}: {e}") from None
-    library.mtk_attention.argtypes = [ctypes.POINTER(_Problem)]
+    library.mtk_attention.argtypes = [ctypes.c_char_p]  # a packed _PROBLEM
     library.mtk_attention.restype = ctypes.c_int
     i64, pointer = ctypes.c_int64, ctypes.c_void_p
     library.mtk_log_softmax.argtypes = [pointer, i64, i64, i64, i64, pointer]

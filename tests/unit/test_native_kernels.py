@@ -73,6 +73,21 @@ def test_matches_pytorch_attention(
 
 
 @needs_cc
+def test_masks_of_any_broadcastable_shape(kernel: na.NativeKernels) -> None:
+    q, k, v = _problem(3, 2, 2, 7, 32)
+    gen = torch.Generator().manual_seed(2)
+    full = torch.rand(3, 2, 2, 7, generator=gen) > 0.4  # per row, head and query
+    full[..., 0] = True
+    for mask in (full, full[:1, :1, :1, :], full[0, 0, 0], full[:, :1, :1, :], full[:1, :, :1, :],
+                 full[:1, :1, :, :], full[0, 0]):  # fmt: skip
+        got = kernel.attention(q, k, v, mask)
+        assert got is not None
+        torch.testing.assert_close(got, attention(q, k, v, mask), rtol=0, atol=2e-6)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        kernel.attention(q, k, v, full[:2])  # 2 rows of masks for 3 rows of queries
+
+
+@needs_cc
 def test_masked_keys_get_no_weight(kernel: na.NativeKernels) -> None:
     q, k, v = _problem(2, 2, 1, 6, 16)
     mask = torch.tensor([True, True, False, False, False, False]).view(1, 1, 1, 6)
