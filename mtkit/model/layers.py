@@ -243,7 +243,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Shapes: (batch, len, d_model) -> (batch, len, d_model)."""
-        h = self.act(self.fc1(x))  # (batch, len, d_ff)
+        h = self.fc1(x)  # (batch, len, d_ff), a fresh tensor: ReLU overwrites it
+        h = F.relu(h, inplace=True) if self.act is F.relu else self.act(h)
         if self.training:
             h = self.dropout(h)
         out: Tensor = self.fc2(h)  # (batch, len, d_model)
@@ -251,7 +252,10 @@ class FeedForward(nn.Module):
 
 
 class Residual(nn.Module):
-    """x + dropout(sublayer(norm(x))) for pre-norm; norm(x + dropout(sublayer(x))) for post-norm."""
+    """x + dropout(sublayer(norm(x))) for pre-norm; norm(x + dropout(sublayer(x))) for post-norm.
+
+    `sublayer` returns a new tensor (each ends in a Linear), which inference adds x into.
+    """
 
     def __init__(self, d_model: int, dropout: float, norm: str) -> None:
         super().__init__()
@@ -262,7 +266,10 @@ class Residual(nn.Module):
     def forward(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
         """Shapes: (batch, len, d_model) -> (batch, len, d_model)."""
         if self.pre:
-            out: Tensor = x + self._dropped(sublayer(self.norm(x)))  # (batch, len, d_model)
+            h = self._dropped(sublayer(self.norm(x)))  # (batch, len, d_model)
+            if not self.training and h.dtype == x.dtype and h.shape == x.shape:
+                return h.add_(x)  # inference: into the sublayer's new output (x + h, bit for bit)
+            out: Tensor = x + h  # (batch, len, d_model)
             return out
         out = self.norm(x + self._dropped(sublayer(x)))  # (batch, len, d_model)
         return out

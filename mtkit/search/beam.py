@@ -74,12 +74,12 @@ def top_candidates(
     cols = (picked % chunks * chunk)[..., None] + torch.arange(chunk, device=lp.device)
     inside = cols < vocab  # (n, k', chunk) False past the last token
     cols = cols.clamp(max=vocab - 1)  # (n, k', chunk)
-    rows_of = (torch.arange(n, device=lp.device)[:, None] * beam + origin)[..., None]
-    values = lp[rows_of, cols] + scores.gather(1, origin)[..., None]  # (n, k', chunk)
+    flat = (origin[..., None] * vocab + cols).view(n, -1)  # (n, k' * chunk) into beam*vocab
+    values = lp.reshape(n, beam * vocab).gather(1, flat).view(n, -1, chunk)  # (n, k', chunk)
+    values = values + scores.gather(1, origin)[..., None]
     values = values.masked_fill_(~inside, -math.inf).view(n, -1)  # (n, k' * chunk)
     top, where = values.topk(k, dim=1)  # (n, k) each
-    index = (origin[..., None] * vocab + cols).view(n, -1).gather(1, where)  # (n, k)
-    return top, index
+    return top, flat.gather(1, where)  # (n, k) each
 
 
 def _add_finished(kept: list[Hypothesis], hyp: Hypothesis, beam_size: int) -> list[Hypothesis]:
