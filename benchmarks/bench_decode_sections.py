@@ -43,6 +43,7 @@ class CountingModel:
     def __init__(self, model: Transformer, a: Arch) -> None:
         self.model, self.arch, self.flops = model, a, 0
         self.pad_id, self.max_positions = model.pad_id, model.max_positions
+        self.log_softmax_kernel = model.log_softmax_kernel  # the searches read it (Seq2Seq)
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
         return self.model.encode(src, src_mask)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.bench_decode_sections import CountingModel
 from benchmarks.flops import Arch
-from mtkit.config.schema import ModelConfig
+from mtkit.config.schema import DecodingConfig, ModelConfig
 from mtkit.model.masks import pad_mask
 from mtkit.model.transformer import Transformer, set_fast_attention
+from mtkit.search.beam import beam_search
 
 CFG = ModelConfig(d_model=32, n_heads=4, encoder_layers=2, decoder_layers=3, d_ff=48)
 ARCH = Arch(d_model=32, d_ff=48, vocab=50, encoder_layers=2, decoder_layers=3)
@@ -47,3 +49,16 @@ def test_decoding_flops_match_the_counter() -> None:
             flops = counted(lambda t=t: m.decode_step(tokens[:, t], cache))
             assert flops == 6 * ARCH.step_flops(t + 1, 9)
     assert start + counted(lambda: m.encode(src, mask)) == 2 * ARCH.start_flops(9)
+
+
+def test_the_counting_model_searches_as_the_model_does() -> None:
+    m = model().eval()
+    src = torch.randint(4, 50, (3, 9))
+    mask = pad_mask(src, 0)
+    dec = DecodingConfig(beam_size=3, max_len_a=0.0, max_len_b=6)
+    counter = CountingModel(m, ARCH)
+    got = beam_search(counter, src, mask, dec, bos_id=2, eos_id=3)
+    assert [h[0].tokens for h in got] == [
+        h[0].tokens for h in beam_search(m, src, mask, dec, bos_id=2, eos_id=3)
+    ]
+    assert counter.flops > 3 * ARCH.start_flops(9)  # the steps were counted too
