@@ -60,22 +60,31 @@ def top_candidates(
     one of them has a maximum at least the k-th best value). Adding a row's score to a chunk's
     maximum gives the maximum of the chunk plus the score exactly (rounding is monotone).
     `maxima`: `chunk_maxima(lp, chunk)` when the caller has them.
-    Shapes: lp (n*beam, vocab), scores (n, beam), maxima (n*beam, chunks)
+    `lp` may also hold one row per sentence that all its beams share (a batch's first step,
+    where every beam is the same prefix): the candidates, their order and ties are then those
+    of that row repeated `beam` times.
+    Shapes: lp (n*beam or n, vocab), scores (n, beam), maxima (like lp's rows, chunks)
     -> values (n, k), indices into beam*vocab (n, k).
     """
     rows, vocab = lp.shape
     n, beam = scores.shape
+    shared = rows == n and beam > 1  # one row of log-probs per sentence
     if maxima is None:
-        maxima = chunk_maxima(lp, chunk)  # (n*beam, chunks)
+        maxima = chunk_maxima(lp, chunk)  # (rows, chunks)
+    if shared:
+        maxima = maxima.repeat_interleave(beam, dim=0)  # (n*beam, chunks): the same shapes below
     chunks = maxima.size(1)
-    best = (maxima + scores.view(rows, 1)).view(n, beam * chunks)  # (n, beam*chunks)
+    best = (maxima + scores.view(n * beam, 1)).view(n, beam * chunks)  # (n, beam*chunks)
     picked = best.topk(min(k, beam * chunks), dim=1).indices  # (n, k') best chunks
     origin = picked // chunks  # (n, k') beam of each chunk
     cols = (picked % chunks * chunk)[..., None] + torch.arange(chunk, device=lp.device)
     inside = cols < vocab  # (n, k', chunk) False past the last token
     cols = cols.clamp(max=vocab - 1)  # (n, k', chunk)
     flat = (origin[..., None] * vocab + cols).view(n, -1)  # (n, k' * chunk) into beam*vocab
-    values = lp.reshape(n, beam * vocab).gather(1, flat).view(n, -1, chunk)  # (n, k', chunk)
+    if shared:  # every beam reads the sentence's row
+        values = lp.gather(1, cols.view(n, -1)).view(n, -1, chunk)  # (n, k', chunk)
+    else:
+        values = lp.reshape(n, beam * vocab).gather(1, flat).view(n, -1, chunk)
     values = values + scores.gather(1, origin)[..., None]
     values = values.masked_fill_(~inside, -math.inf).view(n, -1)  # (n, k' * chunk)
     top, where = values.topk(k, dim=1)  # (n, k) each
@@ -174,6 +183,10 @@ class BeamSearch:
         """No live sentence: the next `add` starts a new batch at column 0."""
         dec = self.dec
         self.stepper: Stepper | None = None
+        # until a new batch's first step the stepper holds one row per sentence: its `beam`
+        # beams are the same prefix, and all but the first have score -inf (computing them
+        # would be 4 of ~80 decoder rows a sentence at beam 5)
+        self.single = False
         self.prefix = torch.empty(0, 1, dtype=torch.long)  # (n*beam, t + 1) BOS, tokens so far
         self.scores = torch.empty(0, dec.beam_size)  # (n, beam) raw log-probs of live beams
         self.max_lens = torch.empty(0, dtype=torch.long)  # (n,)
@@ -190,7 +203,7 @@ class BeamSearch:
     def add(self, src: Tensor, src_mask: Tensor, keys: list[Any]) -> None:
         """Encode `src`; its sentences join at the next step. Shapes: src/src_mask (n_new, len)."""
         beam, n_new = self.dec.beam_size, src.size(0)
-        fresh = Stepper.start(self.model, src, src_mask, self.use_cache).repeat(beam)
+        fresh = Stepper.start(self.model, src, src_mask, self.use_cache)  # one row a sentence
         column = self.prefix.size(1) - 1 if self.stepper is not None else 0
         prefix = src.new_full((n_new * beam, column + 1), self.model.pad_id)  # (n_new*beam, t+1)
         prefix[:, column] = self.bos_id
@@ -199,12 +212,16 @@ class BeamSearch:
         max_new = max_lengths(src_mask, self.dec.max_len_a, self.dec.max_len_b,
                               self.model.max_positions)  # fmt: skip
         if self.stepper is None:
-            self.stepper, self.prefix, self.scores = fresh, prefix, scores
+            # a lone sentence keeps `beam` rows: a one-row product can round differently
+            self.single = n_new > 1 and beam > 1
+            self.stepper = fresh if self.single else fresh.repeat(beam)
+            self.prefix, self.scores = prefix, scores
             self.max_lens = torch.tensor(max_new, device=src.device)  # (n_new,)
         else:
             if self.dec.no_repeat_ngram:
                 raise ValueError("sentences cannot join a running search with an n-gram ban")
-            self.stepper = self.stepper.join(fresh)
+            self._spread()
+            self.stepper = self.stepper.join(fresh.repeat(beam))
             self.prefix = torch.cat([self.prefix, prefix])  # (n*beam, t + 1)
             self.scores = torch.cat([self.scores, scores])  # (n, beam)
             self.max_lens = torch.cat([self.max_lens, self.max_lens.new_tensor(max_new)])
@@ -219,8 +236,9 @@ class BeamSearch:
             return []
         dec, beam, column = self.dec, self.dec.beam_size, self.prefix.size(1) - 1
         steps = [column - start for start in self.starts]  # tokens generated per sentence
-        lp, maxima = self.stepper.log_probs(self.prefix)  # (n*b, V), None or (n*b, chunks)
-        lp = self._constrained(lp, maxima, column, steps)
+        prefix = self.prefix[::beam] if self.single else self.prefix  # (rows, t + 1)
+        lp, maxima = self.stepper.log_probs(prefix)  # (rows, V), None or (rows, chunks)
+        lp = self._constrained(lp, maxima, column, steps, prefix)  # rows: n*beam, or n
         vocab = lp.size(1)
         k = min(2 * beam, beam * vocab)  # 2 x beam in case half are EOS
         top, idx = top_candidates(lp, self.scores, k, maxima)  # (n, k) each, over beam*vocab
@@ -248,21 +266,30 @@ class BeamSearch:
         return finished
 
     def _constrained(
-        self, lp: Tensor, maxima: Tensor | None, column: int, steps: list[int]
+        self, lp: Tensor, maxima: Tensor | None, column: int, steps: list[int], prefix: Tensor
     ) -> Tensor:
         """The step's bans (mtkit.search.common.constrain_), `maxima` kept up to date.
 
-        Shapes: lp (n*beam, vocab), maxima (n*beam, chunks)."""
-        beam, ngram = self.dec.beam_size, self.dec.no_repeat_ngram
-        banned = ngram_ban(self.prefix[:, 1:], ngram, lp.size(1)) if ngram else None
+        Shapes: lp (rows, vocab), maxima (rows, chunks), prefix (rows, t + 1); rows are the
+        n*beam beams, or the n sentences (`single`)."""
+        ngram = self.dec.no_repeat_ngram
+        per = lp.size(0) // len(steps)  # rows per sentence
+        banned = ngram_ban(prefix[:, 1:], ngram, lp.size(1)) if ngram else None
         step: int | Tensor = column  # the same for all while every sentence started at 0
         if any(self.starts):
-            step = torch.tensor(steps, device=lp.device).repeat_interleave(beam)  # (n*beam,)
+            step = torch.tensor(steps, device=lp.device).repeat_interleave(per)  # (rows,)
         return constrain_(
-            lp, step, self.max_lens.repeat_interleave(beam), bos_id=self.bos_id,
+            lp, step, self.max_lens.repeat_interleave(per), bos_id=self.bos_id,
             eos_id=self.eos_id, pad_id=self.model.pad_id, min_len=self.dec.min_len, banned=banned,
             maxima=maxima,
         )  # fmt: skip
+
+    def _spread(self) -> None:
+        """After a `single` step (or before a join): one stepper row per beam again (a cache
+        with back-pointers repeats only them)."""
+        if self.single and self.stepper is not None:
+            self.stepper = self.stepper.repeat(self.dec.beam_size)
+        self.single = False
 
     def _advance(self, keep: list[int], origin: Tensor, scores: Tensor, token: Tensor) -> None:
         """Keep sentences `keep`, their beams extended by the chosen tokens.
@@ -270,6 +297,7 @@ class BeamSearch:
         Shapes: origin/scores/token (n, beam).
         """
         assert self.stepper is not None
+        self._spread()
         n, beam = origin.size(0), self.dec.beam_size
         rows_2d = torch.arange(n, device=origin.device)[:, None] * beam + origin  # (n, beam)
         if not keep:

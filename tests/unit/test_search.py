@@ -198,6 +198,55 @@ def test_top_candidates_equal_a_plain_topk(vocab: int, beam: int) -> None:
     assert torch.equal(index, expected.indices)
 
 
+@pytest.mark.parametrize(("vocab", "beam"), [(20, 4), (130, 5), (3000, 3), (8, 5)])
+def test_top_candidates_of_a_shared_row_equal_those_of_repeated_rows(vocab: int, beam: int) -> None:
+    gen = torch.Generator().manual_seed(vocab)
+    n, k = 3, 2 * beam
+    lp = torch.randint(-6, 0, (n, vocab), generator=gen).float()  # many exact ties
+    lp[:, :2] = -math.inf
+    scores = torch.full((n, beam), -math.inf)
+    scores[:, 0] = 0.0  # a batch's first step: only the first beam is live
+    shared = top_candidates(lp, scores, k)
+    repeated = top_candidates(lp.repeat_interleave(beam, dim=0), scores, k)
+    assert torch.equal(shared[0], repeated[0])
+    assert torch.equal(shared[1], repeated[1])
+
+
+class RowCounter:
+    """A model wrapper recording how many rows each decoding step carries."""
+
+    def __init__(self, model: Transformer) -> None:
+        self.model = model
+        self.rows: list[int] = []
+        self.pad_id, self.max_positions = model.pad_id, model.max_positions
+        self.log_softmax_kernel = model.log_softmax_kernel
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def decode_step(self, tokens: Tensor, cache: DecoderCache) -> Tensor:
+        self.rows.append(tokens.size(0))
+        return self.model.decode_step(tokens, cache)
+
+
+@pytest.mark.parametrize("sentences", [1, 4])
+def test_a_batch_first_step_runs_one_row_per_sentence(
+    model: Transformer, batch: tuple[Tensor, Tensor], sentences: int
+) -> None:
+    src, mask = batch[0][:sentences], batch[1][:sentences]
+    dec = DecodingConfig(beam_size=3, nbest=3, max_len_a=1.5, max_len_b=5)
+    counter = RowCounter(model)
+    got = beam_search(counter, src, mask, dec, **IDS)
+    # its beams are one prefix until then (a lone sentence keeps its rows: a one-row product
+    # may round differently from the same row among others)
+    assert counter.rows[0] == (3 if sentences == 1 else sentences)
+    assert counter.rows[1] == 3 * sentences
+    uncached = beam_search(model, src, mask, dec, **IDS, use_cache=False)
+    for ha, hb in zip(got, uncached, strict=True):
+        assert [h.tokens for h in ha] == [h.tokens for h in hb]
+        assert [h.score for h in ha] == pytest.approx([h.score for h in hb], abs=1e-4)
+
+
 @pytest.mark.parametrize("nbest", [1, 2, 3])
 def test_stopping_at_the_nbest_keeps_the_same_list(
     model: Transformer, batch: tuple[Tensor, Tensor], nbest: int
