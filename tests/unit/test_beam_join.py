@@ -76,6 +76,20 @@ def test_sentences_joining_between_steps_decode_as_alone(dec: DecodingConfig) ->
         assert_same(got[i], alone(model, src, dec))
 
 
+def test_sentences_added_twice_before_the_first_step_decode_as_alone() -> None:
+    model, dec = tiny_model(), DecodingConfig(beam_size=3, nbest=2, max_len_a=1.5, max_len_b=4)
+    srcs = sources(5, seed=4)
+    search = BeamSearch(model, dec, use_cache=True, **IDS)
+    done: dict[int, list[Hypothesis]] = {}
+    with torch.inference_mode():
+        search.add(*padded(srcs[:3]), [0, 1, 2])  # a new batch: its first step has one row each
+        search.add(*padded(srcs[3:]), [3, 4])  # joins before that step
+        while search.sentences:
+            done.update(search.step())
+    for i, src in enumerate(srcs):
+        assert_same(done[i], alone(model, src, dec))
+
+
 def test_an_ensemble_can_be_joined() -> None:
     ensemble = Ensemble([tiny_model(seed=0), tiny_model(seed=1)]).eval()
     dec = DecodingConfig(beam_size=3, max_len_b=5)
