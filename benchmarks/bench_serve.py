@@ -7,8 +7,9 @@
 For each engine a real server (`python -m mtkit serve RUN --engine E`) is started on a free
 127.0.0.1 port; at each level C clients (keep-alive connections, a minimal asyncio HTTP/1.1
 client) take the first `--lines` lines of the source one at a time until all are translated.
-`pytorch` runs the server's default batching (rounds), `pytorch-rounds` and `pytorch-continuous`
-name it explicitly (`--batching rounds|continuous`); name engines twice to alternate them.
+`pytorch` runs the server's default batching (rounds), `pytorch-rounds`, `pytorch-continuous` and
+`pytorch-auto` name it explicitly (`--batching rounds|continuous|auto`); name engines twice to
+alternate them. One server serves every level, in the order given.
 Reported: sentences/s, p50/p95/p99 latency per request, the mean batch size (GET /info; for
 continuous batching the mean number of sentences in a search step), the server's peak RSS
 (VmHWM so far, summed over its HTTP process and its model process), and how many answers equal
@@ -50,6 +51,7 @@ ENGINES = {  # name -> serve options
     "pytorch": [],  # the server's default batching (rounds)
     "pytorch-rounds": ["--batching", "rounds"],
     "pytorch-continuous": ["--batching", "continuous"],  # beam search joins the running search
+    "pytorch-auto": ["--batching", "auto"],  # rounds, continuous while >= 16 sentences in flight
     "ctranslate2": ["--engine", "ctranslate2"],
     "ctranslate2-int8": ["--engine", "ctranslate2", "--quantize", "int8"],
 }
@@ -180,18 +182,24 @@ async def load(port: int, lines: Sequence[str], clients: int, options: dict[str,
     return time.perf_counter() - start, latencies, outputs
 
 
-def batch_stats(url: str) -> tuple[int, int, float]:
-    """(sentences, batches or search steps, sentences in those steps) so far (GET /info)."""
+def batch_stats(url: str) -> tuple[int, int, int, float]:
+    """(sentences, batches run in rounds, search steps, sentences in those steps) so far
+    (GET /info)."""
     import httpx
 
     stats = httpx.get(f"{url}/info", timeout=60).json()["stats"]
-    if stats["steps"]:  # continuous batching: "batch" = the sentences of one search step
-        return (
-            int(stats["sentences"]),
-            int(stats["steps"]),
-            stats["sentences_per_step"] * stats["steps"],
-        )
-    return int(stats["sentences"]), int(stats["batches"]), float(stats["sentences"])
+    steps = int(stats["steps"])
+    step_sentences = float(stats["sentences_per_step"]) * steps
+    return int(stats["sentences"]), int(stats["batches"]), steps, step_sentences
+
+
+def mean_batch(before: tuple[int, int, int, float], after: tuple[int, int, int, float]) -> float:
+    """Sentences per search step where the level ran searches (continuous batching; `auto`
+    under load), else sentences per batch."""
+    steps = after[2] - before[2]
+    if steps:
+        return (after[3] - before[3]) / steps
+    return (after[0] - before[0]) / max(1, after[1] - before[1])
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -247,7 +255,7 @@ def bench_engine(
                 "peak_rss_mib": peak_rss_mib(proc.pid),
                 "server_cpu_ms": server_cpu / len(lines) * 1000,
                 "client_cpu_ms": client_cpu / len(lines) * 1000,
-                "mean_batch": (after[2] - before[2]) / max(1, after[1] - before[1]),
+                "mean_batch": mean_batch(before, after),
                 "same_as_translate": sum(a == b for a, b in zip(outputs, expected, strict=True)),
             })  # fmt: skip
             print(f"  {engine}: {clients} clients done", file=sys.stderr)

@@ -20,8 +20,17 @@ PortOpt = Annotated[int, typer.Option(help="Port to listen on (0: any free port)
 BatchingOpt = Annotated[
     str,
     typer.Option(
-        help="continuous: beam-search requests join the running search between its steps; "
-        "rounds: each batch runs to its end before the next one starts",
+        help="rounds: each batch runs to its end before the next one starts; continuous: "
+        "beam-search requests join the running search between its steps; auto: rounds, "
+        "continuous while --continuous-from sentences are in flight",
+        rich_help_panel=BATCHING,
+    ),
+]
+ContinuousFromOpt = Annotated[
+    int,
+    typer.Option(
+        help="--batching auto: sentences in flight or queued from which requests join the "
+        "running search",
         rich_help_panel=BATCHING,
     ),
 ]
@@ -72,6 +81,7 @@ def serve(
     quantize: QuantizeOpt = "none",
     device: DeviceOpt = "auto",
     batching: BatchingOpt = "rounds",
+    continuous_from: ContinuousFromOpt = 16,
     max_wait_ms: MaxWaitOpt = 20.0,
     batch_wait: BatchWaitOpt = "adaptive",
     queue_sentences: QueueOpt = 2048,
@@ -84,7 +94,8 @@ def serve(
 
     Concurrent requests share batches (dynamic batching): the requests waiting
     are translated together in token-budget batches; with --batching continuous,
-    beam-search requests join the running search between its steps instead.
+    beam-search requests join the running search between its steps instead, and
+    with --batching auto they do so while the server is busy.
     The model is loaded before the port opens; SIGTERM finishes what is in flight.
     Needs FastAPI and uvicorn (the serve extra of mtkit).
 
@@ -100,8 +111,8 @@ def serve(
 
     settings = ServeSettings(
         runs, host=host, port=port, engine=engine, quantize=quantize, device=device,
-        batching=batching, max_wait_ms=max_wait_ms, batch_wait=batch_wait,
-        max_sentences=max_sentences, max_chars=max_chars, max_beam=max_beam,
+        batching=batching, continuous_from=continuous_from, max_wait_ms=max_wait_ms,
+        batch_wait=batch_wait, max_sentences=max_sentences, max_chars=max_chars, max_beam=max_beam,
         queue_sentences=queue_sentences, timeout_s=timeout,
     )  # fmt: skip
     settings.check()

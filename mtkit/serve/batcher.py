@@ -12,11 +12,19 @@ Sampling requests are never mixed with others: each is one `translate_full` call
 gives the samples `mtkit translate` gives for the same lines. The queue is bounded in sentences
 (`QueueFull` past it); a cancelled job (timeout, client gone) loses its untranslated sentences.
 
-With `continuous` (`--batching continuous`), beam-search requests on the PyTorch engine do not
-wait for a round: their sentences join the running search between two steps (iteration-level
-batching, mtkit.translation.streaming), up to `decoding.max_tokens`, and each comes back as
-soon as it is done. Other requests (greedy, sampling, n-gram bans, CTranslate2) go through
-rounds as above, without the wait.
+With `batching="continuous"` (`--batching continuous`), beam-search requests on the PyTorch
+engine do not wait for a round: their sentences join the running search between two steps
+(iteration-level batching, mtkit.translation.streaming), up to `decoding.max_tokens`, and each
+comes back as soon as it is done. Other requests (greedy, sampling, n-gram bans, CTranslate2) go
+through rounds as above, without the wait.
+
+With `batching="auto"` it depends on the load: a round that gathers at least `continuous_from`
+sentences that could join a search starts one, and requests keep joining it while that many
+sentences are in flight or queued; below that, the search runs out (its sentences finish,
+nobody new joins) and the next requests go in rounds again. Under light load a round's
+clients get their answers together and send again together, which keeps the slowest
+request's wait short; under heavy load the tail of a round (a few long sentences decoded
+alone) would waste the model, and continuous batching keeps it full.
 """
 
 from __future__ import annotations
@@ -62,10 +70,12 @@ class Batcher:
         max_wait_s: float = 0.02,
         wait_always: bool = False,
         max_pending: int = 2048,
-        continuous: bool = False,
+        batching: str = "rounds",
+        continuous_from: int = 16,
     ) -> None:
         self.engine = engine
-        self.continuous = continuous  # beam search requests join the running search
+        self.batching = batching  # rounds, continuous or auto (mtkit.serve.settings)
+        self.continuous_from = continuous_from  # auto: sentences in flight for continuous
         self.max_wait_s = max_wait_s
         self.wait_always = wait_always  # wait max_wait_s in every round, even for one client
         self.max_pending = max_pending  # sentences queued or being translated
@@ -133,13 +143,17 @@ class Batcher:
     # ----------------------------------------------------------------- worker thread
 
     def _run(self) -> None:
-        if self.continuous:
-            self._run_continuous()
+        if self.batching == "continuous":
+            self._run_continuous([], until_quiet=False)
             return
         while True:
             jobs = self._gather()
             if jobs is None:
                 return
+            if self.batching == "auto" and self._joinable(jobs) >= self.continuous_from:
+                if self._run_continuous(jobs, until_quiet=True):
+                    return
+                continue
             groups: dict[Any, list[Job]] = {}
             for job in jobs:  # only sentences decoded the same way can share a batch
                 groups.setdefault(_group_key(job), []).append(job)
@@ -149,25 +163,47 @@ class Batcher:
             # again) and those that queued meanwhile
             self._recent.append(len(jobs) + self._queue.qsize())
 
-    def _run_continuous(self) -> None:
-        """Take what is queued (waiting only while idle), start round jobs' batches, then one
-        step of every running search; once closed, finish everything and stop."""
-        closing = False
-        while not closing or self._streams:
-            jobs, closing = self._take(block=not self._streams and not closing, closing=closing)
-            rounds: dict[Any, list[Job]] = {}
-            for job in jobs:
-                stream = self._stream_for(job.dec)
-                if stream is None:
-                    rounds.setdefault(_group_key(job), []).append(job)
-                else:
-                    stream.waiting.extend((job, i) for i in range(len(job.lines)))
-            for group in rounds.values():
-                self._translate_group(group)
+    def _run_continuous(self, jobs: list[Job], *, until_quiet: bool) -> bool:
+        """Start `jobs` (round jobs' batches, or sentences joining a search), one step of every
+        running search, take what is queued (waiting only while idle), again. Returns True once
+        closed and finished; with `until_quiet`, False once fewer than `continuous_from`
+        sentences were in flight or queued (after taking no more and finishing the searches).
+        """
+        closing, taking = False, True
+        while True:
+            self._distribute(jobs)
             for key, stream in list(self._streams.items()):
                 self._advance(stream)
                 if not stream.waiting and not stream.search.sentences:
                     del self._streams[key]
+            if until_quiet and taking and self._load() < self.continuous_from:
+                taking = False  # run the searches out; the queue waits for the next round
+            if not self._streams and (closing or not taking):
+                return closing
+            jobs = []
+            if taking:
+                jobs, closing = self._take(block=not self._streams and not closing, closing=closing)
+
+    def _distribute(self, jobs: list[Job]) -> None:
+        """Jobs' sentences wait to join their search; the others' batches run now, in rounds."""
+        rounds: dict[Any, list[Job]] = {}
+        for job in jobs:
+            stream = self._stream_for(job.dec)
+            if stream is None:
+                rounds.setdefault(_group_key(job), []).append(job)
+            else:
+                stream.waiting.extend((job, i) for i in range(len(job.lines)))
+        for group in rounds.values():
+            self._translate_group(group)
+
+    def _joinable(self, jobs: list[Job]) -> int:
+        """Sentences of `jobs` that could join a running search."""
+        return sum(len(job.lines) for job in jobs if can_stream(self.engine, job.dec))
+
+    def _load(self) -> int:
+        """Sentences in running searches or waiting to join them, and requests queued."""
+        streams = self._streams.values()
+        return sum(s.search.sentences + len(s.waiting) for s in streams) + self._queue.qsize()
 
     def _take(self, block: bool, closing: bool) -> tuple[list[Job], bool]:
         """Every queued job (after waiting for one if `block`), and whether the queue closed."""
@@ -185,7 +221,7 @@ class Batcher:
 
     def _stream_for(self, dec: DecodingConfig) -> _Stream | None:
         """The running search for these options (started if need be), or None: not streamable."""
-        if not self.continuous or not can_stream(self.engine, dec):
+        if self.batching == "rounds" or not can_stream(self.engine, dec):
             return None
         key = dataclasses.astuple(dec)
         if key not in self._streams:

@@ -126,6 +126,7 @@ def describe(loaded: LoadedEngine, settings: ServeSettings) -> dict[str, Any]:
             "timeout_s": settings.timeout_s,
             "max_wait_ms": settings.max_wait_ms,
             "batching": settings.batching,
+            "continuous_from": settings.continuous_from,
             "batch_wait": settings.batch_wait,
         },
     }

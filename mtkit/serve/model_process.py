@@ -297,7 +297,7 @@ def load(settings: ServeSettings) -> tuple[Any, ModelFacts]:
     batcher = Batcher(
         loaded.translator, lengths, max_wait_s=settings.max_wait_ms / 1000,
         wait_always=settings.batch_wait == "always", max_pending=sys.maxsize,
-        continuous=settings.batching == "continuous",
+        batching=settings.batching, continuous_from=settings.continuous_from,
     )  # fmt: skip
     return batcher, facts
 

@@ -11,6 +11,7 @@ from mtkit.config.schema import ConfigError
 from mtkit.errors import MtkitError
 
 INSTALL_HINT = "pip install 'mtkit[serve]'"
+BATCHING = ("rounds", "continuous", "auto")  # how requests share the model (`--batching`)
 
 
 class ServeError(MtkitError):
@@ -28,9 +29,11 @@ class ServeSettings:
     quantize: str = "none"  # none or int8 (PyTorch dynamic int8 Linears, or CT2 compute type)
     device: str = "auto"  # auto, cpu or cuda
     # rounds: every batch runs to its end first; continuous: beam-search requests join the
-    # running search between its steps (PyTorch engine; lower median latency under load, higher
-    # p99: docs/serve.md). Other requests always go in rounds.
+    # running search between its steps (PyTorch engine; more throughput under load, higher p99
+    # at a few clients: docs/serve.md); auto: rounds, continuous while at least
+    # `continuous_from` sentences are in flight. Other requests always go in rounds.
     batching: str = "rounds"
+    continuous_from: int = 16  # auto: sentences in flight or queued for continuous batching
     max_wait_ms: float = 20.0  # rounds: longest wait for concurrent clients to fill a batch
     # adaptive: wait only for as many requests as there were clients lately (a lone client
     # never waits); always: every round waits max_wait_ms (or until the token budget)
@@ -53,14 +56,20 @@ class ServeSettings:
             raise ConfigError("--engine ctranslate2 translates with one model, not an ensemble")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port: expected 0 to 65535, got {self.port}")
-        for name in ("max_sentences", "max_chars", "max_beam", "queue_sentences"):
+        for name in (
+            "max_sentences",
+            "max_chars",
+            "max_beam",
+            "queue_sentences",
+            "continuous_from",
+        ):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag}: expected a positive number, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"--max-wait-ms: expected zero or more, got {self.max_wait_ms}")
-        if self.batching not in ("continuous", "rounds"):
-            raise ConfigError(f"--batching: expected continuous or rounds, got {self.batching!r}")
+        if self.batching not in BATCHING:
+            raise ConfigError(f"--batching: expected {', '.join(BATCHING)}, got {self.batching!r}")
         if self.batch_wait not in ("adaptive", "always"):
             raise ConfigError(f"--batch-wait: expected adaptive or always, got {self.batch_wait!r}")
         if self.timeout_s <= 0:

@@ -190,6 +190,26 @@ def test_concurrent_clients_get_their_own_answers(server: Server, ckpt: Path) ->
     assert after["sentences_per_step"] > 1  # ... together
 
 
+def test_auto_batching_rounds_when_light_continuous_when_busy(ckpt: Path, tmp_path: Path) -> None:
+    """`--batching auto --continuous-from 4`: a 2-sentence request is a round, a 12-sentence
+    one a running search, and then a round again; every answer is translate's."""
+    args = ["--batching", "auto", "--continuous-from", "4"]
+    expected = translate_cli(ckpt, SOURCES[:14])
+    with running(ckpt, tmp_path / "server.log", *args) as server:
+        assert server.info()["limits"]["batching"] == "auto"
+        seen = []
+        for lines in (SOURCES[:2], SOURCES[2:14], SOURCES[:2]):
+            response = server.post({"sentences": lines})
+            assert response.status_code == 200, response.text
+            answer = [t["translation"] for t in response.json()["translations"]]
+            assert answer == [expected[SOURCES.index(s)]["translation"] for s in lines]
+            stats = server.info()["stats"]
+            seen.append((stats["batches"], stats["steps"]))
+    assert seen[0][1] == 0 and seen[0][0] >= 1  # a round
+    assert seen[1][0] == seen[0][0] and seen[1][1] > 0  # a running search
+    assert seen[2] == (seen[1][0] + 1, seen[1][1])  # a round again
+
+
 def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"

@@ -1,5 +1,6 @@
 """The dynamic batcher of `mtkit serve`, in process, on a tiny random-weight Translator:
-rounds, and continuous batching (beam-search sentences joining the running search).
+rounds, continuous batching (beam-search sentences joining the running search), and auto
+(rounds, continuous while enough sentences are in flight).
 
 Jobs are queued before the worker starts, so which jobs share a round is fixed, not timing.
 """
@@ -33,19 +34,20 @@ def translator(tmp_path_factory: pytest.TempPathFactory) -> Translator:
 
 
 def batcher_of(
-    engine: Engine, translator: Translator, continuous: bool = False, **kwargs: float
+    engine: Engine, translator: Translator, batching: str = "rounds", **kwargs: float
 ) -> Batcher:
     lengths = functools.partial(
         source_lengths, translator.tokenizers, translator.config.model.max_positions
     )
     return Batcher(engine, lengths, max_wait_s=kwargs.get("max_wait_s", 0.0),
-                   max_pending=int(kwargs.get("max_pending", 1000)),
-                   continuous=continuous)  # fmt: skip
+                   max_pending=int(kwargs.get("max_pending", 1000)), batching=batching,
+                   continuous_from=int(kwargs.get("continuous_from", 3)))  # fmt: skip
 
 
-@pytest.fixture(params=[False, True], ids=["rounds", "continuous"])
-def modes(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
+# auto starts a running search from 3 sentences here, so these tests take both of its paths
+@pytest.fixture(params=["rounds", "continuous", "auto"])
+def modes(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
@@ -56,9 +58,9 @@ def batcher(translator: Translator) -> Iterator[Batcher]:
 
 
 @pytest.fixture
-def either(translator: Translator, modes: bool) -> Iterator[Batcher]:
-    """A batcher in rounds, then in continuous mode."""
-    b = batcher_of(translator, translator, continuous=modes)
+def either(translator: Translator, modes: str) -> Iterator[Batcher]:
+    """A batcher in rounds, in continuous mode, then in auto."""
+    b = batcher_of(translator, translator, modes)
     yield b
     b.close()
 
@@ -100,7 +102,7 @@ def test_a_job_spans_batches_in_order(translator: Translator, either: Batcher) -
     job = either.submit(lines, dec)
     either.start()
     same(results(job), translator.translate_full(lines, dec))
-    assert either.batches > 1 or either.continuous
+    assert either.batches > 1 or either.batching != "rounds"
 
 
 def test_sampling_requests_are_not_mixed(translator: Translator, either: Batcher) -> None:
@@ -113,7 +115,7 @@ def test_sampling_requests_are_not_mixed(translator: Translator, either: Batcher
     same(results(second), translator.translate_full(SOURCES[4:9], dec))
 
 
-def test_full_queue_refuses(translator: Translator, modes: bool) -> None:
+def test_full_queue_refuses(translator: Translator, modes: str) -> None:
     batcher = batcher_of(translator, translator, modes, max_pending=3)
     dec = translator.config.decoding
     kept = batcher.submit(SOURCES[:2], dec)
@@ -167,7 +169,7 @@ def test_engine_failure_fails_only_its_requests(translator: Translator) -> None:
     assert batcher.pending == 0
 
 
-def test_close_translates_what_is_queued(translator: Translator, modes: bool) -> None:
+def test_close_translates_what_is_queued(translator: Translator, modes: str) -> None:
     batcher = batcher_of(translator, translator, modes)
     jobs = [batcher.submit([s], translator.config.decoding) for s in SOURCES[:4]]
     batcher.start()
@@ -231,7 +233,7 @@ def test_concurrent_clients_share_the_next_round(translator: Translator) -> None
 
 def test_continuous_jobs_get_translate_outputs(translator: Translator) -> None:
     """Beam-search jobs join one running search per set of options; greedy ones go in rounds."""
-    batcher = batcher_of(translator, translator, continuous=True)
+    batcher = batcher_of(translator, translator, "continuous")
     decs = [dec_of(translator, beam_size=b, nbest=min(b, 2)) for b in (1, 2, 4)]
     lines = [SOURCES[i : i + 1 + i % 3] + ([""] if i % 4 == 0 else []) for i in range(15)]
     jobs = [batcher.submit(lines[i], decs[i % 3]) for i in range(15)]
@@ -257,7 +259,7 @@ def test_sentences_join_as_others_finish(
 
     monkeypatch.setattr(BeamSearch, "add", add)
     dec = dec_of(translator, beam_size=3, max_tokens=80)  # two or three sentences at a time
-    batcher = batcher_of(translator, translator, continuous=True)
+    batcher = batcher_of(translator, translator, "continuous")
     job = batcher.submit(SOURCES[:14], dec)
     batcher.start()
     same(results(job), translator.translate_full(SOURCES[:14], dec))
@@ -268,7 +270,7 @@ def test_sentences_join_as_others_finish(
 def test_a_failing_search_fails_only_its_requests(
     translator: Translator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batcher = batcher_of(translator, translator, continuous=True)
+    batcher = batcher_of(translator, translator, "continuous")
     beam, greedy = dec_of(translator, beam_size=2), dec_of(translator, beam_size=1)
     original = TranslationStream.step
 
@@ -286,3 +288,49 @@ def test_a_failing_search_fails_only_its_requests(
     same(results(fine), translator.translate_full(SOURCES[3:5], greedy))
     batcher.close()
     assert batcher.pending == 0
+
+
+# --------------------------------------------------------------------------------- auto
+
+
+def test_auto_runs_small_rounds_and_large_ones_continuously(translator: Translator) -> None:
+    """auto, from 4 sentences: a 3-sentence round runs to its end, a 6-sentence one starts a
+    running search, and once that has run out the next small request is a round again."""
+    batcher = batcher_of(translator, translator, "auto", continuous_from=4)
+    dec = dec_of(translator, beam_size=2)
+    batcher.start()
+    counts = []
+    for lines in (SOURCES[:3], SOURCES[3:9], SOURCES[9:11]):
+        same(results(batcher.submit(lines, dec)), translator.translate_full(lines, dec))
+        counts.append((batcher.batches, batcher.steps))
+    batcher.close()
+    assert counts[0] == (1, 0)  # a round, no search steps
+    assert counts[1][0] == 1 and counts[1][1] > 0  # a running search, no round
+    assert counts[2] == (2, counts[1][1])  # a round again
+
+
+def test_auto_lets_the_search_run_out_when_load_falls(
+    translator: Translator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that arrives once fewer than `continuous_from` sentences are in flight does
+    not join the running search: it waits for it to finish and goes in the next round."""
+    dec = dec_of(translator, beam_size=2)
+    late_lines = SOURCES[12:14]
+    want = translator.translate_full(late_lines, dec)
+    batcher = batcher_of(translator, translator, "auto", continuous_from=5)
+    late: list[Job] = []
+    original = TranslationStream.step
+
+    def step(self: TranslationStream) -> list[tuple[Any, Translation]]:
+        if not late and self.sentences < 4:  # 3 or fewer in flight, 1 request queued
+            late.append(batcher.submit(late_lines, dec))
+        return original(self)
+
+    monkeypatch.setattr(TranslationStream, "step", step)
+    first = batcher.submit(SOURCES[:6], dec)
+    batcher.start()
+    same(results(first), translator.translate_full(SOURCES[:6], dec))
+    assert late, "the search never held fewer than 4 sentences"
+    same(results(late[0]), want)
+    batcher.close()
+    assert batcher.batches == 1  # the late request: a round of its own

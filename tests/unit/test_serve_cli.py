@@ -36,7 +36,11 @@ def test_missing_extra_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_
         (["--timeout", "0"], "--timeout: expected a positive number"),
         (["--port", "70000"], "--port: expected 0 to 65535"),
         (["--batch-wait", "never"], "--batch-wait: expected adaptive or always, got 'never'"),
-        (["--batching", "sometimes"], "--batching: expected continuous or rounds, got 'sometimes'"),
+        (
+            ["--batching", "sometimes"],
+            "--batching: expected rounds, continuous, auto, got 'sometimes'",
+        ),
+        (["--continuous-from", "0"], "--continuous-from: expected a positive number, got 0"),
     ],
 )
 def test_bad_options_exit_2(tmp_path: Path, args: list[str], says: str) -> None:
