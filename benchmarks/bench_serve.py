@@ -9,7 +9,10 @@ For each engine a real server (`python -m mtkit serve RUN --engine E`) is starte
 client) take the first `--lines` lines of the source one at a time until all are translated.
 `pytorch` runs the server's default batching (rounds), `pytorch-rounds`, `pytorch-continuous` and
 `pytorch-auto` name it explicitly (`--batching rounds|continuous|auto`); name engines twice to
-alternate them. One server serves every level, in the order given.
+alternate them. One server serves every level, in the order given. With `--passes N` the
+baseline and the levels take turns N times (pass r sends lines r, r + N, ...; the baseline
+translates every line each time) and the figures pool the passes: on a VM whose speed drifts
+by a third within minutes, this keeps a slow minute from falling on one level only.
 Reported: sentences/s, p50/p95/p99 latency per request, the mean batch size (GET /info; for
 continuous batching the mean number of sentences in a search step), the server's peak RSS
 (VmHWM so far, summed over its HTTP process and its model process), and how many answers equal
@@ -35,7 +38,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -207,64 +210,106 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def sequential(
-    run: Path, engine: str, lines: list[str], beam: int | None
-) -> tuple[float, float, Any]:
-    """Sentences/s and CPU s of `mtkit translate`'s path (batched, chunks of 500); its outputs."""
+def open_translator(run: Path, engine: str) -> Any:
+    """The engine `mtkit translate` would use for this bench engine (warmed up)."""
     from mtkit.cli.engine_choice import open_engine
-    from mtkit.translation.output import stream_translations
 
     quantize = "int8" if engine.endswith("int8") else "none"
     kind = "pytorch" if engine.startswith("pytorch") else "ctranslate2"
     translator: Any = open_engine([run], "cpu", kind, quantize)
+    return translator
+
+
+def sequential(translator: Any, lines: list[str], beam: int | None) -> tuple[float, float, Any]:
+    """Seconds and CPU s of `mtkit translate`'s path (batched, chunks of 500); its outputs."""
+    from mtkit.translation.output import stream_translations
+
     dec = translator.config.decoding
     dec = replace(dec, beam_size=beam, nbest=1) if beam else dec
     translator.translate(lines[:10], dec)  # warm-up
     start, cpu = time.perf_counter(), time.process_time()
     chunks = list(stream_translations(translator, lines, dec, 500))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return len(lines) / seconds, cpu, [t.text for chunk in chunks for t in chunk]
+    return seconds, cpu, [t.text for chunk in chunks for t in chunk]
+
+
+@dataclass
+class Level:
+    """One client count, summed over the passes."""
+
+    clients: int
+    wall: float = 0.0
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    same: int = 0
+    counts: list[float] = field(default_factory=lambda: [0.0] * 4)  # batch_stats deltas
 
 
 def bench_engine(
     run: Path, engine: str, lines: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """The sequential baseline, then one server under each client count."""
+    """The sequential baseline, then one server under each client count; `args.passes` times
+    in turn, pass r sending every `passes`-th line from line r (the baseline: every line)."""
     import torch
 
     torch.set_num_threads(args.threads)
-    translate_speed, translate_cpu, expected = sequential(run, engine, lines, args.beam)
+    translator = open_translator(run, engine)
     options = {"beam_size": args.beam} if args.beam else {}
     proc, port = start_server(run, engine, args.threads, args.max_wait_ms)
     url = f"http://127.0.0.1:{port}"
-    levels = []
+    levels = [Level(clients) for clients in args.clients]
+    base_s = base_cpu = 0.0
     try:
-        for clients in args.clients:
-            before = batch_stats(url)
-            server_cpu, client_cpu = cpu_seconds(proc.pid), time.process_time()
-            wall, latencies, outputs = asyncio.run(load(port, lines, clients, options))
-            server_cpu = cpu_seconds(proc.pid) - server_cpu
-            client_cpu = time.process_time() - client_cpu
-            after = batch_stats(url)
-            levels.append({
-                "clients": clients,
-                "sentences_per_s": len(lines) / wall,
-                "p50_ms": percentile(latencies, 50) * 1000,
-                "p95_ms": percentile(latencies, 95) * 1000,
-                "p99_ms": percentile(latencies, 99) * 1000,
-                "peak_rss_mib": peak_rss_mib(proc.pid),
-                "server_cpu_ms": server_cpu / len(lines) * 1000,
-                "client_cpu_ms": client_cpu / len(lines) * 1000,
-                "mean_batch": mean_batch(before, after),
-                "same_as_translate": sum(a == b for a, b in zip(outputs, expected, strict=True)),
-            })  # fmt: skip
-            print(f"  {engine}: {clients} clients done", file=sys.stderr)
+        for r in range(args.passes):
+            seconds, cpu, expected = sequential(translator, lines, args.beam)
+            base_s, base_cpu = base_s + seconds, base_cpu + cpu
+            part = list(range(r, len(lines), args.passes))
+            for level in levels:
+                run_level(level, port, url, [lines[i] for i in part], options, proc.pid,
+                          [expected[i] for i in part])  # fmt: skip
+                print(f"  {engine}: {level.clients} clients done", file=sys.stderr)
+        return {
+            "translate_sentences_per_s": len(lines) * args.passes / base_s,
+            "translate_cpu_ms": base_cpu / (len(lines) * args.passes) * 1000,
+            "levels": [level_report(level, len(lines), proc.pid) for level in levels],
+        }
     finally:
         stop_server(proc)
+
+
+def run_level(
+    level: Level, port: int, url: str, lines: list[str], options: dict[str, Any], pid: int,
+    expected: list[str],
+) -> None:  # fmt: skip
+    """`level.clients` clients send `lines`; the level's sums grow by what it took."""
+    before = batch_stats(url)
+    server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
+    wall, latencies, outputs = asyncio.run(load(port, lines, level.clients, options))
+    level.server_cpu += cpu_seconds(pid) - server_cpu
+    level.client_cpu += time.process_time() - client_cpu
+    after = batch_stats(url)
+    level.wall += wall
+    level.latencies += latencies
+    level.same += sum(a == b for a, b in zip(outputs, expected, strict=True))
+    level.counts = [c + a - b for c, a, b in zip(level.counts, after, before, strict=True)]
+
+
+def level_report(level: Level, n: int, pid: int) -> dict[str, Any]:
+    """A level's figures over all its passes (`n` lines in all)."""
+    zero = (0, 0, 0, 0.0)
+    counts = (int(level.counts[0]), int(level.counts[1]), int(level.counts[2]), level.counts[3])
     return {
-        "translate_sentences_per_s": translate_speed,
-        "translate_cpu_ms": translate_cpu / len(lines) * 1000,
-        "levels": levels,
+        "clients": level.clients,
+        "sentences_per_s": n / level.wall,
+        "p50_ms": percentile(level.latencies, 50) * 1000,
+        "p95_ms": percentile(level.latencies, 95) * 1000,
+        "p99_ms": percentile(level.latencies, 99) * 1000,
+        "peak_rss_mib": peak_rss_mib(pid),
+        "server_cpu_ms": level.server_cpu / n * 1000,
+        "client_cpu_ms": level.client_cpu / n * 1000,
+        "mean_batch": mean_batch(zero, counts),
+        "same_as_translate": level.same,
     }
 
 
@@ -303,9 +348,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--beam", type=int, default=None, help="default: the run's")
     parser.add_argument("--threads", type=int, default=1, help="server and translate threads")
     parser.add_argument("--max-wait-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--passes", type=int, default=1,
+        help="alternate the baseline and the levels this many times (each level sends every "
+        "N-th line per pass; figures pooled), so the machine's drift falls on all alike",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=Path("bench_results/bench_serve.json"))
     args = parser.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",")]
+    if args.passes < 1:
+        parser.error(f"--passes: expected 1 or more, got {args.passes}")
     engines = args.engines.split(",")
     if unknown := set(engines) - set(ENGINES):
         parser.error(f"unknown engine(s): {', '.join(sorted(unknown))}")
@@ -314,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {
         "run": str(args.run), "source": str(args.source), "sentences": len(lines),
         "beam": args.beam, "threads": args.threads, "max_wait_ms": args.max_wait_ms,
+        "passes": args.passes,
         "cpu": cpu_model(), "cpus": os.cpu_count(),
         "engines": {},
     }  # fmt: skip

@@ -1,10 +1,13 @@
-"""benchmarks/bench_serve.py's mean batch per load level, from the server's counters."""
+"""benchmarks/bench_serve.py's figures per load level: the mean batch from the server's
+counters, and levels pooled over alternating passes."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from benchmarks.bench_serve import ENGINES, mean_batch
+from benchmarks.bench_serve import ENGINES, Level, level_report, main, mean_batch
 
 
 def test_mean_batch_of_rounds_of_searches_and_of_a_level_that_switched() -> None:
@@ -19,3 +22,21 @@ def test_mean_batch_of_rounds_of_searches_and_of_a_level_that_switched() -> None
 def test_every_batching_mode_has_an_engine_name() -> None:
     for mode in ("rounds", "continuous", "auto"):
         assert ENGINES[f"pytorch-{mode}"] == ["--batching", mode]
+
+
+def test_a_level_pools_its_passes() -> None:
+    """Two passes of 3 lines each: rates over the summed time, percentiles over all requests."""
+    level = Level(8, wall=1.5, server_cpu=0.6, same=5, counts=[6.0, 2.0, 0.0, 0.0])
+    level.latencies = [0.1, 0.2, 0.3] + [0.4, 0.5, 0.6]  # pass 1, pass 2
+    report = level_report(level, 6, os.getpid())
+    assert report["sentences_per_s"] == pytest.approx(4.0)
+    assert report["p99_ms"] == pytest.approx(600.0) and report["p50_ms"] in (300.0, 400.0)
+    assert report["server_cpu_ms"] == pytest.approx(100.0)
+    assert report["mean_batch"] == 3.0 and report["same_as_translate"] == 5
+
+
+def test_passes_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["runs/none", "none.txt", "--passes", "0"])
+    assert exit_.value.code == 2
+    assert "--passes: expected 1 or more, got 0" in capsys.readouterr().err
