@@ -7,7 +7,7 @@
 For each engine a real server (`python -m mtkit serve RUN --engine E`) is started on a free
 127.0.0.1 port; at each level C clients (keep-alive connections, a minimal asyncio HTTP/1.1
 client) take the first `--lines` lines of the source one at a time until all are translated.
-`pytorch` runs the server's default batching (rounds), `pytorch-rounds`, `pytorch-continuous` and
+`pytorch` runs the server's default batching (auto), `pytorch-rounds`, `pytorch-continuous` and
 `pytorch-auto` name it explicitly (`--batching rounds|continuous|auto`); name engines twice to
 alternate them. One server serves every level, in the order given. With `--passes N` the
 baseline and the levels take turns N times (pass r sends lines r, r + N, ...; the baseline
@@ -51,7 +51,7 @@ from mtkit.errors import MtkitError  # noqa: E402
 
 START_S = 300.0  # deadline for a server (and an export) to come up
 ENGINES = {  # name -> serve options
-    "pytorch": [],  # the server's default batching (rounds)
+    "pytorch": [],  # the server's default batching (auto)
     "pytorch-rounds": ["--batching", "rounds"],
     "pytorch-continuous": ["--batching", "continuous"],  # beam search joins the running search
     "pytorch-auto": ["--batching", "auto"],  # rounds, continuous while >= 16 sentences in flight

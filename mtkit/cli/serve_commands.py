@@ -80,7 +80,7 @@ def serve(
     engine: EngineOpt = "auto",
     quantize: QuantizeOpt = "none",
     device: DeviceOpt = "auto",
-    batching: BatchingOpt = "rounds",
+    batching: BatchingOpt = "auto",
     continuous_from: ContinuousFromOpt = 16,
     max_wait_ms: MaxWaitOpt = 20.0,
     batch_wait: BatchWaitOpt = "adaptive",

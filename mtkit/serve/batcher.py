@@ -70,7 +70,7 @@ class Batcher:
         max_wait_s: float = 0.02,
         wait_always: bool = False,
         max_pending: int = 2048,
-        batching: str = "rounds",
+        batching: str = "auto",
         continuous_from: int = 16,
     ) -> None:
         self.engine = engine

@@ -32,7 +32,7 @@ class ServeSettings:
     # running search between its steps (PyTorch engine; more throughput under load, higher p99
     # at a few clients: docs/serve.md); auto: rounds, continuous while at least
     # `continuous_from` sentences are in flight. Other requests always go in rounds.
-    batching: str = "rounds"
+    batching: str = "auto"
     continuous_from: int = 16  # auto: sentences in flight or queued for continuous batching
     max_wait_ms: float = 20.0  # rounds: longest wait for concurrent clients to fill a batch
     # adaptive: wait only for as many requests as there were clients lately (a lone client
