@@ -254,6 +254,7 @@ def test_translations_match_pytorch_attention(tmp_path: Path, quantize: str) -> 
         assert translator.kernels["native"] is not None  # it did run the native kernels
         assert translator.model.log_softmax_kernel is not None
         torch_ = translator.translate_full(lines, replace(dec, attention_kernel="torch"))
+        assert translator.model.log_softmax_kernel is None  # switched back for this call
         assert [[c.text for c in t.nbest] for t in native] == [
             [c.text for c in t.nbest] for t in torch_
         ]
@@ -384,3 +385,24 @@ def test_pytorch_attention_reads_a_back_pointer_cache_too() -> None:
     expected = attn.attend_projected(q, want, want, None)
     attn.kernel = lambda *args: None  # a kernel that takes no call
     torch.testing.assert_close(attn.attend_projected(q, buffer, buffer, None, rows), expected)
+
+
+@needs_cc
+def test_each_call_runs_the_kernels_its_options_name(tmp_path: Path) -> None:
+    """The translator installs kernels only when a call names other ones than the last call:
+    native, torch, native again must each find the model holding what they asked for."""
+    from dataclasses import replace
+
+    from mtkit.model.layers import MultiHeadAttention
+    from tests.tiny_translator import make_translator
+
+    translator = make_translator(tmp_path)
+    dec = translator.config.decoding
+    for choice in ("native", "torch", "native", "native", "torch"):
+        translator.translate_full(["a dog runs ."], replace(dec, attention_kernel=choice))
+        kernels = [
+            m.kernel for m in translator.model.modules() if isinstance(m, MultiHeadAttention)
+        ]
+        want_native = choice == "native"
+        assert all((k is not None) == want_native for k in kernels), choice
+        assert (translator.model.log_softmax_kernel is not None) == want_native, choice
