@@ -196,7 +196,8 @@ def test_auto_batching_rounds_when_light_continuous_when_busy(ckpt: Path, tmp_pa
     args = ["--batching", "auto", "--continuous-from", "4"]
     expected = translate_cli(ckpt, SOURCES[:14])
     with running(ckpt, tmp_path / "server.log", *args) as server:
-        assert server.info()["limits"]["batching"] == "auto"
+        limits = server.info()["limits"]
+        assert limits["batching"] == "auto" and limits["continuous_from"] == 4
         seen = []
         for lines in (SOURCES[:2], SOURCES[2:14], SOURCES[:2]):
             response = server.post({"sentences": lines})
