@@ -40,3 +40,30 @@ def test_passes_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
         main(["runs/none", "none.txt", "--passes", "0"])
     assert exit_.value.code == 2
     assert "--passes: expected 1 or more, got 0" in capsys.readouterr().err
+
+
+def test_vs_one_client_is_against_the_one_client_level_in_any_order() -> None:
+    from benchmarks.bench_serve import format_table
+
+    def level(clients: int, speed: float) -> dict[str, float]:
+        return {
+            "clients": clients, "sentences_per_s": speed, "p50_ms": 1.0, "p95_ms": 1.0,
+            "p99_ms": 1.0, "mean_batch": 1.0, "peak_rss_mib": 1.0, "same_as_translate": 4,
+            "server_cpu_ms": 1.0, "client_cpu_ms": 1.0,
+        }  # fmt: skip
+
+    levels = [level(64, 150.0), level(1, 25.0), level(8, 75.0)]
+    report = {
+        "sentences": 4,
+        "engines": {
+            "pytorch": {
+                "translate_sentences_per_s": 200.0,
+                "translate_cpu_ms": 5.0,
+                "levels": levels,
+            }
+        },
+    }
+    rows = {
+        row.split(" | ")[1]: row.split(" | ")[3] for row in format_table(report).splitlines()[2:]
+    }
+    assert rows["64"] == "6.00x" and rows["1"] == "1.00x" and rows["8"] == "3.00x"
