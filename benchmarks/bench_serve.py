@@ -314,7 +314,7 @@ def level_report(level: Level, n: int, pid: int) -> dict[str, Any]:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """A Markdown table (docs-ready) plus the issue's goals, checked."""
+    """A Markdown table (docs-ready), then issue #19's goals checked per engine (`goals`)."""
     n = report["sentences"]
     rows = [
         "| engine | clients | sentences/s | vs 1 client | vs translate | p50 ms | p95 ms | "
@@ -339,7 +339,25 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{level['same_as_translate']}/{n} | {level['server_cpu_ms']:.1f}, "
                 f"{level['client_cpu_ms']:.1f} |"
             )
-    return "\n".join(rows)
+    checks = [line for engine, r in report["engines"].items() if (line := goals(engine, r))]
+    return "\n".join(rows + ([""] + checks if checks else []))
+
+
+def goals(engine: str, r: dict[str, Any]) -> str:
+    """Issue #19's goals for one engine, checked, where its levels include 1, 8 and 64 clients:
+    64 clients >= 3x one client and >= 0.8x of `translate`, 8-client p99 < 2x the 1-client p99."""
+    by = {level["clients"]: level for level in r["levels"]}
+    if not {1, 8, 64} <= by.keys():
+        return ""
+    many = by[64]["sentences_per_s"]
+    scale, share = many / by[1]["sentences_per_s"], many / r["translate_sentences_per_s"]
+    tail = by[8]["p99_ms"] / by[1]["p99_ms"]
+    marks = [
+        f"64 vs 1 client {scale:.2f}x (>= 3x: {'yes' if scale >= 3 else 'no'})",
+        f"64 clients vs translate {share:.2f}x (>= 0.8x: {'yes' if share >= 0.8 else 'no'})",
+        f"8-client p99 / 1-client p99 {tail:.2f}x (< 2x: {'yes' if tail < 2 else 'no'})",
+    ]
+    return f"goals, {engine}: " + "; ".join(marks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

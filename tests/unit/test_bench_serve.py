@@ -63,7 +63,31 @@ def test_vs_one_client_is_against_the_one_client_level_in_any_order() -> None:
             }
         },
     }
-    rows = {
-        row.split(" | ")[1]: row.split(" | ")[3] for row in format_table(report).splitlines()[2:]
-    }
+    table = [row for row in format_table(report).splitlines()[2:] if row.startswith("|")]
+    rows = {row.split(" | ")[1]: row.split(" | ")[3] for row in table}
     assert rows["64"] == "6.00x" and rows["1"] == "1.00x" and rows["8"] == "3.00x"
+
+
+def test_goals_are_checked_per_engine() -> None:
+    from benchmarks.bench_serve import goals
+
+    def level(clients: int, speed: float, p99: float) -> dict[str, float]:
+        return {"clients": clients, "sentences_per_s": speed, "p99_ms": p99}
+
+    met = {
+        "translate_sentences_per_s": 200.0,
+        "levels": [level(1, 25.0, 90.0), level(8, 80.0, 170.0), level(64, 170.0, 700.0)],
+    }
+    assert goals("pytorch", met) == (
+        "goals, pytorch: 64 vs 1 client 6.80x (>= 3x: yes); 64 clients vs translate 0.85x "
+        "(>= 0.8x: yes); 8-client p99 / 1-client p99 1.89x (< 2x: yes)"
+    )
+    missed = {
+        "translate_sentences_per_s": 240.0,
+        "levels": [level(1, 60.0, 90.0), level(8, 80.0, 180.0), level(64, 170.0, 700.0)],
+    }
+    line = goals("pytorch", missed)
+    assert "(>= 3x: no)" in line and "(>= 0.8x: no)" in line and "(< 2x: no)" in line
+    assert (
+        goals("pytorch", {"translate_sentences_per_s": 1.0, "levels": [level(1, 1.0, 1.0)]}) == ""
+    )
