@@ -196,13 +196,13 @@ def batch_stats(url: str) -> tuple[int, int, int, float]:
     return int(stats["sentences"]), int(stats["batches"]), steps, step_sentences
 
 
-def mean_batch(before: tuple[int, int, int, float], after: tuple[int, int, int, float]) -> float:
-    """Sentences per search step where the level ran searches (continuous batching; `auto`
-    under load), else sentences per batch."""
-    steps = after[2] - before[2]
+def mean_batch(counts: Sequence[float]) -> float:
+    """From a level's `batch_stats` deltas: sentences per search step where it ran searches
+    (continuous batching; `auto` under load), else sentences per batch."""
+    sentences, batches, steps, step_sentences = counts
     if steps:
-        return (after[3] - before[3]) / steps
-    return (after[0] - before[0]) / max(1, after[1] - before[1])
+        return step_sentences / steps
+    return sentences / max(1, batches)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -297,8 +297,6 @@ def run_level(
 
 def level_report(level: Level, n: int, pid: int) -> dict[str, Any]:
     """A level's figures over all its passes (`n` lines in all)."""
-    zero = (0, 0, 0, 0.0)
-    counts = (int(level.counts[0]), int(level.counts[1]), int(level.counts[2]), level.counts[3])
     return {
         "clients": level.clients,
         "sentences_per_s": n / level.wall,
@@ -308,7 +306,7 @@ def level_report(level: Level, n: int, pid: int) -> dict[str, Any]:
         "peak_rss_mib": peak_rss_mib(pid),
         "server_cpu_ms": level.server_cpu / n * 1000,
         "client_cpu_ms": level.client_cpu / n * 1000,
-        "mean_batch": mean_batch(zero, counts),
+        "mean_batch": mean_batch(level.counts),
         "same_as_translate": level.same,
     }
 
