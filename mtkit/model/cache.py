@@ -41,6 +41,11 @@ class DecoderCache:
     row of them each sentence reads, and a join writes the new sentences' memories into the
     rows past the last one read (the pool grows by doubling; when it must grow and half of
     the rows up to the last one read or more are no longer read, only the read ones move).
+
+    Before its first step a sentence's `beam` beams are the same prefix: the last `single`
+    sentences then have one row each (`as_single`), and the `select` after the step gives them
+    `beam`. A step with both kinds (sentences that join a running search) needs the pooled
+    cross-attention memories (`cross_rows`): its cross-attention reads them row by row.
     """
 
     self_kv: list[KV]
@@ -51,12 +56,15 @@ class DecoderCache:
     start: Tensor | None = None  # (rows / beam,) long: first column of each sentence; None: all 0
     origin: Tensor | None = None  # (rows, position) long back-pointers; None: row r in row r
     cross_rows: Tensor | None = None  # (rows / beam,) long: each sentence's cross_kv row; None: s
+    single: int = 0  # the last `single` sentences have one row each (before their first step)
 
     def repeat(self, beam: int) -> DecoderCache:
         """Each row repeated `beam` times (sentence-major); sentence-level tensors are shared.
 
         Shapes: rows -> rows * beam.
         """
+        if self.single:
+            raise ValueError("a cache with one-row sentences is spread by `select`")
         index = torch.arange(self.rows, device=self.src_mask.device).repeat_interleave(beam)
         if self.origin is not None:
             return replace(self, origin=self.origin[index], beam=self.beam * beam)
@@ -71,7 +79,29 @@ class DecoderCache:
 
     @property
     def rows(self) -> int:
-        return int(self.src_mask.size(0)) * self.beam
+        return (int(self.src_mask.size(0)) - self.single) * self.beam + self.single
+
+    def as_single(self, beam: int) -> DecoderCache:
+        """This cache of one row a sentence (nothing fed yet) as sentences that get `beam`
+        rows after their first step (see the class doc)."""
+        if self.beam != 1 or self.position != 0:
+            raise ValueError("only a fresh cache of one row a sentence can start single")
+        return replace(self, beam=beam, single=int(self.src_mask.size(0)))
+
+    def row_sentences(self) -> Tensor:
+        """The sentence each row decodes. Shapes: -> (rows,) long."""
+        sentences = int(self.src_mask.size(0))
+        index = self._arange(sentences)
+        settled = sentences - self.single
+        if not self.single:
+            return index.repeat_interleave(self.beam)  # (rows,)
+        return torch.cat([index[:settled].repeat_interleave(self.beam), index[settled:]])
+
+    def _per_row(self, x: Tensor) -> Tensor:
+        """A per-sentence tensor, one entry per row. Shapes: (sentences, ...) -> (rows, ...)."""
+        if not self.single:
+            return x.repeat_interleave(self.beam, dim=0)
+        return x.index_select(0, self.row_sentences())
 
     def select(self, index: Tensor) -> DecoderCache:
         """Rows `index` of the cache: reorders beams, drops finished sentences, repeats rows.
@@ -82,7 +112,10 @@ class DecoderCache:
         of the sentences kept are dropped; the new self-attention K/V have a free last column.
         Shapes: index (new_rows,) long -> cache with new_rows rows.
         """
-        sentences = index if self.beam == 1 else index[:: self.beam] // self.beam  # (new_sent,)
+        if self.single:  # every sentence leaves with `beam` rows
+            sentences = self.row_sentences().index_select(0, index)[:: self.beam]  # (new_sent,)
+        else:
+            sentences = index if self.beam == 1 else index[:: self.beam] // self.beam
         same = sentences.numel() == self.src_mask.size(0) and bool(
             (sentences == torch.arange(sentences.numel(), device=sentences.device)).all()
         )
@@ -125,6 +158,22 @@ class DecoderCache:
             return None
         return self.cross_rows[:, None].expand(-1, self.src_mask.size(1))  # (sentences, src_len)
 
+    def cross_view(self) -> tuple[Tensor, Tensor | None, int]:
+        """What a step's cross-attention reads: the source mask and back-pointer table
+        (`cross_table`) of each group of consecutive rows, and the rows a group has: a
+        sentence's `beam` rows, or one row each in a step where some sentences have one.
+
+        Shapes: -> mask (groups, src_len) bool, table None or (groups, src_len) long, int.
+        """
+        sentences = int(self.src_mask.size(0))
+        if not self.single or self.single == sentences:
+            return self.src_mask, self.cross_table(), 1 if self.single else self.beam
+        if self.cross_rows is None:
+            raise ValueError("one-row and beam-row sentences in one step need pooled memories")
+        rows = self.row_sentences()  # (rows,)
+        table = self.cross_rows.index_select(0, rows)[:, None].expand(-1, self.src_mask.size(1))
+        return self.src_mask.index_select(0, rows), table, 1  # (rows, src_len) each
+
     def _gathered(self, rows: Tensor, first: int) -> list[KV]:
         """Self-attention K/V of `rows`, columns from `first`, each with a free last column."""
         used = self.position
@@ -157,7 +206,7 @@ class DecoderCache:
         position = torch.full((self.rows,), self.position, device=self.src_mask.device)
         if self.start is None:
             return position  # (rows,)
-        return position - self.start.repeat_interleave(self.beam)  # (rows,)
+        return position - self._per_row(self.start)  # (rows,)
 
     def self_mask(self) -> Tensor | None:
         """Which self-attention columns (those cached and the one fed next) each row may attend
@@ -168,18 +217,22 @@ class DecoderCache:
         if self.start is None:
             return None
         columns = torch.arange(self.position + 1, device=self.start.device)  # (position + 1,)
-        own = columns[None, :] >= self.start.repeat_interleave(self.beam)[:, None]
+        own = columns[None, :] >= self._per_row(self.start)[:, None]
         return own[:, None, None, :]  # (rows, 1, 1, position + 1)
 
     def join(self, fresh: DecoderCache) -> DecoderCache:
         """This cache's sentences, then `fresh`'s (nothing fed yet, same beam), which start at
         the next column. Cross-attention memories are padded to a common source length (first
-        trimmed to the longest source still here).
+        trimmed to the longest source still here). `fresh` may be single (`as_single`): its
+        sentences then keep one row each until their first step (this cache's one-row
+        sentences must be last, and a step mixing them with beam rows needs `cross_rows`).
 
         Shapes: rows + fresh.rows rows; self K/V (.., position + 1, ..), the last column free.
         """
         if fresh.position != 0 or fresh.beam != self.beam:
             raise ValueError("only a fresh cache with the same beam can join")
+        if fresh.single not in (0, fresh.src_mask.size(0)) or (self.single and not fresh.single):
+            raise ValueError("one-row sentences must come after those with beam rows")
 
         def grow(old: Tensor) -> Tensor:  # fresh rows: zeros before their start; a free column
             rows, heads, _, head_dim = old.shape
@@ -207,6 +260,7 @@ class DecoderCache:
             start=torch.cat([start, joined]) if self.position > 0 else self.start,
             origin=origin,
             cross_rows=cross_rows,
+            single=self.single + fresh.single,
         )
 
     def _stacked(self, fresh: DecoderCache) -> Cross:

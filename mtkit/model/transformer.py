@@ -218,20 +218,21 @@ class Transformer(nn.Module):
     def decode_step(self, tokens: Tensor, cache: DecoderCache) -> Tensor:
         """Feed one token per row at `cache.position`; updates `cache` in place.
 
-        Shapes: tokens (rows,) -> logits (rows, tgt_vocab); rows = sentences * cache.beam.
+        Shapes: tokens (rows,) -> logits (rows, tgt_vocab); rows = cache.rows (sentences *
+        cache.beam, fewer where sentences have one row: DecoderCache.single).
         """
         x = self._embed_at(tokens, cache.row_positions())  # (rows, 1, d_model)
         cache.reserve()  # a free column in each layer's self-attention K/V
         self_mask = cache.self_mask()  # None, or (rows, 1, 1, position + 1)
-        cross_mask = _key_mask(cache.src_mask)  # (sentences, 1, 1, src_len)
-        cross_rows = cache.cross_table()  # None, or (sentences, src_len)
+        src_mask, cross_rows, group = cache.cross_view()  # group: rows per cross-attention query
+        cross_mask = _key_mask(src_mask)  # (rows / group, 1, 1, src_len)
         for i, layer in enumerate(self._layers()):
             x = layer.step(
                 x,
                 cache.self_kv[i],
                 cache.cross_kv[i],
                 cross_mask,
-                cache.beam,
+                group,
                 self_mask,
                 cache.origin,
                 cross_rows,

@@ -50,7 +50,12 @@ def beam_search(
 
 
 def top_candidates(
-    lp: Tensor, scores: Tensor, k: int, maxima: Tensor | None = None, chunk: int = CHUNK
+    lp: Tensor,
+    scores: Tensor,
+    k: int,
+    maxima: Tensor | None = None,
+    chunk: int = CHUNK,
+    rows: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The `k` best of each sentence's `beam * vocab` candidate scores lp + score, best first.
 
@@ -62,17 +67,20 @@ def top_candidates(
     `maxima`: `chunk_maxima(lp, chunk)` when the caller has them.
     `lp` may also hold one row per sentence that all its beams share (a batch's first step,
     where every beam is the same prefix): the candidates, their order and ties are then those
-    of that row repeated `beam` times.
-    Shapes: lp (n*beam or n, vocab), scores (n, beam), maxima (like lp's rows, chunks)
-    -> values (n, k), indices into beam*vocab (n, k).
+    of that row repeated `beam` times. `rows` says which row of `lp` each (sentence, beam)
+    reads where sentences differ in that (some share one row, others have `beam`).
+    Shapes: lp (n*beam or n or any, vocab), scores (n, beam), maxima (like lp's rows, chunks),
+    rows None or (n, beam) long -> values (n, k), indices into beam*vocab (n, k).
     """
-    rows, vocab = lp.shape
+    vocab = lp.size(1)
     n, beam = scores.shape
-    shared = rows == n and beam > 1  # one row of log-probs per sentence
+    shared = rows is None and lp.size(0) == n and beam > 1  # one row of log-probs per sentence
     if maxima is None:
-        maxima = chunk_maxima(lp, chunk)  # (rows, chunks)
+        maxima = chunk_maxima(lp, chunk)  # (lp rows, chunks)
     if shared:
         maxima = maxima.repeat_interleave(beam, dim=0)  # (n*beam, chunks): the same shapes below
+    elif rows is not None:
+        maxima = maxima.index_select(0, rows.view(-1))  # (n*beam, chunks)
     chunks = maxima.size(1)
     best = (maxima + scores.view(n * beam, 1)).view(n, beam * chunks)  # (n, beam*chunks)
     picked = best.topk(min(k, beam * chunks), dim=1).indices  # (n, k') best chunks
@@ -83,6 +91,9 @@ def top_candidates(
     flat = (origin[..., None] * vocab + cols).view(n, -1)  # (n, k' * chunk) into beam*vocab
     if shared:  # every beam reads the sentence's row
         values = lp.gather(1, cols.view(n, -1)).view(n, -1, chunk)  # (n, k', chunk)
+    elif rows is not None:  # each chunk from its beam's row of lp
+        at = rows.gather(1, origin)[..., None] * vocab + cols  # (n, k', chunk) into lp's elements
+        values = lp.reshape(-1).gather(0, at.view(-1)).view(n, -1, chunk)
     else:
         values = lp.reshape(n, beam * vocab).gather(1, flat).view(n, -1, chunk)
     values = values + scores.gather(1, origin)[..., None]
@@ -183,10 +194,10 @@ class BeamSearch:
         """No live sentence: the next `add` starts a new batch at column 0."""
         dec = self.dec
         self.stepper: Stepper | None = None
-        # until a new batch's first step the stepper holds one row per sentence: its `beam`
-        # beams are the same prefix, and all but the first have score -inf (computing them
-        # would be 4 of ~80 decoder rows a sentence at beam 5)
-        self.single = False
+        # until its first step a sentence has one stepper row: its `beam` beams are the same
+        # prefix, and all but the first have score -inf (computing them would be 4 of ~80
+        # decoder rows a sentence at beam 5); such sentences are the last `singles` ones
+        self.singles = 0
         self.prefix = torch.empty(0, 1, dtype=torch.long)  # (n*beam, t + 1) BOS, tokens so far
         self.scores = torch.empty(0, dec.beam_size)  # (n, beam) raw log-probs of live beams
         self.max_lens = torch.empty(0, dtype=torch.long)  # (n,)
@@ -213,15 +224,20 @@ class BeamSearch:
                               self.model.max_positions)  # fmt: skip
         if self.stepper is None:
             # a lone sentence keeps `beam` rows: a one-row product can round differently
-            self.single = n_new > 1 and beam > 1
-            self.stepper = fresh if self.single else fresh.repeat(beam)
+            single = n_new > 1 and beam > 1
+            self.stepper = fresh.as_single(beam) if single else fresh.repeat(beam)
+            self.singles = n_new if single else 0
             self.prefix, self.scores = prefix, scores
             self.max_lens = torch.tensor(max_new, device=src.device)  # (n_new,)
         else:
             if self.dec.no_repeat_ngram:
                 raise ValueError("sentences cannot join a running search with an n-gram ban")
-            self._spread()
-            self.stepper = self.stepper.join(fresh.repeat(beam))
+            if self.stepper.mixes and beam > 1:  # joiners start with one row each
+                self.stepper = self.stepper.join(fresh.as_single(beam))
+                self.singles += n_new
+            else:
+                self._spread()
+                self.stepper = self.stepper.join(fresh.repeat(beam))
             self.prefix = torch.cat([self.prefix, prefix])  # (n*beam, t + 1)
             self.scores = torch.cat([self.scores, scores])  # (n, beam)
             self.max_lens = torch.cat([self.max_lens, self.max_lens.new_tensor(max_new)])
@@ -236,12 +252,21 @@ class BeamSearch:
             return []
         dec, beam, column = self.dec, self.dec.beam_size, self.prefix.size(1) - 1
         steps = [column - start for start in self.starts]  # tokens generated per sentence
-        prefix = self.prefix[::beam] if self.single else self.prefix  # (rows, t + 1)
+        row_map = self._row_map()  # None, or (n, beam) stepper row of each beam
+        mixed = 0 < self.singles < len(self.keys)  # some sentences single, some not
+        firsts = self._prefix_rows() if mixed else None  # (rows,) prefix row of each row
+        prefix = self.prefix  # (rows, t + 1): n*beam rows, n (all single), or mixed
+        if firsts is not None:
+            prefix = self.prefix.index_select(0, firsts)
+        elif self.singles:
+            prefix = self.prefix[::beam]
         lp, maxima = self.stepper.log_probs(prefix)  # (rows, V), None or (rows, chunks)
-        lp = self._constrained(lp, maxima, column, steps, prefix)  # rows: n*beam, or n
+        sentence = None if firsts is None else firsts // beam  # (rows,)
+        lp = self._constrained(lp, maxima, column, steps, prefix, sentence)
         vocab = lp.size(1)
         k = min(2 * beam, beam * vocab)  # 2 x beam in case half are EOS
-        top, idx = top_candidates(lp, self.scores, k, maxima)  # (n, k) each, over beam*vocab
+        mapped = row_map if mixed else None  # all single: lp's rows are the sentences'
+        top, idx = top_candidates(lp, self.scores, k, maxima, rows=mapped)  # (n, k) each
         origin, token = idx // vocab, idx % vocab  # (n, k) each
         is_eos = token == self.eos_id  # (n, k)
         # 1) EOS candidates ranked within the beam finish a hypothesis
@@ -262,50 +287,86 @@ class BeamSearch:
             for s in range(n)
         ]  # fmt: skip
         finished = [(self.keys[s], self.kept[s][: dec.nbest]) for s in range(n) if done[s]]
-        self._advance([s for s in range(n) if not done[s]], origin, scores, token)
+        self._advance([s for s in range(n) if not done[s]], origin, scores, token, row_map)
         return finished
 
     def _constrained(
-        self, lp: Tensor, maxima: Tensor | None, column: int, steps: list[int], prefix: Tensor
+        self,
+        lp: Tensor,
+        maxima: Tensor | None,
+        column: int,
+        steps: list[int],
+        prefix: Tensor,
+        sentence: Tensor | None,
     ) -> Tensor:
         """The step's bans (mtkit.search.common.constrain_), `maxima` kept up to date.
 
         Shapes: lp (rows, vocab), maxima (rows, chunks), prefix (rows, t + 1); rows are the
-        n*beam beams, or the n sentences (`single`)."""
+        n*beam beams, the n sentences (all single), or `sentence` (rows,) says whose they are.
+        """
         ngram = self.dec.no_repeat_ngram
-        per = lp.size(0) // len(steps)  # rows per sentence
+        per = lp.size(0) // len(steps)  # rows per sentence, when they have the same number
+
+        def per_row(x: Tensor) -> Tensor:  # (n,) -> (rows,)
+            return x.repeat_interleave(per) if sentence is None else x.index_select(0, sentence)
+
         banned = ngram_ban(prefix[:, 1:], ngram, lp.size(1)) if ngram else None
         step: int | Tensor = column  # the same for all while every sentence started at 0
         if any(self.starts):
-            step = torch.tensor(steps, device=lp.device).repeat_interleave(per)  # (rows,)
+            step = per_row(torch.tensor(steps, device=lp.device))  # (rows,)
         return constrain_(
-            lp, step, self.max_lens.repeat_interleave(per), bos_id=self.bos_id,
-            eos_id=self.eos_id, pad_id=self.model.pad_id, min_len=self.dec.min_len, banned=banned,
-            maxima=maxima,
+            lp, step, per_row(self.max_lens), bos_id=self.bos_id, eos_id=self.eos_id,
+            pad_id=self.model.pad_id, min_len=self.dec.min_len, banned=banned, maxima=maxima,
         )  # fmt: skip
 
-    def _spread(self) -> None:
-        """After a `single` step (or before a join): one stepper row per beam again (a cache
-        with back-pointers repeats only them)."""
-        if self.single and self.stepper is not None:
-            self.stepper = self.stepper.repeat(self.dec.beam_size)
-        self.single = False
+    def _row_map(self) -> Tensor | None:
+        """The stepper row of each live sentence's beams: None while every sentence has `beam`
+        rows (row s*beam + b); a single sentence's beams all read its one row.
+        Shapes: -> (n, beam) long."""
+        if not self.singles:
+            return None
+        n, beam = len(self.keys), self.dec.beam_size
+        settled = n - self.singles
+        device = self.scores.device
+        rows = torch.arange(n, device=device)[:, None] * beam + torch.arange(beam, device=device)
+        rows[settled:] = (settled * beam + torch.arange(self.singles, device=device))[:, None]
+        return rows  # (n, beam)
 
-    def _advance(self, keep: list[int], origin: Tensor, scores: Tensor, token: Tensor) -> None:
+    def _prefix_rows(self) -> Tensor:
+        """The `prefix` row that each stepper row extends (a single sentence's first).
+        Shapes: -> (rows,) long."""
+        n, beam = len(self.keys), self.dec.beam_size
+        settled = n - self.singles
+        device = self.scores.device
+        return torch.cat([torch.arange(settled * beam, device=device),
+                          torch.arange(settled, n, device=device) * beam])  # fmt: skip
+
+    def _spread(self) -> None:
+        """Single sentences get one stepper row per beam (before a join that cannot mix them)."""
+        row_map = self._row_map()
+        if row_map is not None and self.stepper is not None:
+            self.stepper = self.stepper.select(row_map.view(-1))
+        self.singles = 0
+
+    def _advance(
+        self, keep: list[int], origin: Tensor, scores: Tensor, token: Tensor, row_map: Tensor | None
+    ) -> None:
         """Keep sentences `keep`, their beams extended by the chosen tokens.
 
-        Shapes: origin/scores/token (n, beam).
+        Shapes: origin/scores/token (n, beam), row_map None or (n, beam) (`_row_map`).
         """
         assert self.stepper is not None
-        self._spread()
         n, beam = origin.size(0), self.dec.beam_size
         rows_2d = torch.arange(n, device=origin.device)[:, None] * beam + origin  # (n, beam)
+        from_rows = rows_2d if row_map is None else row_map.gather(1, origin)  # stepper rows
+        self.singles = 0
         if not keep:
             self._reset()
             return
         if len(keep) < n:
             keep_t = torch.tensor(keep, dtype=torch.long, device=origin.device)  # (n_keep,)
             rows_2d, scores, token = rows_2d[keep_t], scores[keep_t], token[keep_t]
+            from_rows = from_rows[keep_t]
             self.max_lens = self.max_lens[keep_t]
             for name in ("keys", "max_list", "starts", "kept"):
                 values = getattr(self, name)
@@ -313,7 +374,7 @@ class BeamSearch:
         rows = rows_2d.view(-1)  # (n_keep*beam,)
         self.prefix = torch.cat([self.prefix[rows], token.view(-1, 1)], dim=1)  # (.., t + 2)
         self.scores = scores
-        self.stepper = self.stepper.select(rows)  # drops the cache columns before `first` too
+        self.stepper = self.stepper.select(from_rows.reshape(-1))  # drops columns before `first`
         first = min(self.starts)
         if first:  # columns before every live sentence's start: dropped
             self.prefix = self.prefix[:, first:]

@@ -93,6 +93,18 @@ class Stepper:
             raise ValueError("sentences can join a running search only with the KV cache")
         return Stepper(self.model, self.memory, self.src_mask, self.cache.join(fresh.cache))
 
+    def as_single(self, beam: int) -> Stepper:
+        """These fresh rows (one a sentence) as sentences that get `beam` rows at the `select`
+        after their first step (DecoderCache.single; without a cache rows are rows)."""
+        if self.cache is None:
+            return self
+        return Stepper(self.model, self.memory, self.src_mask, self.cache.as_single(beam))
+
+    @property
+    def mixes(self) -> bool:
+        """Whether sentences of one row can join these (DecoderCache.cross_view)."""
+        return self.cache is not None and self.cache.cross_rows is not None
+
     def repeat(self, beam: int) -> Stepper:
         """Each row `beam` times, sentence-major (the cache shares the per-sentence memory)."""
         if self.cache is not None:

@@ -78,7 +78,7 @@ class Ensemble(nn.Module):
             layers = slice(start, start + depth)
             own = DecoderCache(
                 cache.self_kv[layers], cache.cross_kv[layers], cache.src_mask, cache.position,
-                cache.beam, cache.start,
+                cache.beam, cache.start, single=cache.single,
             )  # fmt: skip
             logits.append(model.decode_step(tokens, own))  # (rows, vocab)
             cache.self_kv[layers] = own.self_kv

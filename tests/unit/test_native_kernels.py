@@ -302,6 +302,28 @@ def test_back_pointer_cache_decodes_as_the_copying_cache(
 
 
 @needs_cc
+def test_sentences_joining_a_search_start_with_one_row(kernel: na.NativeKernels) -> None:
+    """With the pooled memories a sentence that joins a running search is fed one row at its
+    first step (its beams are one prefix), not `beam`, and decodes as alone."""
+    from mtkit.config.schema import DecodingConfig
+    from mtkit.model.transformer import set_attention_kernel
+    from tests.unit.test_beam_join import alone, assert_same, run_joining, sources
+    from tests.unit.test_search import RowCounter, tiny_model
+
+    model = tiny_model()
+    set_attention_kernel(model, kernel.attention)
+    counter = RowCounter(model)
+    dec = DecodingConfig(beam_size=3, max_len_a=2.0, max_len_b=6, nbest=2)
+    srcs = sources(6, seed=12)
+    arrivals = [0, 0, 1, 1, 1, 3]
+    got = run_joining(counter, srcs, dec, arrivals)
+    assert counter.rows[:2] == [2, 2 * 3 + 3]  # a new batch's two, then three joiners
+    assert counter.rows[3] % 3 == 1  # the sixth joins at step 3 with one row among beams
+    for i, src in enumerate(srcs):
+        assert_same(got[i], alone(model, src, dec))
+
+
+@needs_cc
 def test_finished_sentences_leave_the_cross_memory_in_place(kernel: na.NativeKernels) -> None:
     """With back-pointers, dropping sentences moves only `cross_rows`: every later step (also
     after a join) must give the logits the copying cache gives."""

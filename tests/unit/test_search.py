@@ -212,6 +212,26 @@ def test_top_candidates_of_a_shared_row_equal_those_of_repeated_rows(vocab: int,
     assert torch.equal(shared[1], repeated[1])
 
 
+@pytest.mark.parametrize(("vocab", "beam"), [(20, 4), (130, 5), (3000, 3)])
+def test_top_candidates_through_a_row_map_equal_those_of_repeated_rows(
+    vocab: int, beam: int
+) -> None:
+    """Two sentences with `beam` rows of log-probs, then two that share one row each (they
+    joined a running search): the same candidates as with every row written out."""
+    gen = torch.Generator().manual_seed(vocab)
+    n, k, settled = 4, 2 * beam, 2
+    lp = torch.randint(-6, 0, (settled * beam + n - settled, vocab), generator=gen).float()
+    lp[:, :2] = -math.inf
+    scores = -5 * torch.rand(n, beam, generator=gen)
+    scores[settled:, 1:] = -math.inf  # the joiners' first step: only the first beam is live
+    rows = torch.arange(n)[:, None] * beam + torch.arange(beam)  # (n, beam)
+    rows[settled:] = (settled * beam + torch.arange(n - settled))[:, None]
+    mapped = top_candidates(lp, scores, k, rows=rows)
+    written = top_candidates(lp[rows.view(-1)], scores, k)
+    assert torch.equal(mapped[0], written[0])
+    assert torch.equal(mapped[1], written[1])
+
+
 class RowCounter:
     """A model wrapper recording how many rows each decoding step carries."""
 
