@@ -152,18 +152,25 @@ class MultiHeadAttention(nn.Module):
         with `rows` (batch, k_len) long, k/v of a back-pointer cache (`gather_rows`)
         -> (batch, q_len, d_model). `mask` must leave every query a key (`masks.no_empty_rows`).
         """
-        p = self.dropout if self.training else 0.0
+        out = self.core(q, k, v, mask, rows)  # (batch, n_heads, q_len, head_dim)
+        batch, _, q_len, _ = out.shape
+        out = out.transpose(1, 2).reshape(batch, q_len, -1)  # (batch, q_len, d_model)
+        result: Tensor = self.out_proj(out)  # (batch, q_len, d_model)
+        return result
+
+    def core(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, rows: Tensor | None = None
+    ) -> Tensor:
+        """softmax(q k^T / sqrt(head_dim)) v per head: the kernel, else SDPA or `attention`.
+        Shapes: as `attend_projected` -> (batch, n_heads, q_len, head_dim)."""
         kernel = None if self.training else self.kernel
         out = None if kernel is None else kernel(q, k, v, mask, rows)
         if out is None:
             if rows is not None:
                 k, v = gather_rows(k, rows), gather_rows(v, rows)
             attend = fused_attention if self.fast else attention
-            out = attend(q, k, v, mask, dropout_p=p)  # (batch, n_heads, q_len, head_dim)
-        batch, _, q_len, _ = out.shape
-        out = out.transpose(1, 2).reshape(batch, q_len, -1)  # (batch, q_len, d_model)
-        result: Tensor = self.out_proj(out)  # (batch, q_len, d_model)
-        return result
+            out = attend(q, k, v, mask, dropout_p=self.dropout if self.training else 0.0)
+        return out
 
     def probs(self, query: Tensor, *, key: Tensor, mask: Tensor | None) -> Tensor:
         """The attention weights `forward` averages the values with (no dropout); for inspection.
@@ -194,18 +201,23 @@ class MultiHeadAttention(nn.Module):
         self.qkv_proj = _stacked((self.q_proj, self.k_proj, self.v_proj))
         self.kv_proj = _stacked((self.k_proj, self.v_proj))
 
+    def stacked(self, x: Tensor, projections: tuple[nn.Linear, ...]) -> Tensor:
+        """x times the stacked weights of `projections` (q, k, v or k, v).
+        Shapes: (..., d_model) -> (..., n * d_model)."""
+        stored = self.qkv_proj if len(projections) == 3 else self.kv_proj
+        if stored is not None:
+            y: Tensor = stored(x)
+            return y
+        weight = torch.cat([p.weight for p in projections])  # (n * d_model, d_model)
+        bias = torch.cat([p.bias for p in projections])  # (n * d_model,)
+        return F.linear(x, weight, bias)
+
     def _fused(self, x: Tensor, projections: tuple[nn.Linear, ...]) -> tuple[Tensor, ...]:
         """x times the stacked weights of `projections`, split per projection and head.
 
         Shapes: x (batch, len, d_model) -> n x (batch, n_heads, len, head_dim), strided views.
         """
-        stored = self.qkv_proj if len(projections) == 3 else self.kv_proj
-        if stored is not None:
-            y: Tensor = stored(x)  # (batch, len, n * d_model)
-        else:
-            weight = torch.cat([p.weight for p in projections])  # (n * d_model, d_model)
-            bias = torch.cat([p.bias for p in projections])  # (n * d_model,)
-            y = F.linear(x, weight, bias)  # (batch, len, n * d_model)
+        y = self.stacked(x, projections)  # (batch, len, n * d_model)
         batch, length, _ = x.shape
         y = y.view(batch, length, len(projections), self.n_heads, self.head_dim)
         return y.permute(2, 0, 3, 1, 4).unbind(0)  # n x (batch, n_heads, len, head_dim)

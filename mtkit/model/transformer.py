@@ -24,6 +24,7 @@ from mtkit.model.layers import (
     sinusoidal_positions,
 )
 from mtkit.model.masks import causal_mask, no_empty_rows
+from mtkit.model.packed import encode_packed
 
 # An in-place log-softmax for decoding steps (mtkit/translation/native_kernels.py): (rows, vocab)
 # float32 logits become their log-probs, and it returns the maxima of each row's `chunk`-wide
@@ -129,9 +130,13 @@ class Transformer(nn.Module):
 
     def encode(self, src: Tensor, src_mask: Tensor) -> Tensor:
         """Shapes: src (batch, src_len) ids, src_mask (batch, src_len) bool
-        -> memory (batch, src_len, d_model)."""
+        -> memory (batch, src_len, d_model). Not training, a padded batch skips the work on its
+        padding (mtkit.model.packed; the memory is then zero there)."""
         x = self.embed_src(src)  # (batch, src_len, d_model)
         mask = _key_mask(src_mask)  # (batch, 1, 1, src_len)
+        if not self.training and not bool(src_mask.all()):
+            layers = [cast(EncoderLayer, layer) for layer in self.encoder]
+            return encode_packed(x, src_mask, mask, layers, self.encoder_norm)
         for layer in self.encoder:
             x = layer(x, mask)  # (batch, src_len, d_model)
         out: Tensor = self.encoder_norm(x)  # (batch, src_len, d_model)

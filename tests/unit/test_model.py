@@ -133,6 +133,27 @@ def test_extra_padding_changes_nothing(norm: str) -> None:
     torch.testing.assert_close(mem_a[1, :3], mem_b[1, :3], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_inference_encodes_only_the_real_tokens(norm: str) -> None:
+    """Not training, a padded batch is encoded without its padding (mtkit.model.packed): real
+    positions get what the padded pass and each sentence alone give, padding gets zeros."""
+    model = make_model(norm, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+    src = random_ids(3, 7, 0)
+    src[0, 4:], src[2, 2:] = PAD, PAD
+    mask = pad_mask(src, PAD)
+    with torch.no_grad():
+        packed = model.encode(src, mask)  # (3, 7, d_model)
+        padded = model.train().encode(src, mask)  # the training pass computes the padding too
+        model.eval()
+        alone = [model.encode(src[i : i + 1, :n], mask[i : i + 1, :n])[0] for i, n in
+                 enumerate(mask.sum(dim=1).tolist())]  # fmt: skip
+    torch.testing.assert_close(packed[mask], padded[mask], atol=1e-5, rtol=1e-5)
+    for i, memory in enumerate(alone):
+        torch.testing.assert_close(packed[i, : memory.size(0)], memory, atol=1e-5, rtol=1e-5)
+    assert padded[~mask].abs().sum() > 0
+    assert packed[~mask].abs().sum() == 0
+
+
 def test_all_padding_sentence_gives_no_nan() -> None:
     model = make_model()
     src = random_ids(2, 4, 0)
