@@ -1,7 +1,7 @@
 """`mtkit serve` under load: 1, 8 and 64 concurrent clients, each sending single sentences.
 
     .venv/bin/python benchmarks/bench_serve.py runs/demo data/test.en
-    .venv/bin/python benchmarks/bench_serve.py RUN test.en --lines 300 --clients 1,8,64 \\
+    .venv/bin/python benchmarks/bench_serve.py RUN test.en --lines 300 --clients 64,8,1 \\
         --engines pytorch,ctranslate2,ctranslate2-int8 --threads 2
 
 For each engine a real server (`python -m mtkit serve RUN --engine E`) is started on a free
@@ -9,7 +9,9 @@ For each engine a real server (`python -m mtkit serve RUN --engine E`) is starte
 client) take the first `--lines` lines of the source one at a time until all are translated.
 `pytorch` runs the server's default batching (auto), `pytorch-rounds`, `pytorch-continuous` and
 `pytorch-auto` name it explicitly (`--batching rounds|continuous|auto`); name engines twice to
-alternate them. One server serves every level, in the order given. With `--passes N` the
+alternate them. One server serves every level, in the order given: by default 64 clients first,
+right after the `translate` baseline they are held to, and 8 beside 1 (on a VM whose speed
+drifts, figures compared with each other are best measured back to back). With `--passes N` the
 baseline and the levels take turns N times (pass r sends lines r, r + N, ...; the baseline
 translates every line each time) and the figures pool the passes: on a VM whose speed drifts
 by a third within minutes, this keeps a slow minute from falling on one level only.
@@ -360,7 +362,7 @@ def goals(engine: str, r: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = run_source_parser(__doc__, 200, "first N non-empty lines")
-    parser.add_argument("--clients", default="1,8,64", help="concurrent clients per level")
+    parser.add_argument("--clients", default="64,8,1", help="concurrent clients per level")
     parser.add_argument("--engines", default="pytorch,ctranslate2", help=", ".join(ENGINES))
     parser.add_argument("--beam", type=int, default=None, help="default: the run's")
     parser.add_argument("--threads", type=int, default=1, help="server and translate threads")
