@@ -50,11 +50,11 @@ from mtkit.translation.translator import Translator
 logger = logging.getLogger(__name__)
 
 
-# Sentences join a running search at most every JOIN_EVERY steps. With the back-pointer cache
-# a join no longer copies the search's K/V, so the cadence hardly matters for throughput (one
-# process, 64 sentences in flight, 1,000 test2016 lines, one thread of the Intel Xeon VM,
-# medians of 5: 158.7 / 158.0 / 155.8 sentences/s joining every 4 / 2 / 1 steps), and joining
-# at every step did not lower the tail either (a server at 8 clients, three alternating passes:
+# Sentences join a running search at most every JOIN_EVERY steps: each join encodes its group
+# and joins its cache, which costs more than the places it fills sooner save (one process, 64
+# sentences in flight, 1,000 test2016 lines, one thread of the Intel Xeon VM, medians of 3:
+# 218 / 213 / 156 sentences/s joining every 4 / 2 / 1 steps, `translate` 231), and joining at
+# every step did not lower the tail either (a server at 8 clients, three alternating passes:
 # p99 197-236 ms against 181-201 every 4 steps).
 JOIN_EVERY = 4
 
