@@ -7,7 +7,9 @@ Engines: mtkit float32 (the run's `decoding.attention_kernel`, auto: the native 
 they build), mtkit float32 with `--early-stopping heuristic` (beam search stops a sentence once
 its best live hypothesis, ended now, would not win; the default rule searches until none could
 win at any length), mtkit float32 with PyTorch's attention and log-softmax (`--attention-kernel
-torch`), mtkit int8 (`--quantize int8`: dynamic int8 Linears), CTranslate2 float32 and int8 (the
+torch`), mtkit bfloat16 (`decoding.precision: bfloat16`, where this CPU runs it natively fast:
+where `precision: auto` picks it, or always with `--bf16 always`), mtkit int8 (`--quantize
+int8`: dynamic int8 Linears), CTranslate2 float32 and int8 (the
 run exported once to a temporary folder; int8 is its compute type, as `--engine ctranslate2
 --quantize int8` runs it). Every engine translates the same first `--lines` lines with the run's
 decoding options; each repetition runs every engine once, in a rotating order, so on a shared
@@ -15,7 +17,8 @@ machine all of them see the same load; a figure is the median of `--repeats`. Tw
 time, and the process's CPU time (steadier when other processes take turns on the cores).
 Printed: sentences/s and output tokens/s (pieces + EOS) for greedy and beam 5, BLEU of each
 engine on `--ref`, outputs identical to mtkit float32, the mtkit/CTranslate2 ratios at equal
-precision (and mtkit's native / PyTorch kernels); then decode time per sentence at beams 1, 5,
+precision (and mtkit's native / PyTorch kernels, bfloat16 / float32), and what `precision: auto`
+chose here and why; then decode time per sentence at beams 1, 5,
 10 and at three `--batch-tokens` budgets; the CPU model, its torch capability and the flags that
 matter (AVX-512, VNNI, BF16, AMX). Writes the report as JSON too.
 """
@@ -54,11 +57,13 @@ ENGINES = (
     "ct2-fp32",
     "ct2-int8",
 )
-PAIRS = (  # equal precision; the first: mtkit's native kernels
+BF16 = "mtkit-bf16"  # an engine only where bf16 is timed (`--bf16`)
+PAIRS = (  # equal precision; the first: mtkit's native kernels; the last: bf16 against fp32
     ("mtkit-fp32", "mtkit-fp32-torch-kernels"),
     ("mtkit-fp32", "ct2-fp32"),
     ("mtkit-fp32-heuristic", "ct2-fp32"),
     ("mtkit-int8", "ct2-int8"),
+    (BF16, "mtkit-fp32"),
 )
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
@@ -88,8 +93,21 @@ class WithOptions:
         return self.engine.translate(lines, replace(dec, **self.changes))
 
 
-def load_engines(run: Path, folder: Path, threads: int) -> dict[str, Any]:
-    """The six engines; the run is exported (float32) into `folder` for CTranslate2."""
+def bf16_choice(mode: str) -> dict[str, Any]:
+    """Whether to time mtkit in bfloat16 (`mode` auto: where `precision: auto` picks it on
+    this CPU; always; never), with auto's choice and its reason."""
+    import torch
+
+    from mtkit.runtime import choose_precision, probe_bf16
+
+    choice = choose_precision(torch.device("cpu"), probe_bf16(torch.device("cpu")))
+    timed = mode == "always" or (mode == "auto" and choice.precision == "bfloat16")
+    return {"timed": timed, "auto": choice.precision, "reason": choice.reason}
+
+
+def load_engines(run: Path, folder: Path, threads: int, bf16: bool = False) -> dict[str, Any]:
+    """The six engines (seven with `bf16`); the run is exported (float32) into `folder` for
+    CTranslate2."""
     from mtkit.export.ctranslate2 import export_ctranslate2
     from mtkit.translation.ctranslate2_engine import CT2Translator
     from mtkit.translation.translator import Translator
@@ -101,6 +119,7 @@ def load_engines(run: Path, folder: Path, threads: int) -> dict[str, Any]:
         "mtkit-fp32-heuristic": WithOptions(fp32, {"early_stopping": "heuristic"}),
         "mtkit-fp32-torch-kernels": WithOptions(fp32, {"attention_kernel": "torch"}),
         "mtkit-int8": Translator.load(run, device="cpu", quantize="int8"),
+        **({BF16: WithOptions(fp32, {"precision": "bfloat16"})} if bf16 else {}),
         "ct2-fp32": CT2Translator.load(export, device="cpu", threads=threads),
         "ct2-int8": CT2Translator.load(export, device="cpu", threads=threads, compute_type="int8"),
     }
@@ -186,6 +205,7 @@ def bench_decode(
     threads: int = 1,
     tokenize: str | None = None,
     scaling_lines: int = 200,
+    bf16: str = "auto",
 ) -> dict[str, Any]:
     """The whole report (see the module docstring) as a dict; the scaling sections use the
     first `scaling_lines` lines and one repetition fewer, to keep the run to a few minutes."""
@@ -195,9 +215,11 @@ def bench_decode(
     text = source.read_text(encoding="utf-8").splitlines()[:lines]
     refs = ref.read_text(encoding="utf-8").splitlines()[:lines] if ref else None
     load_start = os.getloadavg()
+    precision = bf16_choice(bf16)
     with tempfile.TemporaryDirectory(prefix="bench_decode_") as tmp:
-        engines = load_engines(run, Path(tmp), threads)
-        dec = engines["mtkit-fp32"].config.decoding
+        engines = load_engines(run, Path(tmp), threads, precision["timed"])
+        # float32 for every engine but mtkit-bf16 (the run's `auto` may pick bf16 on this CPU)
+        dec = replace(engines["mtkit-fp32"].config.decoding, precision="float32")
         tokenize = tokenize or engines["mtkit-fp32"].config.evaluation.tokenize
         main = section_engines(engines, text, refs, dec, repeats, tokenize)
         native = engines["mtkit-fp32"].kernels.get(dec.attention_kernel) is not None
@@ -215,7 +237,7 @@ def bench_decode(
         "repeats": repeats, "threads": threads, "tokenize": tokenize,
         "decoding": {"length_penalty": dec.length_penalty, "max_tokens": dec.max_tokens},
         "torch": torch.__version__, "ctranslate2": _ct2_version(), **cpu_info(),
-        "mtkit_kernels": "native" if native else "torch",
+        "mtkit_kernels": "native" if native else "torch", "bf16": precision,
         "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "engines": main, "beam_scaling_ms": by_beam, "batch_tokens_ms": by_batch,
@@ -236,6 +258,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"{r['mtkit_kernels']}, {r['sentences']} "
         f"sentences, median of {r['repeats']}, load average {r['load_avg_start'][0]:.1f} -> "
         f"{r['load_avg_end'][0]:.1f}",
+        f"precision auto -> {r['bf16']['auto']} ({r['bf16']['reason']}); mtkit-bf16 "
+        + ("timed" if r["bf16"]["timed"] else "not timed (`--bf16 always` times it)"),
         "",
         "| search | engine | sent/s (CPU) | tokens/s (CPU) | sent/s (wall) | BLEU | same as "
         "mtkit fp32 |",
@@ -252,6 +276,8 @@ def format_report(r: dict[str, Any]) -> str:
     lines += ["", "| search | engines | CPU time | wall |", "|---|---|---|---|"]
     for mode, rows in r["engines"].items():
         for ours, theirs in PAIRS:
+            if ours not in rows:
+                continue
             cpu = rows[ours]["cpu_sentences_per_s"] / rows[theirs]["cpu_sentences_per_s"]
             wall = rows[ours]["sentences_per_s"] / rows[theirs]["sentences_per_s"]
             lines.append(f"| {mode} | {ours} / {theirs} | {cpu:.2f}x | {wall:.2f}x |")
@@ -275,6 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tokenize", help="sacreBLEU tokenizer (default: the run's)")
     parser.add_argument("--scaling-lines", type=int, default=200, help="lines for the scaling")
+    parser.add_argument(
+        "--bf16",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="time mtkit in bfloat16: where precision auto picks it (auto)",
+    )
     parser.add_argument("--json", type=Path, default=Path("bench_results/bench_decode.json"))
     args = parser.parse_args(argv)
     logging.getLogger("sacrebleu").setLevel(logging.ERROR)  # its hints on tokenized text
@@ -282,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda: bench_decode(
             args.run, args.source, args.ref, lines=args.lines, repeats=args.repeats,
             threads=args.threads, tokenize=args.tokenize, scaling_lines=args.scaling_lines,
+            bf16=args.bf16,
         ),
         format_report, args.json,
     )  # fmt: skip

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_decode import bench_decode, format_report
+from benchmarks.bench_decode import bench_decode, bf16_choice, format_report
+from mtkit import runtime
 from tests.tiny_translator import DATA, head, make_translator, save
 
 pytest.importorskip("ctranslate2", reason="needs the ctranslate2 extra")
@@ -17,7 +18,9 @@ def test_report_has_every_engine_and_the_heuristic_ratio(tmp_path: Path) -> None
     checkpoint = save(make_translator(tmp_path))
     source = tmp_path / "src.en"
     source.write_text("\n".join(line for line in head(DATA / "test.en", 8) if line) + "\n")
-    report = bench_decode(checkpoint, source, None, lines=5, repeats=1, scaling_lines=3)
+    report = bench_decode(
+        checkpoint, source, None, lines=5, repeats=1, scaling_lines=3, bf16="never"
+    )
     greedy, beam = report["engines"]["greedy"], report["engines"]["beam 5"]
     assert set(beam) == {
         "mtkit-fp32", "mtkit-fp32-heuristic", "mtkit-fp32-torch-kernels", "mtkit-int8",
@@ -29,3 +32,28 @@ def test_report_has_every_engine_and_the_heuristic_ratio(tmp_path: Path) -> None
     table = format_report(report)
     assert "| beam 5 | mtkit-fp32-heuristic / ct2-fp32 |" in table
     assert "| greedy | mtkit-fp32 / mtkit-fp32-torch-kernels |" in table
+
+
+def test_bf16_is_timed_where_precision_auto_picks_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    for speedup, picked in ((3.0, True), (0.5, False)):
+        probe = runtime.Bf16Probe("AVX512_BF16", speedup)
+        monkeypatch.setattr(runtime, "probe_bf16", lambda device, probe=probe: probe)
+        choice = bf16_choice("auto")
+        assert choice["timed"] is picked
+        assert choice["auto"] == ("bfloat16" if picked else "float32")
+        assert "AVX512_BF16" in choice["reason"]
+        assert bf16_choice("always")["timed"] and not bf16_choice("never")["timed"]
+
+
+def test_bf16_row_and_its_ratio_to_float32(tmp_path: Path) -> None:
+    checkpoint = save(make_translator(tmp_path))
+    source = tmp_path / "src.en"
+    source.write_text("\n".join(line for line in head(DATA / "test.en", 6) if line) + "\n")
+    report = bench_decode(
+        checkpoint, source, None, lines=4, repeats=1, scaling_lines=2, bf16="always"
+    )
+    assert report["bf16"]["timed"]
+    assert report["engines"]["beam 5"]["mtkit-bf16"]["cpu_sentences_per_s"] > 0
+    table = format_report(report)
+    assert "| beam 5 | mtkit-bf16 / mtkit-fp32 |" in table
+    assert f"precision auto -> {report['bf16']['auto']}" in table
