@@ -369,7 +369,9 @@ class DecoderLayer(nn.Module):
 
         Rows come in groups of `beam` consecutive rows per sentence; `cross` and `src_mask`
         hold one entry per sentence, and a sentence's `beam` rows attend to it as `beam`
-        queries of one attention (its memory is read once, not once per row).
+        queries of one attention (its memory is read once, not once per row). A step where
+        some sentences have one row (DecoderCache.cross_view) passes `beam` 1 and one
+        `src_mask` and `cross_rows` entry per row.
         Shapes: x (rows, 1, d_model), past K/V (rows, n_heads, t + 1, head_dim),
         cross K/V (rows / beam, n_heads, src_len, head_dim), src_mask (rows / beam, 1, 1,
         src_len), self_mask None (all t + 1 columns) or bool (rows, 1, 1, t + 1), origin
