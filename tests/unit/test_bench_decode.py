@@ -4,6 +4,7 @@ the heuristic-stopping engine is timed and compared with CTranslate2 float32."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,13 +15,18 @@ from tests.tiny_translator import DATA, head, make_translator, save
 pytest.importorskip("ctranslate2", reason="needs the ctranslate2 extra")
 
 
-def test_report_has_every_engine_and_the_heuristic_ratio(tmp_path: Path) -> None:
+def tiny_report(tmp_path: Path, lines: int, bf16: str) -> dict[str, Any]:
+    """bench_decode over the first `lines` lines of the tiny test set, one repetition."""
     checkpoint = save(make_translator(tmp_path))
     source = tmp_path / "src.en"
     source.write_text("\n".join(line for line in head(DATA / "test.en", 8) if line) + "\n")
-    report = bench_decode(
-        checkpoint, source, None, lines=5, repeats=1, scaling_lines=3, bf16="never"
+    return bench_decode(
+        checkpoint, source, None, lines=lines, repeats=1, scaling_lines=lines - 2, bf16=bf16
     )
+
+
+def test_report_has_every_engine_and_the_heuristic_ratio(tmp_path: Path) -> None:
+    report = tiny_report(tmp_path, 5, "never")
     greedy, beam = report["engines"]["greedy"], report["engines"]["beam 5"]
     assert set(beam) == {
         "mtkit-fp32", "mtkit-fp32-heuristic", "mtkit-fp32-torch-kernels", "mtkit-int8",
@@ -46,12 +52,7 @@ def test_bf16_is_timed_where_precision_auto_picks_it(monkeypatch: pytest.MonkeyP
 
 
 def test_bf16_row_and_its_ratio_to_float32(tmp_path: Path) -> None:
-    checkpoint = save(make_translator(tmp_path))
-    source = tmp_path / "src.en"
-    source.write_text("\n".join(line for line in head(DATA / "test.en", 6) if line) + "\n")
-    report = bench_decode(
-        checkpoint, source, None, lines=4, repeats=1, scaling_lines=2, bf16="always"
-    )
+    report = tiny_report(tmp_path, 4, "always")
     assert report["bf16"]["timed"]
     assert report["engines"]["beam 5"]["mtkit-bf16"]["cpu_sentences_per_s"] > 0
     table = format_report(report)
