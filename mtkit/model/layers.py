@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from mtkit.config.schema import ModelConfig
 from mtkit.model.cache import KV
+from mtkit.model.dropout import Dropout, dropout
 from mtkit.model.masks import no_empty_rows
 
 # An attention kernel for decoding (mtkit/translation/native_kernels.py): (q, k, v, mask) as
@@ -50,20 +51,18 @@ def attention(
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     probs = scores.softmax(dim=-1)  # (batch, n_heads, q_len, k_len)
     if dropout_p > 0.0:
-        probs = F.dropout(probs, p=dropout_p)
+        probs = dropout(probs, dropout_p)
     return probs @ v  # (batch, n_heads, q_len, head_dim)
 
 
 def fused_attention(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float = 0.0
 ) -> Tensor:
-    """F.scaled_dot_product_attention, with bfloat16 on CPU computed in float32.
-
-    PyTorch's CPU flash-attention kernel is slow in bfloat16: its backward measured 6x the
-    float32 time (31 vs 5 ms for 128 x 4 heads x 16 x 64 at one thread, Zen 4 with
-    AVX512-BF16), 23% of a bf16 training step. The attention core is a small share of the
-    FLOPs, so it runs in float32 (q/k/v cast up, the result cast back) outside autocast, and
-    the projections around it keep bf16's speed.
+    """F.scaled_dot_product_attention, with bfloat16 on CPU computed in float32: PyTorch's
+    CPU flash-attention backward took 6x the float32 time in bfloat16 (31 vs 5 ms for 128 x 4
+    heads x 16 x 64 at one thread, Zen 4 with AVX512-BF16), 23% of a bf16 training step. The
+    attention core is a small share of the FLOPs, so it runs in float32 (q/k/v cast up, the
+    result cast back) outside autocast, and the projections around it keep bf16's speed.
     Shapes: as `attention`.
     """
     if q.device.type != "cpu" or q.dtype != torch.bfloat16:
@@ -251,7 +250,7 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(d_model, d_ff)
         self.fc2 = nn.Linear(d_ff, d_model)
         self.act: Callable[[Tensor], Tensor] = F.gelu if activation == "gelu" else F.relu
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """Shapes: (batch, len, d_model) -> (batch, len, d_model)."""
@@ -273,7 +272,7 @@ class Residual(nn.Module):
         super().__init__()
         self.pre = norm == "pre"
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
         """Shapes: (batch, len, d_model) -> (batch, len, d_model)."""

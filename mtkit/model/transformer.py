@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from mtkit.config.schema import ExperimentConfig, ModelConfig
 from mtkit.model.cache import DecoderCache, pointer_buffer
+from mtkit.model.dropout import Dropout
 from mtkit.model.layers import (
     AttentionKernel,
     DecoderLayer,
@@ -64,7 +65,7 @@ class Transformer(nn.Module):
             "pe", sinusoidal_positions(cfg.max_positions, cfg.d_model), persistent=False
         )
         self.pe: Tensor  # (max_positions, d_model)
-        self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.embed_dropout = Dropout(cfg.dropout)
         self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         pre = cfg.norm == "pre"  # pre-norm stacks end unnormalised: one final LayerNorm each
