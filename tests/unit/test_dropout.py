@@ -78,3 +78,18 @@ def test_module_is_the_identity_in_eval_mode() -> None:
     layer.eval()
     assert layer(x) is x
     assert repr(layer) == "Dropout(p=0.5)"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_dropout_on_cpu_draws_mtkits_mask(dtype: torch.dtype) -> None:
+    # SDPA would fall back to its math path with one Bernoulli sample per weight
+    from mtkit.model.layers import attention, fused_attention
+
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(3, 2, 5, 8).to(dtype) for _ in range(3))
+    mask = torch.tensor([True, True, True, False, False]).expand(3, 1, 1, 5)
+    state = torch.get_rng_state()
+    out = fused_attention(q, k, v, mask, dropout_p=0.3)
+    torch.set_rng_state(state)
+    expected = attention(q.float(), k.float(), v.float(), mask, 0.3).to(dtype)
+    assert out.dtype == dtype and torch.equal(out, expected)
