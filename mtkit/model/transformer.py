@@ -143,24 +143,33 @@ class Transformer(nn.Module):
         out: Tensor = self.encoder_norm(x)  # (batch, src_len, d_model)
         return out
 
-    def decode(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor) -> Tensor:
-        """Teacher-forced decoder pass.
+    def decode(
+        self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor, project: bool = True
+    ) -> Tensor:
+        """Teacher-forced decoder pass; `project=False` stops before the output projection
+        (training's loss applies `out_proj.weight` itself, mtkit.training.loss).
 
         Shapes: tgt_in (batch, tgt_len), memory (batch, src_len, d_model), src_mask
-        (batch, src_len) -> logits (batch, tgt_len, tgt_vocab).
+        (batch, src_len) -> logits (batch, tgt_len, tgt_vocab), or (batch, tgt_len, d_model).
         """
         x = self.embed_tgt(tgt_in)  # (batch, tgt_len, d_model)
         self_mask = causal_mask(tgt_in.size(1), tgt_in.device)[None, None]  # (1, 1, tgt, tgt)
         cross_mask = _key_mask(src_mask)  # (batch, 1, 1, src_len)
         for layer in self.decoder:
             x = layer(x, memory, self_mask, cross_mask)  # (batch, tgt_len, d_model)
+        if not project:
+            states: Tensor = self.decoder_norm(x)  # (batch, tgt_len, d_model)
+            return states
         return self._logits(x)  # (batch, tgt_len, tgt_vocab)
 
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
+    def forward(
+        self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, project: bool = True
+    ) -> Tensor:
         """encode + decode. Shapes: src (batch, src_len), tgt_in (batch, tgt_len)
-        -> logits (batch, tgt_len, tgt_vocab)."""
+        -> logits (batch, tgt_len, tgt_vocab), or with `project=False` the decoder's output
+        states (batch, tgt_len, d_model)."""
         memory = self.encode(src, src_mask)  # (batch, src_len, d_model)
-        return self.decode(tgt_in, memory, src_mask)  # (batch, tgt_len, tgt_vocab)
+        return self.decode(tgt_in, memory, src_mask, project)  # (batch, tgt_len, ...)
 
     def cross_attention(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
         """Cross-attention weights of every decoder layer for a teacher-forced target.

@@ -22,8 +22,8 @@ from mtkit.data.batching import Batch
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.distributed import Dist
 from mtkit.model.transformer import Transformer
-from mtkit.runtime import autocast_context, resolve_precision
-from mtkit.training.loss import label_smoothed_cross_entropy
+from mtkit.runtime import DTYPES, autocast_context, resolve_precision
+from mtkit.training.loss import label_smoothed_cross_entropy, projected_cross_entropy
 from mtkit.training.rdrop import doubled, rdrop_objective, symmetric_kl
 
 
@@ -55,9 +55,12 @@ class UpdateResult:
     grad_norm: Tensor  # 0-d on the device: the gradient's total norm before clipping
 
 
-def compute_loss(logits: Tensor, target: Tensor, smoothing: float) -> tuple[Tensor, Tensor]:
-    """Summed smoothed loss and summed NLL (a seam the fault tests patch to inject NaN)."""
-    return label_smoothed_cross_entropy(logits, target, smoothing, PAD_ID)
+def compute_loss(
+    states: Tensor, weight: Tensor, target: Tensor, smoothing: float, precision: str
+) -> tuple[Tensor, Tensor]:
+    """Summed smoothed loss and summed NLL of the decoder's output states projected by
+    `weight`, in blocks (loss.py; a seam the fault tests patch to inject NaN)."""
+    return projected_cross_entropy(states, weight, target, smoothing, PAD_ID, DTYPES[precision])
 
 
 def forward_loss(s: Stepper, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
@@ -67,15 +70,16 @@ def forward_loss(s: Stepper, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
     the CE and NLL returned are then the means of the two passes, comparable with a run
     without R-Drop.
     """
-    alpha = s.cfg.rdrop_alpha
-    inputs = doubled(batch) if alpha > 0 else batch
+    alpha, smoothing, weight = s.cfg.rdrop_alpha, s.cfg.label_smoothing, s.raw.out_proj.weight
+    if alpha == 0:
+        with autocast_context(s.device, s.cfg.precision):
+            states = s.model(batch.src, batch.src_mask, batch.tgt_in, project=False)
+        loss, nll = compute_loss(states, weight, batch.tgt_out, smoothing, s.cfg.precision)
+        return loss, loss, nll
+    inputs = doubled(batch)
     with autocast_context(s.device, s.cfg.precision):
-        logits = s.model(
-            inputs.src, inputs.src_mask, inputs.tgt_in
-        )  # (batch or 2 * batch, tgt_len, V)
-        loss, nll = compute_loss(logits, inputs.tgt_out, s.cfg.label_smoothing)
-        if alpha == 0:
-            return loss, loss, nll
+        logits = s.model(inputs.src, inputs.src_mask, inputs.tgt_in)  # (2 * batch, tgt_len, V)
+        loss, nll = label_smoothed_cross_entropy(logits, inputs.tgt_out, smoothing, PAD_ID)
         kl = symmetric_kl(logits, batch.tgt_out != PAD_ID)
     return rdrop_objective(loss, kl, alpha), loss / 2, nll / 2
 

@@ -37,8 +37,8 @@ def validation_loss(
         rows = columns[indices]
         batch = collate_columns(rows["src_ids"], rows["tgt_ids"], PAD_ID).to(device)
         with autocast_context(device, t.precision):
-            logits = model(batch.src, batch.src_mask, batch.tgt_in)  # (batch, tgt_len, vocab)
-            _, nll = compute_loss(logits, batch.tgt_out, 0.0)
+            states = model(batch.src, batch.src_mask, batch.tgt_in, project=False)
+        _, nll = compute_loss(states, model.out_proj.weight, batch.tgt_out, 0.0, t.precision)
         nll_total += nll
         tokens += batch.n_tgt_tokens
     mean = float(nll_total.item()) / max(tokens, 1)

@@ -154,8 +154,9 @@ def poison_training_loss(monkeypatch: pytest.MonkeyPatch, bad_updates: set[int])
     real = update_mod.compute_loss
     calls = {"n": 0}
 
-    def compute_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> Any:
-        loss, nll = real(logits, target, smoothing)
+    def compute_loss(states: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                     smoothing: float, precision: str) -> Any:  # fmt: skip
+        loss, nll = real(states, weight, target, smoothing, precision)
         if smoothing > 0:
             calls["n"] += 1
             if calls["n"] in bad_updates:
