@@ -8,22 +8,14 @@ from pathlib import Path
 
 import datasets
 import pytest
-from typer.testing import CliRunner, Result
 
-from mtkit.cli.main import app
 from mtkit.data.prepare import load_stats
 from mtkit.data.tokenizer import TokenizerPair
 from tests.conftest import write_tiny_config
+from tests.e2e.cli import SHORT
+from tests.e2e.cli import succeed as invoke
 
 pytestmark = pytest.mark.slow
-
-SHORT: dict[str, object] = {"max_steps": 6, "valid_every": 6, "log_every": 3}
-
-
-def invoke(*args: str) -> Result:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def test_back_translated_pairs_join_training_with_a_tag(tmp_path: Path, tiny_corpus: Path) -> None:
