@@ -47,19 +47,21 @@ def projected_cross_entropy(
 
     The output projection and the loss run together over blocks of target tokens, and with
     gradients enabled each block's gradients (softmax - smoothed target, through the
-    projection) are formed while its logits are still in cache. Padding rows are skipped. The
-    matmuls run in `dtype` (what autocast would run the projection in), softmax and loss in
-    float32. Shapes: states (batch, tgt_len, d_model), weight (vocab, d_model), target
+    projection) are formed while its logits are still in cache. Padding positions count zero
+    (masked, not removed: selecting them out would make a GPU wait for the count). The matmuls
+    run in `dtype` (what autocast would run the projection in), softmax and loss in float32.
+    Shapes: states (batch, tgt_len, d_model), weight (vocab, d_model), target
     (batch, tgt_len) -> two scalars: the summed smoothed loss, the summed NLL (no gradient).
     """
-    rows = (target.reshape(-1) != ignore_index).nonzero().squeeze(1)  # (tokens,)
-    flat = states.reshape(-1, states.size(-1)).index_select(0, rows)  # (tokens, d_model)
-    gold = target.reshape(-1).index_select(0, rows)  # (tokens,)
+    flat = states.reshape(-1, states.size(-1))  # (batch * tgt_len, d_model)
+    keep = target.reshape(-1) != ignore_index  # (batch * tgt_len,)
+    gold = target.reshape(-1).masked_fill(~keep, 0)  # (batch * tgt_len,)
+    args = (gold, keep.float(), smoothing, dtype)
     if torch.is_grad_enabled() and (flat.requires_grad or weight.requires_grad):
-        loss, nll = _ProjectedLoss.apply(flat, weight, gold, smoothing, dtype)  # type: ignore[no-untyped-call]
+        loss, nll = _ProjectedLoss.apply(flat, weight, *args)  # type: ignore[no-untyped-call]
         return loss, nll
     with torch.no_grad():
-        loss, nll, _, _ = _blocks(flat, weight, gold, smoothing, dtype, grads=False)
+        loss, nll, _, _ = _blocks(flat, weight, *args, grads=False)
     return loss, nll
 
 
@@ -72,10 +74,13 @@ class _ProjectedLoss(torch.autograd.Function):
         flat: torch.Tensor,
         weight: torch.Tensor,
         gold: torch.Tensor,
+        keep: torch.Tensor,
         smoothing: float,
         dtype: torch.dtype,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, nll, grad_flat, grad_weight = _blocks(flat, weight, gold, smoothing, dtype, True)
+        loss, nll, grad_flat, grad_weight = _blocks(
+            flat, weight, gold, keep, smoothing, dtype, True
+        )
         ctx.save_for_backward(grad_flat, grad_weight)
         ctx.mark_non_differentiable(nll)
         return loss, nll
@@ -85,13 +90,14 @@ class _ProjectedLoss(torch.autograd.Function):
         ctx: Any, grad_loss: torch.Tensor, _grad_nll: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         grad_flat, grad_weight = ctx.saved_tensors
-        return grad_flat * grad_loss, grad_weight * grad_loss, None, None, None
+        return grad_flat * grad_loss, grad_weight * grad_loss, None, None, None, None
 
 
 def _blocks(
     flat: torch.Tensor,
     weight: torch.Tensor,
     gold: torch.Tensor,
+    keep: torch.Tensor,
     smoothing: float,
     dtype: torch.dtype,
     grads: bool,
@@ -99,8 +105,8 @@ def _blocks(
     """Summed loss and NLL, and (with `grads`) d loss / d flat and d loss / d weight (float32).
 
     Per token: loss = (1 - s) * (lse - z_gold) + s / V * (V * lse - sum z), and
-    d loss / d z = softmax(z) - (1 - s) * onehot(gold) - s / V.
-    Shapes: flat (tokens, d_model), weight (vocab, d_model), gold (tokens,).
+    d loss / d z = softmax(z) - (1 - s) * onehot(gold) - s / V; both times `keep` (0 or 1).
+    Shapes: flat (tokens, d_model), weight (vocab, d_model), gold and keep (tokens,).
     """
     vocab, device = weight.size(0), flat.device
     step = max(1, CHUNK_ELEMENTS // vocab)
@@ -112,16 +118,17 @@ def _blocks(
     with torch.autocast(device.type, enabled=False):
         for start in range(0, x.size(0), step):
             h, g = x[start : start + step], gold[start : start + step]  # (block, d), (block,)
+            k = keep[start : start + step]  # (block,)
             z = (h @ w.t()).float()  # (block, vocab)
             lse = torch.logsumexp(z, dim=-1)  # (block,)
-            token_nll = lse - z.gather(1, g[:, None]).squeeze(1)  # (block,)
-            smooth = vocab * lse - z.sum(dim=-1)  # (block,)
+            token_nll = (lse - z.gather(1, g[:, None]).squeeze(1)) * k  # (block,)
+            smooth = (vocab * lse - z.sum(dim=-1)) * k  # (block,)
             nll += token_nll.sum()
             loss += (1.0 - smoothing) * token_nll.sum() + (smoothing / vocab) * smooth.sum()
             if grads:
                 dz = z.sub_(lse[:, None]).exp_().sub_(smoothing / vocab)  # (block, vocab)
                 dz[torch.arange(len(g), device=device), g] -= 1.0 - smoothing
-                dz_m = dz.to(dtype)  # (block, vocab)
+                dz_m = dz.mul_(k[:, None]).to(dtype)  # (block, vocab)
                 grad_flat[start : start + step] = dz_m @ w  # (block, d_model)
                 grad_weight += dz_m.t() @ h  # (vocab, d_model)
     return loss, nll, grad_flat, grad_weight
