@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,13 +57,23 @@ def projected_cross_entropy(
     flat = states.reshape(-1, states.size(-1))  # (batch * tgt_len, d_model)
     keep = target.reshape(-1) != ignore_index  # (batch * tgt_len,)
     gold = target.reshape(-1).masked_fill(~keep, 0)  # (batch * tgt_len,)
-    args = (gold, keep.float(), smoothing, dtype)
+    targets = _Targets(gold, keep.float(), smoothing, dtype)
     if torch.is_grad_enabled() and (flat.requires_grad or weight.requires_grad):
-        loss, nll = _ProjectedLoss.apply(flat, weight, *args)  # type: ignore[no-untyped-call]
+        loss, nll = _ProjectedLoss.apply(flat, weight, targets)  # type: ignore[no-untyped-call]
         return loss, nll
     with torch.no_grad():
-        loss, nll, _, _ = _blocks(flat, weight, *args, grads=False)
+        loss, nll, _, _ = _blocks(flat, weight, targets, grads=False)
     return loss, nll
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """What the blocks score against, besides the states and the projection."""
+
+    gold: torch.Tensor  # (tokens,) target ids, 0 at padding
+    keep: torch.Tensor  # (tokens,) 1.0 for a real token, 0.0 for padding
+    smoothing: float
+    dtype: torch.dtype  # the matmuls' dtype
 
 
 class _ProjectedLoss(torch.autograd.Function):
@@ -70,17 +81,9 @@ class _ProjectedLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any,
-        flat: torch.Tensor,
-        weight: torch.Tensor,
-        gold: torch.Tensor,
-        keep: torch.Tensor,
-        smoothing: float,
-        dtype: torch.dtype,
+        ctx: Any, flat: torch.Tensor, weight: torch.Tensor, targets: _Targets
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, nll, grad_flat, grad_weight = _blocks(
-            flat, weight, gold, keep, smoothing, dtype, True
-        )
+        loss, nll, grad_flat, grad_weight = _blocks(flat, weight, targets, grads=True)
         ctx.save_for_backward(grad_flat, grad_weight)
         ctx.mark_non_differentiable(nll)
         return loss, nll
@@ -90,35 +93,29 @@ class _ProjectedLoss(torch.autograd.Function):
         ctx: Any, grad_loss: torch.Tensor, _grad_nll: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         grad_flat, grad_weight = ctx.saved_tensors
-        return grad_flat * grad_loss, grad_weight * grad_loss, None, None, None, None
+        return grad_flat * grad_loss, grad_weight * grad_loss, None
 
 
 def _blocks(
-    flat: torch.Tensor,
-    weight: torch.Tensor,
-    gold: torch.Tensor,
-    keep: torch.Tensor,
-    smoothing: float,
-    dtype: torch.dtype,
-    grads: bool,
+    flat: torch.Tensor, weight: torch.Tensor, t: _Targets, grads: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed loss and NLL, and (with `grads`) d loss / d flat and d loss / d weight (float32).
 
     Per token: loss = (1 - s) * (lse - z_gold) + s / V * (V * lse - sum z), and
     d loss / d z = softmax(z) - (1 - s) * onehot(gold) - s / V; both times `keep` (0 or 1).
-    Shapes: flat (tokens, d_model), weight (vocab, d_model), gold and keep (tokens,).
+    Shapes: flat (tokens, d_model), weight (vocab, d_model).
     """
-    vocab, device = weight.size(0), flat.device
+    vocab, device, smoothing = weight.size(0), flat.device, t.smoothing
     step = max(1, CHUNK_ELEMENTS // vocab)
-    w = weight.detach().to(dtype)  # (vocab, d_model), cast once
-    x = flat.detach().to(dtype)  # (tokens, d_model)
+    w = weight.detach().to(t.dtype)  # (vocab, d_model), cast once
+    x = flat.detach().to(t.dtype)  # (tokens, d_model)
     loss, nll = torch.zeros((), device=device), torch.zeros((), device=device)
     grad_flat = torch.zeros(flat.shape, device=device) if grads else flat
     grad_weight = torch.zeros(weight.shape, device=device) if grads else weight
     with torch.autocast(device.type, enabled=False):
         for start in range(0, x.size(0), step):
-            h, g = x[start : start + step], gold[start : start + step]  # (block, d), (block,)
-            k = keep[start : start + step]  # (block,)
+            h, g = x[start : start + step], t.gold[start : start + step]  # (block, d), (block,)
+            k = t.keep[start : start + step]  # (block,)
             z = (h @ w.t()).float()  # (block, vocab)
             lse = torch.logsumexp(z, dim=-1)  # (block,)
             token_nll = (lse - z.gather(1, g[:, None]).squeeze(1)) * k  # (block,)
@@ -128,7 +125,7 @@ def _blocks(
             if grads:
                 dz = z.sub_(lse[:, None]).exp_().sub_(smoothing / vocab)  # (block, vocab)
                 dz[torch.arange(len(g), device=device), g] -= 1.0 - smoothing
-                dz_m = dz.mul_(k[:, None]).to(dtype)  # (block, vocab)
+                dz_m = dz.mul_(k[:, None]).to(t.dtype)  # (block, vocab)
                 grad_flat[start : start + step] = dz_m @ w  # (block, d_model)
                 grad_weight += dz_m.t() @ h  # (vocab, d_model)
     return loss, nll, grad_flat, grad_weight
