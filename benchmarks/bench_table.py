@@ -14,6 +14,14 @@ def _fmt(s: dict[str, float], scale: float = 1.0, digits: int = 0, pct: bool = F
     return f"{f(s['median'])} ({f(s['min'])}-{f(s['max'])})"
 
 
+def _fmt_mfu(s: dict[str, float]) -> str:
+    """MFU as a percentage, or why not: above 100% the matmul probe ran a slower kernel than the
+    model did (bf16 on a CPU without native bf16), so it is no peak to divide by."""
+    if s["median"] > 1.0:
+        return "n/a (peak probe slower than the model)"
+    return _fmt(s, digits=1, pct=True)
+
+
 Row = tuple[str, list[str], str]  # label, one value per precision, ratio (last / first)
 
 
@@ -36,7 +44,7 @@ def _train_rows(t: dict[str, Any], ps: list[str]) -> list[Row]:
         row("matmul peak GFLOP/s (same run)", lambda e: _fmt(e["peak_flops_per_s"], 1e-9, 1),
             lambda e: e["peak_flops_per_s"]["median"]),
         row("train MFU (of the same precision's peak)",
-            lambda e: _fmt(e["mfu"], digits=1, pct=True), None),
+            lambda e: _fmt_mfu(e["mfu"]), None),
         row("train MFLOP/token", lambda e: _fmt(e["flops_per_token"], 1e-6, 1), None),
         row("train s/update", lambda e: _fmt(e["step_s"], 1, 3), None),
         row("padding share", lambda e: _fmt(e["padding_share"], digits=1, pct=True), None),
@@ -60,7 +68,7 @@ def _decode_rows(d: dict[str, Any], ps: list[str]) -> list[Row]:
              [_fmt(per[p]["sentences_per_s"], 1, 1) for p in ps],
              _ratio(per, ps, lambda e: e["sentences_per_s"]["median"])),
             (f"{name} target tokens/s", [_fmt(per[p]["tokens_per_s"]) for p in ps], ""),
-            (f"{name} MFU", [_fmt(per[p]["mfu"], digits=1, pct=True) for p in ps], ""),
+            (f"{name} MFU", [_fmt_mfu(per[p]["mfu"]) for p in ps], ""),
             (f"{name} BLEU / mean length",
              [f"{per[p]['bleu']:.1f} / {per[p]['mean_output_len']:.1f}" for p in ps], ""),
         ]  # fmt: skip

@@ -50,3 +50,20 @@ def test_table_puts_precisions_side_by_side_with_ratios() -> None:
     assert tokens.split()[-1] == "2.00x" and "1,000" in tokens and "2,000" in tokens
     rss = next(line for line in table.splitlines() if line.startswith("train peak RSS"))
     assert rss.split()[-1] == "0.96x"
+
+
+def test_mfu_above_one_is_not_printed_as_a_percentage() -> None:
+    """bf16 on a CPU without native bf16: the square-matmul probe ran slower than the model."""
+    slow_probe = train_entry(100, 800) | {"mfu": s(6.95)}
+    results = {
+        "meta": {
+            "torch": "2.x", "device": "cpu", "threads": 1, "cpu_model": "AMD EPYC",
+            "load_avg_start": [1.0], "load_avg_end": [1.0], "repeats": 3,
+            "precision": "float32,bfloat16", "precisions": ["float32", "bfloat16"],
+            "bf16": {"native": None, "matmul_speedup": 0.004, "auto": "float32",
+                     "reason": "CPU has no AVX512_BF16 or AMX (bf16 would be slow)"},
+        },
+        "train": {"float32": train_entry(2500, 850), "bfloat16": slow_probe},
+    }  # fmt: skip
+    mfu = next(line for line in format_table(results).splitlines() if "MFU" in line)
+    assert "70.0%" in mfu and "695" not in mfu and "n/a (peak probe slower" in mfu
