@@ -440,10 +440,9 @@ def test_source_compiles_cleanly_for_either_vector_width(tmp_path: Path, isa: li
 
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("x86 instruction sets")
-    compiler = (os.environ.get("CC") or "cc").split()
     flags = [f for f in na.FLAGS if f != "-march=native"]
     done = subprocess.run(
-        [*compiler, *flags, *isa, "-Wall", "-Wextra", "-Werror", "-o", str(tmp_path / "k.so"),
+        [*na._compiler(), *flags, *isa, "-Wall", "-Wextra", "-Werror", "-o", str(tmp_path / "k.so"),
          str(na.KERNEL_SOURCE)], capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
