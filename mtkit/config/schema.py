@@ -112,6 +112,7 @@ class ModelConfig:
     dropout: float = 0.1  # on embeddings and residual branches
     attention_dropout: float = 0.0  # on attention probabilities
     activation_dropout: float = 0.0  # after the feed-forward activation
+    word_dropout: float = 0.0  # whole input tokens (source and target) while training
     activation: Literal["relu", "gelu"] = "relu"  # the feed-forward block's activation
     norm: Literal["pre", "post"] = "pre"  # pre-norm trains stably without long warm-up
     share_embeddings: bool = True  # one embedding table for source and target (joint vocab only)

@@ -57,7 +57,7 @@ _NON_NEGATIVE = {
     "tokenizer": ("sampling_alpha",),
 }  # fmt: skip
 _FRACTIONS = {  # values in [0, 1)
-    "model": ("dropout", "attention_dropout", "activation_dropout"),
+    "model": ("dropout", "attention_dropout", "activation_dropout", "word_dropout"),
     "training": ("label_smoothing",),
     "data": ("valid_fraction", "test_fraction"),
 }

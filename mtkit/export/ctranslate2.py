@@ -54,7 +54,7 @@ SUPPORTED = {"norm": ("pre", "post"), "activation": ("relu", "gelu")}
 KNOWN_FIELDS = frozenset({
     "d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff", "dropout",
     "attention_dropout", "activation_dropout", "activation", "norm", "share_embeddings",
-    "tie_output", "max_positions",
+    "tie_output", "max_positions", "word_dropout",
 })  # fmt: skip
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
                  "float16", "bfloat16")  # fmt: skip

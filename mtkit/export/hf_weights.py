@@ -36,7 +36,7 @@ ACTIVATIONS = ("relu", "gelu")  # mtkit's F.gelu is the exact (erf) GELU, Transf
 KNOWN_FIELDS = frozenset({
     "d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff", "dropout",
     "attention_dropout", "activation_dropout", "activation", "norm", "share_embeddings",
-    "tie_output", "max_positions",
+    "tie_output", "max_positions", "word_dropout",
 })  # fmt: skip
 
 

@@ -35,6 +35,16 @@ def dropout(x: Tensor, p: float) -> Tensor:
     return torch.where(keep, x, 0.0).mul_(LEVELS / (LEVELS - dropped))
 
 
+def word_dropout(x: Tensor, p: float) -> Tensor:
+    """Training-time dropout of whole token vectors (Gal and Ghahramani 2016; Sennrich and Zhang
+    2019): each (batch, position) keeps or zeroes its whole d_model vector, kept ones scaled as
+    in `dropout`. Shapes: (batch, len, d_model) -> the same."""
+    if p == 0.0:
+        return x
+    keep = dropout(x.new_ones(x.shape[:-1] + (1,)), p)  # (batch, len, 1): 0 or 1 / keep rate
+    return x * keep
+
+
 class Dropout(nn.Module):
     """`dropout` while training, the identity otherwise (as nn.Dropout)."""
 

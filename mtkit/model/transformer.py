@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from mtkit.config.schema import ExperimentConfig, ModelConfig
 from mtkit.model.cache import DecoderCache, pointer_buffer
-from mtkit.model.dropout import Dropout
+from mtkit.model.dropout import Dropout, word_dropout
 from mtkit.model.layers import (
     AttentionKernel,
     DecoderLayer,
@@ -66,6 +66,7 @@ class Transformer(nn.Module):
         )
         self.pe: Tensor  # (max_positions, d_model)
         self.embed_dropout = Dropout(cfg.dropout)
+        self.word_dropout = cfg.word_dropout  # whole input tokens, while training
         self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         pre = cfg.norm == "pre"  # pre-norm stacks end unnormalised: one final LayerNorm each
@@ -93,7 +94,8 @@ class Transformer(nn.Module):
     # ----------------------------------------------------------------------- embeddings
 
     def embed_src(self, src: Tensor) -> Tensor:
-        """Scaled token embeddings + sinusoidal positions + dropout.
+        """Scaled token embeddings (whole tokens dropped at `word_dropout` while training) +
+        sinusoidal positions + dropout.
 
         Shapes: (batch, src_len) -> (batch, src_len, d_model).
         """
@@ -114,6 +116,8 @@ class Transformer(nn.Module):
                 f"({self.max_positions})"
             )
         x = table(ids) * self.scale  # (batch, len, d_model)
+        if self.training:
+            x = word_dropout(x, self.word_dropout)  # (batch, len, d_model)
         x = x + self.pe[offset : offset + length]  # (batch, len, d_model)
         out: Tensor = self.embed_dropout(x)  # (batch, len, d_model)
         return out

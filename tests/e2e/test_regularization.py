@@ -1,4 +1,4 @@
-"""R-Drop, subword sampling and the BLEU tokenizer in real (tiny) training runs; average on val."""
+"""Word dropout, R-Drop, subword sampling and tokenized BLEU in real (tiny) runs; average on val."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 def regularized(**training: object) -> dict[str, dict[str, object]]:
-    """Config sections with dropout, R-Drop, subword sampling and tokenized BLEU on."""
+    """Config sections with dropout, word dropout, R-Drop, subword sampling, tokenized BLEU."""
     return {
-        "model": {"dropout": 0.1},
+        "model": {"dropout": 0.1, "word_dropout": 0.1},
         "tokenizer": {"vocab_size": 200, "sampling_alpha": 0.1},
         "training": {"rdrop_alpha": 1.0, "max_tokens": 600, "valid_bleu_sentences": 5, **training},
         "evaluation": {"tokenize": "none"},
@@ -42,6 +42,7 @@ def test_regularized_training_through_the_cli_and_average_chosen_on_valid(
     run = tmp_path / "run"
     log = (run / "train.log").read_text(encoding="utf-8")
     assert "sacreBLEU tok:none" in log and "R-Drop alpha 1" in log
+    assert "regularisation: dropout 0.1, word dropout 0.1, R-Drop" in log
     assert "subword sampling alpha 0.1" in log
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)

@@ -89,6 +89,7 @@ def test_wrong_types(override: str, message: str) -> None:
         ("model.n_heads=0", "model.n_heads"),
         ("training.max_tokens=-1", "training.max_tokens"),
         ("model.dropout=1.0", "model.dropout"),
+        ("model.word_dropout=1.0", "model.word_dropout"),
         ("training.label_smoothing=-0.1", "training.label_smoothing"),
         ("tokenizer.vocab_size=8", "tokenizer.vocab_size"),
         ("decoding.beam_size=0", "decoding.beam_size"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtkit.model.dropout import LEVELS, Dropout, dropout
+from mtkit.model.dropout import LEVELS, Dropout, dropout, word_dropout
 
 
 def quantized(p: float) -> float:
@@ -93,3 +93,34 @@ def test_attention_dropout_on_cpu_draws_mtkits_mask(dtype: torch.dtype) -> None:
     torch.set_rng_state(state)
     expected = attention(q.float(), k.float(), v.float(), mask, 0.3).to(dtype)
     assert out.dtype == dtype and torch.equal(out, expected)
+
+
+def test_word_dropout_keeps_or_zeroes_whole_token_vectors() -> None:
+    torch.manual_seed(4)
+    x = torch.randn(200, 50, 16)  # (batch, len, d_model)
+    out = word_dropout(x, 0.25)
+    zero = (out == 0).all(dim=-1)  # (batch, len): the whole vector dropped
+    scaled = torch.isclose(out, x / (1 - quantized(0.25))).all(dim=-1)
+    assert torch.equal(zero | scaled, torch.ones_like(zero))  # never a partly dropped token
+    share = float(zero.float().mean())
+    assert abs(share - quantized(0.25)) < 0.02, share
+    assert word_dropout(x, 0.0) is x
+
+
+def test_word_dropout_in_the_model_only_while_training() -> None:
+    from mtkit.config.schema import ModelConfig
+    from mtkit.model.transformer import Transformer
+
+    cfg = ModelConfig(d_model=16, n_heads=2, encoder_layers=1, decoder_layers=1, d_ff=32,
+                      dropout=0.0, word_dropout=0.5, max_positions=32)  # fmt: skip
+    model = Transformer(cfg, 20, 20, pad_id=0)
+    ids = torch.randint(3, 20, (8, 10))  # (batch, len)
+    pe = model.pe[:10]  # (len, d_model)
+    torch.manual_seed(0)
+    trained = model.embed_src(ids) - pe  # (batch, len, d_model): the token part alone
+    dropped = (trained == 0).all(dim=-1)
+    assert 0 < int(dropped.sum()) < dropped.numel()
+    assert dropped.any() and (model.embed_tgt(ids) - pe == 0).all(dim=-1).any()
+    model.eval()
+    expected = model.src_embed(ids) * model.scale + pe
+    assert torch.equal(model.embed_src(ids), expected)  # no dropout when not training
