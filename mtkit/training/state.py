@@ -273,7 +273,9 @@ def log_setup(run: Run) -> None:
         t.accumulate,
         run.data.batches_in_epoch(run.state.epoch), t.schedule, t.lr, t.warmup_steps,
     )  # fmt: skip
-    extras = [f"word dropout {run.cfg.model.word_dropout:g}"] if run.cfg.model.word_dropout else []
+    extras: list[str] = []
+    if run.cfg.model.word_dropout > 0:
+        extras.append(f"word dropout {run.cfg.model.word_dropout:g}")
     if t.rdrop_alpha > 0:
         extras.append(f"R-Drop alpha {t.rdrop_alpha:g}")
     if run.cfg.tokenizer.sampling_alpha > 0:
