@@ -37,7 +37,13 @@ from mtkit.runtime import (
 )  # fmt: skip
 from mtkit.training.checkpoints import save
 from mtkit.training.interrupt import Interrupt, stop_on_sigterm
-from mtkit.training.progress import Window, compile_finished, compile_started, report_progress
+from mtkit.training.progress import (
+    Clock,
+    Window,
+    compile_finished,
+    compile_started,
+    report_progress,
+)
 from mtkit.training.resume_guard import check_resume
 from mtkit.training.run_dir import RunDirError, RunLock, check_run_dir, prepare_run_dir
 from mtkit.training.schedule import learning_rate
@@ -168,11 +174,11 @@ def stop_reason(run: Run) -> str | None:
 def loop(run: Run) -> None:
     """Run updates until a stopping rule fires, validating and checkpointing as configured."""
     t, state = run.cfg.training, run.state
-    start = time.monotonic() - state.elapsed
+    clock = Clock.begin(state.elapsed, state.step)
 
     def stop_requested() -> bool:
         return run.interrupt.requested or bool(
-            t.max_time and time.monotonic() - start >= t.max_time * 60
+            t.max_time and time.monotonic() - clock.start >= t.max_time * 60
         )
 
     batches = micro_batches(run)
@@ -191,7 +197,7 @@ def loop(run: Run) -> None:
             compile_finished(run, compiling)
             compiling = None
         state.step += 1
-        state.elapsed = time.monotonic() - start
+        state.elapsed = time.monotonic() - clock.start
         run.bad.add(result.bad, state.step, t.max_bad_steps)
         window.add(result)
         at_log, at_valid = state.step % t.log_every == 0, state.step % t.valid_every == 0
@@ -199,7 +205,7 @@ def loop(run: Run) -> None:
         if at_log or at_valid or at_save or result.stop or stop_reason(run):
             reason = check_bad_steps(run)  # reads device counters: only at these points
         if at_log:
-            report_progress(run, window, start, lr)
+            report_progress(run, window, clock, lr)
             window = Window.on(run.stepper.device)
         validated = reason is None and at_valid
         if validated:

@@ -48,7 +48,30 @@ class Window:
         self.padded += r.padded
 
 
-def report_progress(run: Run, window: Window, start: float, lr: float) -> None:
+@dataclass(frozen=True)
+class Clock:
+    """A run's training time: `start` is when its elapsed time (which counts the time before a
+    resume) was zero; `began` and `first_step` are when and at which step this process began.
+    """
+
+    start: float
+    began: float
+    first_step: int
+
+    @classmethod
+    def begin(cls, elapsed: float, step: int) -> Clock:
+        """A clock for a process starting now, `elapsed` seconds and `step` steps into its run."""
+        now = time.monotonic()
+        return cls(start=now - elapsed, began=now, first_step=step)
+
+    def remaining(self, now: float, step: int, max_steps: int) -> float:
+        """Seconds until `max_steps` at this process's own rate: steps counted before it began
+        (a resumed run's, a `--keep-schedule` parent's) took time it did not measure, or none."""
+        done = max(step - self.first_step, 1)
+        return (max_steps - step) * (now - self.began) / done
+
+
+def report_progress(run: Run, window: Window, clock: Clock, lr: float) -> None:
     """Log one progress line (loss, ppl, lr, mean pre-clip gradient norm, tokens/s, padding,
     ETA); append to metrics.jsonl.
 
@@ -73,8 +96,8 @@ def report_progress(run: Run, window: Window, start: float, lr: float) -> None:
     gnorm = norm_sum / normed if normed else None  # None: every update was NaN/inf
     rate = (tokens + src_tokens) / max(now - window.start, 1e-9)
     pad = 1.0 - (tokens + src_tokens) / max(padded, 1.0)
-    elapsed = now - start
-    remaining = (t.max_steps - state.step) * elapsed / max(state.step, 1)
+    elapsed = now - clock.start
+    remaining = clock.remaining(now, state.step, t.max_steps)
     if t.max_time:
         remaining = min(remaining, t.max_time * 60 - elapsed)
     logger.info(

@@ -1,4 +1,4 @@
-"""Training plumbing: signals, RNG isolation, metrics sinks, precision, best-score rule."""
+"""Training plumbing: signals, RNG isolation, metrics sinks, precision, best-score rule, ETA."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from mtkit.runtime import RuntimeConfigError, preserved_rng
 from mtkit.training.interrupt import Interrupt
 from mtkit.training.loop import train
 from mtkit.training.metrics_log import MetricsSink
+from mtkit.training.progress import Clock
 from mtkit.training.update import update
 from mtkit.training.validation import is_improvement
 from tests.unit.test_train_step import random_pairs, stepper, tiny_model
@@ -120,3 +121,17 @@ def test_float16_on_cpu_is_a_clear_error(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_is_improvement(metric: str, value: float, best: float | None, expected: Any) -> None:
     assert is_improvement(metric, value, best) is expected
+
+
+def test_eta_uses_the_rate_of_this_process_not_steps_it_did_not_time() -> None:
+    # A `--keep-schedule` child starts at its parent's step 1,500 with no elapsed time: after 100
+    # updates in 86 s, 6,400 remain at 0.86 s each (not 6,400 x 86 / 1,600).
+    child = Clock(start=1000.0, began=1000.0, first_step=1500)
+    assert child.remaining(now=1086.0, step=1600, max_steps=8000) == pytest.approx(6400 * 0.86)
+    # A resumed run (an hour of training before, step 4,000) at 2 s an update since.
+    resumed = Clock.begin(elapsed=3600.0, step=4000)
+    assert resumed.began - resumed.start == pytest.approx(3600.0)
+    now = resumed.began + 200.0
+    assert resumed.remaining(now=now, step=4100, max_steps=5000) == pytest.approx(900 * 2.0)
+    fresh = Clock(start=0.0, began=0.0, first_step=0)
+    assert fresh.remaining(now=10.0, step=10, max_steps=110) == pytest.approx(100.0)
