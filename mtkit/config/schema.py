@@ -74,6 +74,11 @@ class DataConfig:
     # that is not a JSON object or lacks the source/target key. error: prepare fails, naming
     # them (file:line); skip: they are dropped and counted as `bad_row`.
     on_bad_row: Literal["error", "skip"] = "error"
+    # Train on every pair in both directions (bidirectional training, Ding et al. 2021): each
+    # training pair is added reversed, target -> source, after the tokenizer is trained (so it
+    # is the one-direction tokenizer). Needs a joint vocabulary. For the first part of training,
+    # then fine-tune without it (`--init-from RUN/last.pt --keep-optimizer --keep-schedule`).
+    bidirectional: bool = False
 
 
 @dataclass

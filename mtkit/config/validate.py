@@ -98,6 +98,8 @@ def validate(cfg: ExperimentConfig) -> None:
             "model.share_embeddings: needs tokenizer.joint: true (one vocabulary for both "
             "languages); set model.share_embeddings: false for separate vocabularies"
         )
+    if data.bidirectional:
+        _validate_bidirectional(data, tok.joint)
     if data.max_len + 2 > m.max_positions:
         raise ConfigError(
             f"data.max_len: expected at most model.max_positions - 2 ({m.max_positions - 2}), "
@@ -181,6 +183,21 @@ def _validate_data(data: DataConfig) -> None:
     _check(hub is None or data.format == "hub", "data.hub_config", "null unless format: hub", hub)
     if data.strict and data.on_bad_row == "skip":
         raise ConfigError("data.on_bad_row: 'skip' contradicts data.strict: true; drop one of them")
+
+
+def _validate_bidirectional(data: DataConfig, joint: bool) -> None:
+    """Reversed pairs put target sentences on the source side: one vocabulary, no source tags."""
+    if not joint:
+        raise ConfigError(
+            "data.bidirectional: needs tokenizer.joint: true (reversed pairs put target-language "
+            "sentences on the source side)"
+        )
+    trains = data.train if isinstance(data.train, list) else [data.train]
+    if any(isinstance(t, CorpusConfig) and t.tag is not None for t in trains):
+        raise ConfigError(
+            "data.bidirectional: cannot be combined with a tagged data.train corpus (a reversed "
+            "pair would carry its source tag on the target side); drop the tag or the option"
+        )
 
 
 def _validate_corpus(corpus: CorpusConfig, key: str) -> None:

@@ -7,7 +7,8 @@ Pipeline (each step streams through Arrow; the corpus is never held in Python li
    src == tgt (optional) and duplicate pairs; invalid UTF-8 / malformed rows were marked in 1;
 3. carve valid/test out of train when they are not given (seeded; no sentence shared with train);
 4. train sentencepiece on the train split only (or reuse a given one: `tokenizer.model`, or a
-   parent run's tokenizer, copied byte for byte);
+   parent run's tokenizer, copied byte for byte); with `data.bidirectional`, append each train
+   pair reversed;
 5. encode every split, then drop train pairs over `data.max_len` tokens or `data.max_ratio`.
    Length and ratio are measured in sentencepiece tokens (without BOS/EOS), i.e. in the units
    the model sees, so the limits mean the same thing for every language and vocabulary;
@@ -47,6 +48,7 @@ from mtkit.data.prepared_dir import (
 )
 from mtkit.data.readers import read_split
 from mtkit.data.reused_tokenizer import files_digest, load_reused
+from mtkit.data.reversed_pairs import add_reversed_pairs
 from mtkit.data.rows import DataError, drop_counts, keep, mark
 from mtkit.data.sources import Source, resolve_sources, tags
 from mtkit.data.stats_table import log_table
@@ -188,15 +190,7 @@ def _build(
     for split, srcs in sources.items():
         splits[split], stats[split] = _read_clean(data, split, srcs, work, progress)
         check_not_empty(split, splits[split], stats[split], data)
-    train = carve(data, splits["train"], splits, cache)
-    carved = {k: len(v) for k, v in splits.items() if k not in stats}
-    if carved:
-        stats["train"]["carved"] = carved
-        for split, n in carved.items():
-            stats[split] = {"read": n, "dropped": {}, "carved_from": "train"}
-            splits[split] = drop_corpus_column(splits[split])
-    stats["train"]["dropped"].update(drop_counts(train))
-    splits["train"] = keep(train, cache, "train-overlap")
+    _carve(data, splits, stats, cache)
     check_not_empty("train", splits["train"], stats["train"], data)
     splits["train"], corpora = apply_corpus_options(
         splits["train"], sources["train"], data.seed, cache
@@ -213,6 +207,9 @@ def _build(
         tokenizers = reused
         logger.info("using the given tokenizer (%s), not training one", _describe(reused))
     tokenizers.save(work)
+    if data.bidirectional:
+        stats["train"]["reversed"] = len(splits["train"])
+        splits["train"] = add_reversed_pairs(splits["train"])
     encoded = {
         split: encode_split(split, ds, tokenizers, data, stats[split], cache, progress)
         for split, ds in splits.items()
@@ -229,6 +226,24 @@ def _build(
         "splits": stats,
         "vocab_size": {"src": tokenizers.src.vocab_size, "tgt": tokenizers.tgt.vocab_size},
     }
+
+
+def _carve(
+    data: DataConfig,
+    splits: dict[str, datasets.Dataset],
+    stats: dict[str, dict[str, Any]],
+    cache: Path,
+) -> None:
+    """Carve the missing valid/test splits out of train (in place), counting what went where."""
+    train = carve(data, splits["train"], splits, cache)
+    carved = {k: len(v) for k, v in splits.items() if k not in stats}
+    if carved:
+        stats["train"]["carved"] = carved
+        for split, n in carved.items():
+            stats[split] = {"read": n, "dropped": {}, "carved_from": "train"}
+            splits[split] = drop_corpus_column(splits[split])
+    stats["train"]["dropped"].update(drop_counts(train))
+    splits["train"] = keep(train, cache, "train-overlap")
 
 
 def _train_tokenizers(

@@ -38,8 +38,9 @@ def fingerprint_of(
     data = dataclasses.asdict(cfg.data)
     for irrelevant in ("prepared_dir", "num_proc"):
         data.pop(irrelevant)
-    if data["on_bad_row"] == "error":  # absent from older fingerprints: they keep their digest
-        data.pop("on_bad_row")
+    for key, default in (("on_bad_row", "error"), ("bidirectional", False)):
+        if data[key] == default:  # absent from older fingerprints: they keep their digest
+            data.pop(key)
     inputs = []
     for split, srcs in sources.items():
         for s in srcs:

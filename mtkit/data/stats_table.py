@@ -1,5 +1,5 @@
 """The table `prepare` logs: per split, pairs read and kept, token statistics, and why the rest
-went, so that every row adds up (read - carved - removed +/- weights = kept).
+went, so that every row adds up (read - carved - removed +/- weights + reversed = kept).
 
 A legend line explains each removal reason that occurs (stats.json keeps the short names).
 """
@@ -32,12 +32,15 @@ def reasons(data: DataConfig) -> dict[str, str]:
 
 
 def removals(s: dict[str, Any]) -> str:
-    """The last column of a split's row: carved, removed (by reason), reweighted, truncated."""
+    """The last column of a split's row: carved, removed (by reason), reweighted, reversed,
+    truncated."""
     parts = [f"carved {n} as {split}" for split, n in s.get("carved", {}).items()]
     parts += [f"{reason} {n}" for reason, n in s["dropped"].items()]
     weighted = sum(c["sampled"] - c["pairs"] for c in s.get("corpora", []))
     if weighted:
         parts.append(f"weights {weighted:+d}")
+    if s.get("reversed"):
+        parts.append(f"reversed +{s['reversed']}")
     text = ", ".join(parts) or "-"
     if s.get("carved_from"):
         text += f" (carved from {s['carved_from']})"

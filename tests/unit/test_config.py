@@ -109,6 +109,17 @@ def test_share_embeddings_needs_joint_vocab() -> None:
     assert not cfg.tokenizer.joint
 
 
+def test_bidirectional_needs_a_joint_vocabulary_and_no_source_tags(tmp_path: Path) -> None:
+    separate = ["tokenizer.joint=false", "model.share_embeddings=false", "data.bidirectional=true"]
+    with pytest.raises(ConfigError, match=r"^data.bidirectional: needs tokenizer.joint: true"):
+        load_config(None, separate)
+    tagged = "data:\n  bidirectional: true\n  train: [data/train, {path: bt/mono, tag: <BT>}]\n"
+    with pytest.raises(ConfigError, match="data.bidirectional: cannot be combined with a tagged"):
+        load_config(write(tmp_path, tagged))
+    untagged = "data:\n  bidirectional: true\n  train: [data/train, {path: bt/mono, weight: 2}]\n"
+    assert load_config(write(tmp_path, untagged)).data.bidirectional
+
+
 def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "model:\n  d_model: 64\n  n_heads: [2\n")
     with pytest.raises(ConfigError, match=r"cfg.yaml: line \d+"):
