@@ -80,6 +80,10 @@ class DataConfig:
     # then fine-tune without it (`--init-from RUN/last.pt --keep-optimizer --keep-schedule`).
     bidirectional: bool = False
 
+    def train_entries(self) -> list[str | CorpusConfig]:
+        """`train` as a list of corpora (a single value is a list of one)."""
+        return self.train if isinstance(self.train, list) else [self.train]
+
 
 @dataclass
 class TokenizerConfig:

@@ -161,7 +161,7 @@ def _validate_data(data: DataConfig) -> None:
     """Checks of the input/cleaning keys that need more than a sign or range."""
     carved = data.valid_fraction + data.test_fraction
     _check(carved < 1.0, "data.test_fraction", "less than 1 - data.valid_fraction", carved)
-    trains = data.train if isinstance(data.train, list) else [data.train]
+    trains = data.train_entries()
     _check(bool(trains), "data.train", "a path or a list of paths", data.train)
     for i, entry in enumerate(trains):
         key = f"data.train[{i}]" if isinstance(data.train, list) else "data.train"
@@ -192,7 +192,7 @@ def _validate_bidirectional(data: DataConfig, joint: bool) -> None:
             "data.bidirectional: needs tokenizer.joint: true (reversed pairs put target-language "
             "sentences on the source side)"
         )
-    trains = data.train if isinstance(data.train, list) else [data.train]
+    trains = data.train_entries()
     if any(isinstance(t, CorpusConfig) and t.tag is not None for t in trains):
         raise ConfigError(
             "data.bidirectional: cannot be combined with a tagged data.train corpus (a reversed "

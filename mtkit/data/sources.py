@@ -28,7 +28,7 @@ class Source:
 
 def resolve_sources(data: DataConfig) -> dict[str, list[Source]]:
     """Resolve and check every configured input; missing files fail here, before any work."""
-    trains = data.train if isinstance(data.train, list) else [data.train]
+    trains = data.train_entries()
     out: dict[str, list[Source]] = {"train": []}
     for entry in trains:
         if isinstance(entry, CorpusConfig):
